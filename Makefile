@@ -1,0 +1,23 @@
+# Two entry points: `make demo` (the main job) and `make test`; both create .venv when missing.
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the CPU build this machine serves from disk (a bare `torch` pulls CUDA)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/ectc build
+	$(BIN)/ectc run specs/sycophancy.ect
+
+test: $(BIN)/.installed
+	$(BIN)/ectc build --check
+	$(BIN)/python -m pytest -q
+
+.PHONY: install demo test
