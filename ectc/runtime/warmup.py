@@ -1,0 +1,90 @@
+"""Supervised warm-up: teach a (tiny) base model the task skill before RL.
+
+A plain torch loop: cross-entropy on the target tokens only, AdamW, constant learning rate.
+The examples come from the caller (a generator function or an iterable of (prompt, target)),
+so nothing here knows what the task is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]]):
+    """Left-padded batch of prompt+target with labels = -100 everywhere but the target."""
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=True)["input_ids"]
+    targets = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+    seqs = [p + t for p, t in zip(prompts, targets)]
+    width = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (p, t) in enumerate(zip(prompts, targets)):
+        n = len(p) + len(t)
+        ids[i, width - n:] = torch.tensor(p + t)
+        labels[i, width - len(t):] = torch.tensor(t)
+        mask[i, width - n:] = 1
+    return ids, mask, labels
+
+
+def position_ids_for(mask: torch.Tensor) -> torch.Tensor:
+    # Left padding: count positions from each row's first real token, so a prompt means the
+    # same thing whatever batch it sits in.
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def supervised_warmup(
+    model,
+    tokenizer,
+    examples: Callable[[random.Random, int], list[tuple[str, str]]] | Iterable[tuple[str, str]],
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    progress: Callable[[int, dict], None] | None = None,
+) -> list[float]:
+    """Train `model` for `steps` steps and return the loss of every step.
+
+    `examples` is either a function (rng, n) -> n (prompt, target) pairs, called once per step
+    (procedural tasks: fresh samples every step), or an iterable of pairs, cycled in order.
+    """
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    if callable(examples):
+        def next_batch():
+            return list(examples(rng, batch_size))
+    else:
+        stream = itertools.cycle(list(examples))
+
+        def next_batch():
+            return list(itertools.islice(stream, batch_size))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    device = next(model.parameters()).device
+    model.train()
+    history = []
+    for step in range(steps):
+        ids, mask, labels = (t.to(device) for t in encode_pairs(tokenizer, next_batch()))
+        logits = model(input_ids=ids, attention_mask=mask,
+                       position_ids=position_ids_for(mask)).logits
+        # Shift: the logit at position t predicts token t+1.
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                               ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        opt.step()
+        history.append(loss.item())
+        if progress is not None:
+            progress(step, {"loss": history[-1]})
+    return history
