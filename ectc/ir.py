@@ -1,0 +1,303 @@
+"""The IR: frozen, declarative pydantic models that keep the source span of every construct.
+
+The IR mirrors the surface language one class per construct. It holds no decisions: `check`
+validates it and `generate` turns it into files. Every node carries a `kind` tag so a whole
+spec serialises to JSON and back (the basis of hashing and `ectc diff`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import Span
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    span: Span
+
+
+# ---- expressions ----------------------------------------------------------------------
+
+
+class Num(Node):
+    kind: Literal["num"] = "num"
+    value: float
+    is_int: bool
+
+
+class Str(Node):
+    kind: Literal["str"] = "str"
+    value: str
+
+
+class Bool(Node):
+    kind: Literal["bool"] = "bool"
+    value: bool
+
+
+class Name(Node):
+    kind: Literal["name"] = "name"
+    id: str
+
+
+class ListExpr(Node):
+    kind: Literal["list"] = "list"
+    items: tuple["Expr", ...]
+
+
+class Call(Node):
+    kind: Literal["call"] = "call"
+    func: str
+    args: tuple["Expr", ...]
+
+
+class Attr(Node):
+    kind: Literal["attr"] = "attr"
+    obj: "Expr"
+    attr: str
+
+
+class Index(Node):
+    kind: Literal["index"] = "index"
+    obj: "Expr"
+    index: "Expr"
+
+
+class Unary(Node):
+    kind: Literal["unary"] = "unary"
+    op: Literal["-", "not"]
+    operand: "Expr"
+
+
+class Binary(Node):
+    kind: Literal["binary"] = "binary"
+    op: Literal["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "and", "or", "in"]
+    left: "Expr"
+    right: "Expr"
+
+
+class IfElse(Node):
+    kind: Literal["if"] = "if"
+    cond: "Expr"
+    then: "Expr"
+    orelse: "Expr"
+
+
+Expr = Annotated[
+    Union[Num, Str, Bool, Name, ListExpr, Call, Attr, Index, Unary, Binary, IfElse],
+    Field(discriminator="kind"),
+]
+
+
+# ---- settings: `key value` or `key { ... }`, validated against a schema in check ------------
+
+
+class Setting(Node):
+    key: str
+    value: Optional[Expr] = None
+    block: Optional[tuple["Setting", ...]] = None
+
+
+# ---- the experiment -------------------------------------------------------------------
+
+
+class Template(Node):
+    """A jinja2 template given in the spec (label, prompt, system, rubric)."""
+
+    text: str
+
+
+class Interval(Node):
+    low: float
+    high: float
+    low_closed: bool
+    high_closed: bool
+
+    def contains(self, x: float) -> bool:
+        above = x >= self.low if self.low_closed else x > self.low
+        below = x <= self.high if self.high_closed else x < self.high
+        return above and below
+
+
+class AxisValue(Node):
+    name: str
+    description: Optional[str] = None
+
+
+class Axis(Node):
+    name: str
+    type: Literal["real", "int", "enum"]
+    domain: Optional[Interval] = None
+    values: tuple[AxisValue, ...] = ()
+    train: Optional[Expr] = None
+    holdout_intervals: tuple[Interval, ...] = ()
+    holdout_values: tuple[Name, ...] = ()
+    deploy: Optional[Expr] = None
+
+
+class Source(Node):
+    type: Literal["generate", "jsonl", "csv", "disk", "llm"]
+    arg: Optional[str] = None
+
+
+class DataField(Node):
+    name: str
+    type: str
+    type_span: Span
+    expr: Optional[Expr] = None
+    fallback: Optional[Expr] = None
+
+
+class Assign(Node):
+    name: str
+    expr: Expr
+
+
+class DataBlock(Node):
+    name: str
+    source: Source
+    fields: tuple[DataField, ...] = ()
+    assigns: tuple[Assign, ...] = ()
+    settings: tuple[Setting, ...] = ()
+
+
+class Response(Node):
+    type: Literal["choice", "text"]
+    choices: tuple[str, ...] = ()
+    settings: tuple[Setting, ...] = ()
+
+
+class Feedback(Node):
+    assigns: tuple[Assign, ...]
+
+
+class VerdictField(Node):
+    name: str
+    type: Literal["int", "real", "bool", "text", "enum"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    values: tuple[str, ...] = ()
+
+
+class Monitor(Node):
+    name: str
+    type: Literal["llm", "lexicon", "expr"]
+    model: Optional[str] = None
+    expr: Optional[Expr] = None
+    settings: tuple[Setting, ...] = ()
+    returns: tuple[VerdictField, ...] = ()
+
+
+class ArmPart(Node):
+    """One `key value` of an arm; kept as written so check can point at it."""
+
+    key: Literal["label", "label_fixed", "encode", "filter", "reuse", "infer"]
+    word: Optional[str] = None
+    expr: Optional[Expr] = None
+
+
+class Arm(Node):
+    name: str
+    parts: tuple[ArmPart, ...]
+
+    def part(self, key: str) -> Optional[ArmPart]:
+        found = [p for p in self.parts if p.key == key]
+        return found[-1] if found else None
+
+
+class Model(Node):
+    type: Literal["tiny", "hf"]
+    path: Optional[str] = None
+    settings: tuple[Setting, ...] = ()
+
+
+class Profile(Node):
+    name: str
+    default: bool = False
+    models: tuple[Model, ...] = ()
+    settings: tuple[Setting, ...] = ()
+
+
+class Metric(Node):
+    name: str
+    expr: Expr
+    where: Optional[Expr] = None
+
+
+class Sweep(Node):
+    axis: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None
+    values: tuple[Name, ...] = ()
+
+
+class Comparison(Node):
+    pairs: tuple[tuple[Name, Name], ...]
+    metrics: tuple[Name, ...]
+
+
+class Evaluate(Node):
+    metrics: tuple[Metric, ...] = ()
+    sweeps: tuple[Sweep, ...] = ()
+    comparisons: tuple[Comparison, ...] = ()
+    settings: tuple[Setting, ...] = ()
+
+
+class Experiment(Node):
+    name: str
+    descriptions: tuple[Template, ...] = ()
+    axes: tuple[Axis, ...] = ()
+    labels: tuple[Template, ...] = ()
+    unlabeled: tuple[Template, ...] = ()
+    systems: tuple[Template, ...] = ()
+    prompts: tuple[Template, ...] = ()
+    data: tuple[DataBlock, ...] = ()
+    responses: tuple[Response, ...] = ()
+    feedbacks: tuple[Feedback, ...] = ()
+    monitors: tuple[Monitor, ...] = ()
+    arms: tuple[Arm, ...] = ()
+    profiles: tuple[Profile, ...] = ()
+    evaluates: tuple[Evaluate, ...] = ()
+
+    # Singletons are stored as tuples so check can point at a duplicate; these read the one.
+    @property
+    def axis(self) -> Optional[Axis]:
+        return self.axes[0] if self.axes else None
+
+    @property
+    def label(self) -> Optional[Template]:
+        return self.labels[0] if self.labels else None
+
+    @property
+    def prompt(self) -> Optional[Template]:
+        return self.prompts[0] if self.prompts else None
+
+    @property
+    def system(self) -> Optional[Template]:
+        return self.systems[0] if self.systems else None
+
+    @property
+    def response(self) -> Optional[Response]:
+        return self.responses[0] if self.responses else None
+
+    @property
+    def feedback(self) -> Optional[Feedback]:
+        return self.feedbacks[0] if self.feedbacks else None
+
+    @property
+    def evaluate(self) -> Optional[Evaluate]:
+        return self.evaluates[0] if self.evaluates else None
+
+
+class Spec(Node):
+    experiments: tuple[Experiment, ...]
+
+
+for _model in list(globals().values()):
+    if isinstance(_model, type) and issubclass(_model, BaseModel) and _model is not BaseModel:
+        _model.model_rebuild()

@@ -1,0 +1,478 @@
+"""lower: lark tree -> IR. One short method per grammar rule; spans come from lark's meta."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+from lark import Token, Transformer, Tree, v_args
+
+from . import ir
+from .errors import CompileError, Diagnostic, Span
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "{": "\\{", "}": "\\}"}
+
+
+def span_of(meta_or_token: Any) -> Span:
+    m = meta_or_token
+    if getattr(m, "empty", False):
+        return Span(line=1, column=1, end_line=1, end_column=2)
+    return Span(line=m.line, column=m.column, end_line=m.end_line, end_column=m.end_column)
+
+
+def lower(tree: Tree) -> ir.Spec:
+    """Lower a parse tree to the IR; raise CompileError for malformed literals."""
+    transformer = _Lower()
+    spec = transformer.transform(tree)
+    if transformer.diagnostics:
+        raise CompileError(transformer.diagnostics)
+    return spec
+
+
+def _setting_list(items: list) -> tuple[ir.Setting, ...]:
+    return tuple(i for i in items if isinstance(i, ir.Setting))
+
+
+@v_args(meta=True)
+class _Lower(Transformer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.diagnostics: list[Diagnostic] = []
+
+    # ---- terminals and small pieces --------------------------------------------------
+
+    def name(self, meta, children):
+        tok = children[0]
+        return ir.Name(span=span_of(tok), id=str(tok))
+
+    def arm_word(self, meta, children):
+        return self.name(meta, children)
+
+    def string(self, meta, children):
+        tok: Token = children[0]
+        if tok.type == "LONG_STRING":
+            body = str(tok)[3:-3]
+            # A rubric written as an indented block reads as the user laid it out.
+            text = textwrap.dedent(body.lstrip("\n")).rstrip()
+        else:
+            text = self._unescape(str(tok)[1:-1], tok)
+        return ir.Str(span=span_of(tok), value=text)
+
+    def _unescape(self, body: str, tok: Token) -> str:
+        out, i = [], 0
+        while i < len(body):
+            ch = body[i]
+            if ch == "\\" and i + 1 < len(body):
+                nxt = body[i + 1]
+                if nxt not in _ESCAPES or nxt in "{}":
+                    col = tok.column + 1 + i
+                    self.diagnostics.append(
+                        Diagnostic(
+                            Span(line=tok.line, column=col, end_line=tok.line, end_column=col + 2),
+                            "E006",
+                            f"unknown escape `\\{nxt}` in string",
+                            'use one of \\n \\t \\r \\" \\\\',
+                        )
+                    )
+                    i += 2
+                    continue
+                out.append(_ESCAPES[nxt])
+                i += 2
+                continue
+            out.append(ch)
+            i += 1
+        return "".join(out)
+
+    def signed_number(self, meta, children):
+        negative = len(children) == 2
+        text = str(children[-1])
+        value = float(text)
+        return ir.Num(
+            span=span_of(meta),
+            value=-value if negative else value,
+            is_int=text.isdigit(),
+        )
+
+    def bracket(self, meta, children):
+        return str(children[0])
+
+    def interval(self, meta, children):
+        open_, low, high, close = children
+        if open_ not in "[(" or close not in "])":
+            self.diagnostics.append(
+                Diagnostic(span_of(meta), "E007", "an interval opens with `[` or `(` and closes with `]` or `)`",
+                           "write `[0.0, 0.5)` for 0 <= x < 0.5")
+            )
+        return ir.Interval(
+            span=span_of(meta), low=low.value, high=high.value,
+            low_closed=open_ == "[", high_closed=close == "]",
+        )
+
+    # ---- expressions -----------------------------------------------------------------
+
+    def number(self, meta, children):
+        text = str(children[0])
+        return ir.Num(span=span_of(meta), value=float(text), is_int=text.isdigit())
+
+    def string_lit(self, meta, children):
+        return children[0]
+
+    def true_lit(self, meta, children):
+        return ir.Bool(span=span_of(meta), value=True)
+
+    def false_lit(self, meta, children):
+        return ir.Bool(span=span_of(meta), value=False)
+
+    def name_ref(self, meta, children):
+        return children[0]
+
+    def list_lit(self, meta, children):
+        return ir.ListExpr(span=span_of(meta), items=tuple(c for c in children if c is not None))
+
+    def call(self, meta, children):
+        func, *args = children
+        return ir.Call(span=span_of(meta), func=func.id, args=tuple(a for a in args if a is not None))
+
+    def attribute(self, meta, children):
+        return ir.Attr(span=span_of(meta), obj=children[0], attr=children[1].id)
+
+    def index(self, meta, children):
+        return ir.Index(span=span_of(meta), obj=children[0], index=children[1])
+
+    def neg(self, meta, children):
+        return ir.Unary(span=span_of(meta), op="-", operand=children[0])
+
+    def not_(self, meta, children):
+        return ir.Unary(span=span_of(meta), op="not", operand=children[0])
+
+    def _binary(self, meta, op, left, right):
+        return ir.Binary(span=span_of(meta), op=op, left=left, right=right)
+
+    def binary(self, meta, children):
+        left, op, right = children
+        return self._binary(meta, op, left, right)
+
+    def compare_op(self, meta, children):
+        return self.binary(meta, children)
+
+    def in_op(self, meta, children):
+        return self._binary(meta, "in", children[0], children[1])
+
+    def and_(self, meta, children):
+        return self._binary(meta, "and", children[0], children[1])
+
+    def or_(self, meta, children):
+        return self._binary(meta, "or", children[0], children[1])
+
+    def comp_op(self, meta, children):
+        return str(children[0])
+
+    add_op = mul_op = comp_op
+
+    def if_then_else(self, meta, children):
+        cond, then, orelse = children
+        return ir.IfElse(span=span_of(meta), cond=cond, then=then, orelse=orelse)
+
+    # ---- settings and values -----------------------------------------------------------
+
+    def true(self, meta, children):
+        return ir.Bool(span=span_of(meta), value=True)
+
+    def false(self, meta, children):
+        return ir.Bool(span=span_of(meta), value=False)
+
+    def bare_name(self, meta, children):
+        return children[0]
+
+    def list_value(self, meta, children):
+        return self.list_lit(meta, children)
+
+    def call_value(self, meta, children):
+        return self.call(meta, children)
+
+    def setting_value(self, meta, children):
+        key, value = children
+        return ir.Setting(span=span_of(meta), key=key.id, value=value)
+
+    def setting_block(self, meta, children):
+        key, block = children
+        return ir.Setting(span=span_of(meta), key=key.id, block=block)
+
+    def block(self, meta, children):
+        return tuple(children)
+
+    # ---- axis -------------------------------------------------------------------------
+
+    def real_axis(self, meta, children):
+        return ("real", children[0])
+
+    def int_axis(self, meta, children):
+        return ("int", children[0])
+
+    def enum_axis(self, meta, children):
+        return ("enum", None)
+
+    def axis_value(self, meta, children):
+        name, description = children
+        return ir.AxisValue(span=span_of(meta), name=name.id,
+                            description=description.value if description else None)
+
+    def axis_train(self, meta, children):
+        return ("train", children[0])
+
+    def axis_deploy(self, meta, children):
+        return ("deploy", children[0])
+
+    def holdout_part(self, meta, children):
+        return children[0]
+
+    def axis_holdout(self, meta, children):
+        return ("holdout", children)
+
+    def axis(self, meta, children):
+        name, (type_, domain), *items = children
+        fields: dict[str, Any] = {"values": [], "holdout_intervals": [], "holdout_values": []}
+        for item in items:
+            if isinstance(item, ir.AxisValue):
+                fields["values"].append(item)
+            elif item[0] == "holdout":
+                for part in item[1]:
+                    key = "holdout_intervals" if isinstance(part, ir.Interval) else "holdout_values"
+                    fields[key].append(part)
+            else:
+                fields[item[0]] = item[1]
+        return ir.Axis(
+            span=span_of(meta), name=str(name), type=type_, domain=domain,
+            values=tuple(fields.pop("values")),
+            holdout_intervals=tuple(fields.pop("holdout_intervals")),
+            holdout_values=tuple(fields.pop("holdout_values")),
+            **fields,
+        )
+
+    # ---- templates ----------------------------------------------------------------------
+
+    def _template(group):
+        def build(self, meta, children):
+            return (group, [ir.Template(span=children[0].span, text=children[0].value)])
+        return build
+
+    description = _template("descriptions")
+    label = _template("labels")
+    unlabeled = _template("unlabeled")
+    system = _template("systems")
+    prompt = _template("prompts")
+
+    # ---- data ---------------------------------------------------------------------------
+
+    def src_generate(self, meta, children):
+        return ir.Source(span=span_of(meta), type="generate")
+
+    def _src(self, type_):
+        def build(meta, children):
+            return ir.Source(span=span_of(meta), type=type_, arg=children[0].value)
+        return build
+
+    def src_jsonl(self, meta, children):
+        return self._src("jsonl")(meta, children)
+
+    def src_csv(self, meta, children):
+        return self._src("csv")(meta, children)
+
+    def src_disk(self, meta, children):
+        return self._src("disk")(meta, children)
+
+    def src_llm(self, meta, children):
+        return self._src("llm")(meta, children)
+
+    def type(self, meta, children):
+        return children[0]
+
+    def field(self, meta, children):
+        name, type_, expr, fallback = children
+        return ir.DataField(span=span_of(meta), name=name.id, type=type_.id, type_span=type_.span,
+                            expr=expr, fallback=fallback)
+
+    def assign(self, meta, children):
+        return ir.Assign(span=span_of(meta), name=children[0].id, expr=children[1])
+
+    def data(self, meta, children):
+        name, source, *items = children
+        return ir.DataBlock(
+            span=span_of(meta), name=str(name),
+            source=source or ir.Source(span=span_of(name), type="generate"),
+            fields=tuple(i for i in items if isinstance(i, ir.DataField)),
+            assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
+            settings=_setting_list(items),
+        )
+
+    # ---- response, feedback ---------------------------------------------------------------
+
+    def response_choice(self, meta, children):
+        return ir.Response(span=span_of(meta), type="choice",
+                           choices=tuple(c.value for c in children if c is not None))
+
+    def response_text(self, meta, children):
+        return ir.Response(span=span_of(meta), type="text", settings=children[0] or ())
+
+    def feedback(self, meta, children):
+        return ir.Feedback(span=span_of(meta), assigns=tuple(children))
+
+    # ---- monitors -----------------------------------------------------------------------
+
+    def monitor_llm(self, meta, children):
+        return {"type": "llm", "model": children[0].value}
+
+    def monitor_lexicon(self, meta, children):
+        return {"type": "lexicon"}
+
+    def monitor_expr(self, meta, children):
+        return {"type": "expr", "expr": children[0]}
+
+    def vt_int(self, meta, children):
+        return {"type": "int", "low": children[0].value, "high": children[1].value}
+
+    def vt_real(self, meta, children):
+        return {"type": "real", "low": children[0].value, "high": children[1].value}
+
+    def vt_bool(self, meta, children):
+        return {"type": "bool"}
+
+    def vt_text(self, meta, children):
+        return {"type": "text"}
+
+    def vt_enum(self, meta, children):
+        return {"type": "enum", "values": tuple(c.id for c in children)}
+
+    def verdict_field(self, meta, children):
+        return ir.VerdictField(span=span_of(meta), name=children[0].id, **children[1])
+
+    def returns(self, meta, children):
+        return ("returns", tuple(children))
+
+    def monitor(self, meta, children):
+        name, kind, *items = children
+        returns = [i for i in items if isinstance(i, tuple)]
+        return ir.Monitor(
+            span=span_of(meta), name=str(name), **kind,
+            settings=_setting_list(items),
+            returns=returns[-1][1] if returns else (),
+        )
+
+    # ---- arms ----------------------------------------------------------------------------
+
+    def _arm_part(self, key):
+        def build(meta, children):
+            value = children[0]
+            if isinstance(value, Token):
+                return ir.ArmPart(span=span_of(meta), key=key, word=str(value))
+            if isinstance(value, ir.Name) and key != "filter" and key != "label_fixed":
+                return ir.ArmPart(span=span_of(meta), key=key, word=value.id)
+            return ir.ArmPart(span=span_of(meta), key=key, expr=value)
+        return build
+
+    def arm_label(self, meta, children):
+        return self._arm_part("label")(meta, children)
+
+    def arm_label_fixed(self, meta, children):
+        return self._arm_part("label_fixed")(meta, children)
+
+    def arm_encode(self, meta, children):
+        return self._arm_part("encode")(meta, children)
+
+    def arm_filter(self, meta, children):
+        return self._arm_part("filter")(meta, children)
+
+    def arm_reuse(self, meta, children):
+        return self._arm_part("reuse")(meta, children)
+
+    def arm_infer(self, meta, children):
+        return self._arm_part("infer")(meta, children)
+
+    def arm(self, meta, children):
+        name, *parts = children
+        return ir.Arm(span=span_of(meta), name=str(name), parts=tuple(parts))
+
+    def arms(self, meta, children):
+        return ("arms", tuple(children))
+
+    # ---- profiles ------------------------------------------------------------------------
+
+    def model_tiny(self, meta, children):
+        return ir.Model(span=span_of(meta), type="tiny", settings=children[0] or ())
+
+    def model_hf(self, meta, children):
+        return ir.Model(span=span_of(meta), type="hf", path=children[0].value, settings=children[1] or ())
+
+    def default_mark(self, meta, children):
+        return True
+
+    def profile(self, meta, children):
+        name, default, *items = children
+        return ir.Profile(
+            span=span_of(meta), name=str(name), default=bool(default),
+            models=tuple(i for i in items if isinstance(i, ir.Model)),
+            settings=_setting_list(items),
+        )
+
+    # ---- evaluation ----------------------------------------------------------------------
+
+    def metric(self, meta, children):
+        name, expr, where = children
+        return ir.Metric(span=span_of(meta), name=str(name), expr=expr, where=where)
+
+    def sweep_range(self, meta, children):
+        axis, low, high, step = children
+        return ir.Sweep(span=span_of(meta), axis=axis.id, low=low.value, high=high.value, step=step.value)
+
+    def sweep_values(self, meta, children):
+        axis, *values = children
+        return ir.Sweep(span=span_of(meta), axis=axis.id, values=tuple(v for v in values if v is not None))
+
+    def arm_pair(self, meta, children):
+        return (children[0], children[1])
+
+    def compare(self, meta, children):
+        return ir.Comparison(
+            span=span_of(meta),
+            pairs=tuple(c for c in children if isinstance(c, tuple)),
+            metrics=tuple(c for c in children if isinstance(c, ir.Name)),
+        )
+
+    def evaluate(self, meta, children):
+        return ir.Evaluate(
+            span=span_of(meta),
+            metrics=tuple(c for c in children if isinstance(c, ir.Metric)),
+            sweeps=tuple(c for c in children if isinstance(c, ir.Sweep)),
+            comparisons=tuple(c for c in children if isinstance(c, ir.Comparison)),
+            settings=_setting_list(children),
+        )
+
+    # ---- experiment ----------------------------------------------------------------------
+
+    def experiment(self, meta, children):
+        name, *items = children
+        groups: dict[str, list] = {}
+        for item in items:
+            groups.setdefault(self._group_of(item), []).extend(
+                item[1] if isinstance(item, tuple) else [item]
+            )
+        return ir.Experiment(span=span_of(meta), name=str(name), **{k: tuple(v) for k, v in groups.items()})
+
+    def _group_of(self, item) -> str:
+        if isinstance(item, tuple):
+            return item[0]
+        return _GROUPS[type(item)]
+
+    def start(self, meta, children):
+        return ir.Spec(span=span_of(meta), experiments=tuple(children))
+
+
+_GROUPS = {
+    ir.Axis: "axes",
+    ir.DataBlock: "data",
+    ir.Response: "responses",
+    ir.Feedback: "feedbacks",
+    ir.Monitor: "monitors",
+    ir.Profile: "profiles",
+    ir.Evaluate: "evaluates",
+}
