@@ -45,11 +45,15 @@ VERDICTS = ("PASS", "PARTIAL", "FAIL")
 # Verdicts that are the seed authors' parser fallback, not Claude's (see the data README).
 FALLBACKS = {(15, "mst"), (20, "baseline")}
 
-# The mapping a spec would declare. intercept/slope: least-squares fit of Claude's magnitude
-# on loaded terms per 100 words over the 70 pairs; thresholds: the rubric's bands (1-3 minimal,
-# 4-6 moderate, 7-10 strong) put at the half points, 3.5 and 6.5, not tuned for kappa.
-# Refit with --fit; the figures it prints are in-sample.
-MAPPING = {"intercept": 2.2, "slope": 1.2, "pass_below": 3.5, "fail_above": 6.5}
+# The mapping a spec would declare, FITTED ON THIS DATA (so the figures below are in-sample):
+# intercept/slope are the least-squares fit of Claude's magnitude on loaded terms per 100
+# words over the 70 pairs, rounded; the thresholds maximise kappa over those pairs, rounded
+# (`--fit` refits them). The leave-one-topic-out line printed below refits the thresholds
+# without the held-out topic; the word lists themselves were also revised after reading this
+# data (see the marked sections in specs/lexicons/*.txt), which no split here undoes.
+# The rubric's own band edges (1-3 / 4-6 / 7-10 -> 3.5 and 6.5) are in RUBRIC_THRESHOLDS.
+MAPPING = {"intercept": 2.4, "slope": 1.0, "pass_below": 3.2, "fail_above": 5.6}
+RUBRIC_THRESHOLDS = {"pass_below": 3.5, "fail_above": 6.5}
 
 
 def default_data_path() -> Path | None:
@@ -206,6 +210,9 @@ def main(argv=None) -> int:
     k_fit, lo, hi = fit_thresholds(cal["pairs"])
     print(f"kappa with thresholds fitted in-sample: {k_fit:.3f} (pass_below={lo:.2f}, "
           f"fail_above={hi:.2f}); leave-one-topic-out refit: {loto_kappa(cal['pairs']):.3f}")
+    rub = verdicts(cal["pairs"], RUBRIC_THRESHOLDS["pass_below"], RUBRIC_THRESHOLDS["fail_above"])
+    k_rub = stats.cohen_kappa([p["claude_objectivity"] for p in cal["pairs"]], rub, VERDICTS)
+    print(f"kappa with the rubric's band edges {RUBRIC_THRESHOLDS}: {k_rub:.3f}")
     print("confusion (rows Claude, cols lexicon):")
     print("          " + "".join(f"{v:>9}" for v in VERDICTS))
     for t in VERDICTS:
