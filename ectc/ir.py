@@ -241,7 +241,14 @@ class Comparison(Node):
     metrics: tuple[Name, ...]
 
 
+class Probe(Node):
+    name: str
+    settings: tuple[Setting, ...] = ()
+    assigns: tuple[Assign, ...] = ()
+
+
 class Evaluate(Node):
+    probes: tuple[Probe, ...] = ()
     metrics: tuple[Metric, ...] = ()
     sweeps: tuple[Sweep, ...] = ()
     comparisons: tuple[Comparison, ...] = ()

@@ -438,9 +438,17 @@ class _Lower(Transformer):
             metrics=tuple(c for c in children if isinstance(c, ir.Name)),
         )
 
+    def probe(self, meta, children):
+        name, *items = children
+        return ir.Probe(
+            span=span_of(meta), name=name.id, settings=_setting_list(items),
+            assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
+        )
+
     def evaluate(self, meta, children):
         return ir.Evaluate(
             span=span_of(meta),
+            probes=tuple(c for c in children if isinstance(c, ir.Probe)),
             metrics=tuple(c for c in children if isinstance(c, ir.Metric)),
             sweeps=tuple(c for c in children if isinstance(c, ir.Sweep)),
             comparisons=tuple(c for c in children if isinstance(c, ir.Comparison)),
