@@ -1,0 +1,310 @@
+"""Supervised fine-tuning on prompt/completion pairs, with optional LoRA.
+
+One function, `train_sft`, configures trl's SFTTrainer (no subclassing) from a flat cfg dict
+that a generated `train/<profile>/<arm>.json` holds. It trains `model` in place: with LoRA,
+peft injects the adapter layers into `model`'s own modules, so after the call `model` itself
+computes with the trained adapter and can be handed to `generate.generate_texts`.
+
+Layout under `output_dir`:
+    checkpoints/checkpoint-N/   trainer checkpoints; a killed run resumes from the last one
+    final/                      the adapter (LoRA) or the full model, tokenizer, metrics.json;
+                                written to a temp dir and renamed, so it exists only when whole
+
+Nothing here knows about any experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .generate import format_prompt
+
+# Every key train_sft understands, with its default. Defaults suit a tiny CPU model; a paper
+# profile spells out its own values (e.g. the seed's: lr 2e-4, cosine, 50 warmup steps,
+# paged_adamw_8bit, batch 12, 3 epochs, max_length 512, max_grad_norm 0.3, ...).
+SFT_DEFAULTS: dict = {
+    "learning_rate": 2e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0,
+    "optim": "adamw_torch",
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "num_train_epochs": 1.0,
+    "max_steps": -1,               # > 0 overrides num_train_epochs
+    "max_length": 512,
+    "max_grad_norm": 1.0,
+    "weight_decay": 0.0,
+    "gradient_checkpointing": False,
+    "bf16": False,
+    "tf32": False,                 # applied only when CUDA is present
+    "group_by_length": False,
+    "seed": 42,
+    "completion_only_loss": True,
+    "save_steps": 50,
+    "save_total_limit": 2,
+    "logging_steps": 1,
+    "lora": None,                  # {"rank", "alpha", "dropout", "targets": [q, k, v, o, up, down, gate]}
+}
+_ALIASES = {"batch_size": "per_device_train_batch_size", "epochs": "num_train_epochs",
+            "lr": "learning_rate", "grad_accum": "gradient_accumulation_steps",
+            "max_seq_len": "max_length", "scheduler": "lr_scheduler_type"}
+
+Progress = Callable[[int, int, dict], None]  # (global step, total steps, latest logged metrics)
+
+
+def resolve_cfg(cfg: dict) -> dict:
+    """cfg with aliases mapped and defaults filled; unknown keys are an error (a typo in a
+    generated config must not silently train with a default)."""
+    out = dict(SFT_DEFAULTS)
+    for key, value in cfg.items():
+        key = _ALIASES.get(key, key)
+        if key not in SFT_DEFAULTS:
+            raise ValueError(f"unknown SFT setting {key!r}; known: {sorted(SFT_DEFAULTS)}")
+        out[key] = value
+    return out
+
+
+def lora_config(lora: dict):
+    from peft import LoraConfig
+
+    from .models import lora_target_names
+
+    unknown = set(lora) - {"rank", "alpha", "dropout", "targets", "r", "lora_alpha", "lora_dropout",
+                           "target_modules", "bias"}
+    if unknown:
+        raise ValueError(f"unknown LoRA setting(s) {sorted(unknown)}")
+    return LoraConfig(
+        r=int(lora.get("rank", lora.get("r", 16))),
+        lora_alpha=float(lora.get("alpha", lora.get("lora_alpha", 32))),
+        lora_dropout=float(lora.get("dropout", lora.get("lora_dropout", 0.05))),
+        target_modules=lora_target_names(lora.get("targets", lora.get(
+            "target_modules", ["q", "k", "v", "o", "up", "down", "gate"]))),
+        bias=lora.get("bias", "none"),
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_dataset(tokenizer, examples: list[dict]):
+    """trl's prompt-completion format. Chat prompts become conversational rows (the completion
+    as one assistant turn) when the tokenizer has a chat template, plain text otherwise."""
+    from datasets import Dataset
+
+    if not examples:
+        raise ValueError("no training examples")
+    rows = []
+    chat = None
+    for i, ex in enumerate(examples):
+        prompt, completion = ex["prompt"], ex["completion"]
+        if not isinstance(completion, str):
+            raise TypeError(f"example {i}: completion must be a string")
+        prompt = format_prompt(tokenizer, prompt)
+        is_chat = not isinstance(prompt, str)
+        if chat is None:
+            chat = is_chat
+        elif chat != is_chat:
+            raise ValueError(f"example {i}: mixes chat-message and plain-string prompts")
+        if is_chat:
+            completion = [{"role": "assistant", "content": completion}]
+        rows.append({"prompt": prompt, "completion": completion})
+    return Dataset.from_list(rows)
+
+
+def sft_config(cfg: dict, checkpoint_dir: str | os.PathLike):
+    from trl import SFTConfig
+
+    c = resolve_cfg(cfg)
+    cuda = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(checkpoint_dir),
+        learning_rate=float(c["learning_rate"]),
+        lr_scheduler_type=c["lr_scheduler_type"],
+        warmup_steps=int(c["warmup_steps"]),
+        optim=c["optim"],
+        per_device_train_batch_size=int(c["per_device_train_batch_size"]),
+        gradient_accumulation_steps=int(c["gradient_accumulation_steps"]),
+        num_train_epochs=float(c["num_train_epochs"]),
+        max_steps=int(c["max_steps"]),
+        max_length=c["max_length"],
+        max_grad_norm=float(c["max_grad_norm"]),
+        weight_decay=float(c["weight_decay"]),
+        gradient_checkpointing=bool(c["gradient_checkpointing"]),
+        # Reentrant checkpointing needs an input that requires grad; the non-reentrant kind
+        # works with frozen embeddings (LoRA) and with full fine-tuning alike.
+        gradient_checkpointing_kwargs={"use_reentrant": False} if c["gradient_checkpointing"] else None,
+        bf16=bool(c["bf16"]),   # SFTConfig defaults bf16 to True; always say it
+        fp16=False,
+        tf32=True if (c["tf32"] and cuda) else None,  # TF32 is an Ampere feature; None = leave as is
+        train_sampling_strategy="group_by_length" if c["group_by_length"] else "random",
+        seed=int(c["seed"]),
+        data_seed=int(c["seed"]),
+        completion_only_loss=bool(c["completion_only_loss"]),
+        packing=False,
+        save_strategy="steps",
+        save_steps=int(c["save_steps"]),
+        save_total_limit=c["save_total_limit"],
+        logging_steps=int(c["logging_steps"]),
+        report_to="none",
+        disable_tqdm=True,
+        dataset_num_proc=None,
+        use_cpu=not cuda,
+    )
+
+
+def _progress_callback(progress: Progress | None, log: list):
+    from transformers import TrainerCallback
+
+    class _Cb(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs:
+                log.append({"step": state.global_step, **logs})
+
+        def on_step_end(self, args, state, control, **kw):
+            if progress is not None:
+                latest = log[-1] if log else {}
+                progress(state.global_step, state.max_steps, latest)
+
+    return _Cb()
+
+
+def _last_checkpoint(checkpoint_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not checkpoint_dir.is_dir():
+        return None
+    return get_last_checkpoint(str(checkpoint_dir))
+
+
+def _is_peft(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+def load_final(model, final_dir: str | os.PathLike):
+    """Put the weights of a finished run (`final/`) into `model` in place, as train_sft would
+    have left them: the adapter is injected for LoRA runs, the full state loaded otherwise."""
+    final_dir = Path(final_dir)
+    if (final_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        PeftModel.from_pretrained(model, str(final_dir), is_trainable=False)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        trained = AutoModelForCausalLM.from_pretrained(str(final_dir), dtype=model.dtype)
+        model.load_state_dict(trained.state_dict())
+    return model
+
+
+def _save_final_atomic(trainer, tokenizer, final_dir: Path, metrics: dict) -> None:
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=final_dir.parent))
+    try:
+        trainer.model.save_pretrained(str(tmp))  # adapter only for a PeftModel
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        if final_dir.exists():  # a forced re-train replaces the old result
+            old = final_dir.with_name(f".old.{final_dir.name}.{os.getpid()}")
+            os.rename(final_dir, old)
+            os.rename(tmp, final_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str | os.PathLike,
+              resume: bool = True, progress: Progress | None = None) -> dict:
+    """Fine-tune `model` (in place) on `examples` = [{"prompt": str | messages, "completion": str}].
+
+    Loss is on completion tokens only (cfg completion_only_loss). With cfg["lora"] the model
+    is wrapped in a LoRA adapter (pass a fresh base model per run); a model that is already a
+    PeftModel trains its existing adapter. A quantized (NF4) model must come prepared for
+    k-bit training (models.load_hf_model does this).
+
+    resume=True: a finished run (final/ present) is not retrained; its weights are loaded into
+    `model` and its metrics returned with "skipped": True. An interrupted run continues from
+    its last checkpoint. resume=False discards earlier checkpoints and trains from scratch.
+
+    Returns JSON-serialisable metrics: global_step, train_loss, first_loss, last_loss,
+    losses (per logging step), train_runtime, steps_per_second, resumed_from, final_dir.
+    """
+    from trl import SFTTrainer
+
+    output_dir = Path(output_dir)
+    checkpoint_dir, final_dir = output_dir / "checkpoints", output_dir / "final"
+    c = resolve_cfg(cfg)
+
+    if resume and (final_dir / "metrics.json").exists():
+        load_final(model, final_dir)
+        model.eval()
+        metrics = json.loads((final_dir / "metrics.json").read_text())
+        return {**metrics, "skipped": True, "final_dir": str(final_dir)}
+    if not resume and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+
+    if tokenizer.pad_token is None:  # trl pads with it; the eos is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = build_dataset(tokenizer, examples)
+
+    peft_config = None
+    if c["lora"] is not None and not _is_peft(model):
+        peft_config = lora_config(c["lora"])
+    elif c["lora"] is None and getattr(model, "is_loaded_in_4bit", False):
+        raise ValueError("a 4-bit model cannot be fully fine-tuned; give cfg['lora']")
+
+    log: list[dict] = []
+    args = sft_config(c, checkpoint_dir)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+        peft_config=peft_config, callbacks=[_progress_callback(progress, log)],
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # metrics go to `progress` and the return value
+    last = _last_checkpoint(checkpoint_dir) if resume else None
+    t0 = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=last)
+    elapsed = time.perf_counter() - t0
+
+    state = trainer.state
+    losses = [e["loss"] for e in state.log_history if "loss" in e]
+    steps_this_session = state.global_step - (int(Path(last).name.split("-")[-1]) if last else 0)
+    metrics = {
+        "global_step": state.global_step,
+        "max_steps": state.max_steps,
+        "epoch": state.epoch,
+        "train_loss": out.training_loss,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "losses": losses,
+        "train_runtime": elapsed,
+        "steps_per_second": steps_this_session / elapsed if elapsed > 0 else math.nan,
+        "resumed_from": last,
+        "adapter": _is_peft(trainer.model),
+        "quantized": bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)),
+        "optimizer": type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__,
+        "num_examples": len(examples),
+        "skipped": False,
+    }
+    _save_final_atomic(trainer, tokenizer, final_dir, metrics)
+    model.eval()
+    # The trainer turns the KV cache off for checkpointing; generation wants it back.
+    for m in {model, trainer.model}:
+        cfg_ = getattr(m, "config", None)
+        if cfg_ is not None:
+            cfg_.use_cache = True
+    return {**metrics, "final_dir": str(final_dir)}
