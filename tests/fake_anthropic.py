@@ -323,7 +323,9 @@ class FakeAnthropic:
         self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-anthropic", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-anthropic", daemon=True
+        )
         self._thread.start()
 
     # -- programming ---------------------------------------------------------
