@@ -1,0 +1,1080 @@
+"""check: validate a lowered spec. Small check functions, each returning diagnostics; `check`
+runs them all so a user sees every problem at once.
+
+Codes: E1xx structure, E2xx names and types, E3xx templates, E4xx monitors, E5xx arms,
+E6xx profiles and settings, E7xx evaluation, E8xx data and feedback; W for warnings.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterable, Optional
+
+import jinja2
+import jinja2.meta
+
+from . import ir, schema
+from .errors import Diagnostic, Span, did_you_mean
+
+Scope = dict[str, str]  # name -> type: int real bool text enum:<axis> list:<t> table monitor:<m>
+
+
+def check(spec: ir.Spec) -> list[Diagnostic]:
+    """Every diagnostic for the spec, errors and warnings."""
+    out: list[Diagnostic] = []
+    seen: dict[str, ir.Experiment] = {}
+    for exp in spec.experiments:
+        if exp.name in seen:
+            out.append(_err(exp.span, "E101", f"experiment `{exp.name}` is declared twice"))
+        seen[exp.name] = exp
+        for check_fn in CHECKS:
+            out.extend(check_fn(exp))
+    if not spec.experiments:
+        out.append(_err(spec.span, "E100", "the spec declares no experiment",
+                        "start with `experiment NAME { ... }`"))
+    return out
+
+
+def _err(span: Span, code: str, message: str, hint: Optional[str] = None) -> Diagnostic:
+    return Diagnostic(span, code, message, hint)
+
+
+def _warn(span: Span, code: str, message: str, hint: Optional[str] = None) -> Diagnostic:
+    return Diagnostic(span, code, message, hint, severity="warning")
+
+
+# ---- shared facts about an experiment ---------------------------------------------------
+
+
+def main_data(exp: ir.Experiment) -> Optional[ir.DataBlock]:
+    """The data block the prompt is about: the first one declared."""
+    return exp.data[0] if exp.data else None
+
+
+def axis_type(axis: ir.Axis) -> str:
+    return f"enum:{axis.name}" if axis.type == "enum" else axis.type
+
+
+def axis_scope(exp: ir.Experiment) -> Scope:
+    axis = exp.axis
+    if axis is None:
+        return {}
+    scope = {axis.name: axis_type(axis)}
+    if axis.type == "enum":
+        scope.update({v.name: axis_type(axis) for v in axis.values})
+    return scope
+
+
+def field_type(type_name: str) -> str:
+    return type_name
+
+
+def data_scope(exp: ir.Experiment, block: Optional[ir.DataBlock]) -> Scope:
+    scope = axis_scope(exp)
+    if block is not None:
+        scope.update({f.name: f.type for f in block.fields})
+        scope.update({a.name: "text" for a in block.assigns})
+    return scope
+
+
+def feedback_scope(exp: ir.Experiment) -> Scope:
+    scope = data_scope(exp, main_data(exp))
+    scope["response"] = "text"
+    if exp.feedback:
+        for a in exp.feedback.assigns:
+            scope[a.name] = "any"
+    return scope
+
+
+def template_vars(exp: ir.Experiment, block: Optional[ir.DataBlock]) -> set[str]:
+    # Assigned values (a warm-up `target`) are answers: a template never shows them.
+    return {f.name for f in block.fields} if block else set()
+
+
+def axis_template_vars(exp: ir.Experiment) -> set[str]:
+    axis = exp.axis
+    if axis is None:
+        return set()
+    names = {axis.name}
+    if axis.type == "enum":
+        names.add(f"{axis.name}_description")
+    return names
+
+
+def setting_map(settings: Iterable[ir.Setting]) -> dict[str, ir.Setting]:
+    return {s.key: s for s in settings}
+
+
+# ---- expressions: names, functions and types ------------------------------------------------
+
+NUMERIC = ("int", "real")
+
+# name -> (min args, max args, contexts where allowed)
+FUNCTIONS: dict[str, tuple[int, int, frozenset[str]]] = {
+    "randint": (2, 2, frozenset({"data"})),
+    "uniform": (2, 99, frozenset({"data", "axis_train"})),
+    "bernoulli": (1, 1, frozenset({"data"})),
+    "choice": (1, 1, frozenset({"data", "axis_train"})),
+    "pick": (2, 2, frozenset({"data"})),
+    "render": (1, 1, frozenset({"data"})),
+    "llm": (2, 2, frozenset({"data"})),
+    "mean": (1, 1, frozenset({"metric_top"})),
+    "sum": (1, 1, frozenset({"metric_top"})),
+    "count": (0, 0, frozenset({"metric_top"})),
+    "len": (1, 1, frozenset({"data", "feedback", "metric", "filter", "monitor"})),
+    "abs": (1, 1, frozenset({"data", "feedback", "metric", "filter", "monitor"})),
+    "min": (2, 2, frozenset({"data", "feedback", "metric", "filter", "monitor"})),
+    "max": (2, 2, frozenset({"data", "feedback", "metric", "filter", "monitor"})),
+    "round": (1, 1, frozenset({"data", "feedback", "metric", "filter", "monitor"})),
+    "lower": (1, 1, frozenset({"data", "feedback", "metric", "filter", "monitor"})),
+    "upper": (1, 1, frozenset({"data", "feedback", "metric", "filter", "monitor"})),
+    "contains": (2, 2, frozenset({"data", "feedback", "metric", "filter", "monitor"})),
+    "words": (1, 1, frozenset({"data", "feedback", "metric", "filter", "monitor"})),
+}
+
+
+class Typer:
+    """Infers expression types, appending diagnostics as it goes."""
+
+    def __init__(self, scope: Scope, context: str, out: list[Diagnostic],
+                 monitors: dict[str, ir.Monitor] | None = None):
+        self.scope = scope
+        self.context = context
+        self.out = out
+        self.monitors = monitors or {}
+
+    def expect(self, expr: ir.Expr, want: tuple[str, ...], what: str) -> str:
+        got = self.infer(expr)
+        if got != "any" and not _compatible(got, want):
+            self.out.append(_err(expr.span, "E204", f"{what} must be {_or(want)}, found {_show(got)}"))
+        return got
+
+    def infer(self, e: ir.Expr) -> str:
+        method = getattr(self, f"_{e.kind}")
+        return method(e)
+
+    def _num(self, e: ir.Num) -> str:
+        return "int" if e.is_int else "real"
+
+    def _str(self, e: ir.Str) -> str:
+        return "text"
+
+    def _bool(self, e: ir.Bool) -> str:
+        return "bool"
+
+    def _name(self, e: ir.Name) -> str:
+        if e.id in self.scope:
+            return self.scope[e.id]
+        self.out.append(_err(e.span, "E201", f"unknown name `{e.id}`", did_you_mean(e.id, self.scope)))
+        return "any"
+
+    def _list(self, e: ir.ListExpr) -> str:
+        types = [self.infer(i) for i in e.items]
+        known = [t for t in types if t != "any"]
+        if not known:
+            return "list:any"
+        first = _unify(known[0], known[0])
+        for item, t in zip(e.items, types):
+            u = _unify(first, t)
+            if u is None:
+                self.out.append(_err(item.span, "E204", f"list items must share one type: {_show(first)} and {_show(t)}"))
+                return "list:any"
+            first = u
+        return f"list:{first}"
+
+    def _call(self, e: ir.Call) -> str:
+        if e.func not in FUNCTIONS:
+            self.out.append(_err(e.span, "E202", f"unknown function `{e.func}`", did_you_mean(e.func, FUNCTIONS)))
+            for a in e.args:
+                self.infer(a)
+            return "any"
+        low, high, contexts = FUNCTIONS[e.func]
+        if self.context not in contexts and not (self.context == "metric_top" and "metric" in contexts):
+            where = {"metric_top": "a metric", "metric": "inside a metric's aggregate", "data": "a data field",
+                     "feedback": "feedback", "filter": "an arm filter", "monitor": "a monitor",
+                     "axis_train": "an axis's training distribution"}.get(self.context, self.context)
+            self.out.append(_err(e.span, "E205", f"`{e.func}` cannot be used in {where}"))
+        if not low <= len(e.args) <= high:
+            count = f"{low}" if low == high else f"{low} to {high}" if high < 99 else f"at least {low}"
+            self.out.append(_err(e.span, "E203", f"`{e.func}` takes {count} argument(s), found {len(e.args)}"))
+            for a in e.args:
+                self.infer(a)
+            return "any"
+        return getattr(self, f"_fn_{e.func}")(e)
+
+    # functions
+    def _fn_randint(self, e):
+        for a in e.args:
+            self.expect(a, ("int",), "randint's bounds")
+        return "int"
+
+    def _fn_uniform(self, e):
+        types = [self.infer(a) for a in e.args]
+        if all(t.startswith("enum:") for t in types):
+            return types[0]
+        if len(e.args) != 2:
+            self.out.append(_err(e.span, "E203", "`uniform` takes two numbers, or the enum values to draw from"))
+            return "any"
+        for a, t in zip(e.args, types):
+            if t not in NUMERIC and t != "any":
+                self.out.append(_err(a.span, "E204", f"uniform's bounds must be numbers, found {_show(t)}"))
+        return "real"
+
+    def _fn_bernoulli(self, e):
+        self.expect(e.args[0], NUMERIC, "bernoulli's probability")
+        return "bool"
+
+    def _fn_choice(self, e):
+        t = self.infer(e.args[0])
+        if t == "any":
+            return "any"
+        if not t.startswith("list:"):
+            self.out.append(_err(e.args[0].span, "E204", f"choice draws from a list, found {_show(t)}"))
+            return "any"
+        return t[5:]
+
+    def _fn_pick(self, e):
+        table, key = e.args
+        t = self.infer(table)
+        if t not in ("table", "any"):
+            self.out.append(_err(table.span, "E204", f"pick's first argument must be a phrase table of this data block, found {_show(t)}"))
+        k = self.infer(key)
+        if not (k.startswith("enum:") or k in ("text", "any")):
+            self.out.append(_err(key.span, "E204", f"pick's key must be an enum value or text, found {_show(k)}"))
+        return "text"
+
+    def _literal_template(self, e: ir.Expr, what: str) -> Optional[str]:
+        if not isinstance(e, ir.Str):
+            self.out.append(_err(e.span, "E204", f"{what} must be a string literal"))
+            return None
+        return e.value
+
+    def _fn_render(self, e):
+        text = self._literal_template(e.args[0], "render's template")
+        if text is not None:
+            self.out.extend(check_template(text, e.args[0].span, set(self.scope) | self._descriptions(), "render template"))
+        return "text"
+
+    def _fn_llm(self, e):
+        self._literal_template(e.args[0], "llm's model")
+        text = self._literal_template(e.args[1], "llm's prompt")
+        if text is not None:
+            self.out.extend(check_template(text, e.args[1].span, set(self.scope) | self._descriptions(), "llm prompt"))
+        return "text"
+
+    def _descriptions(self) -> set[str]:
+        return {f"{t[5:]}_description" for t in self.scope.values() if t.startswith("enum:")}
+
+    def _aggregate_arg(self, e, want):
+        inner = Typer(self.scope, "metric", self.out, self.monitors)
+        return inner.expect(e.args[0], want, f"`{e.func}`'s argument")
+
+    def _fn_mean(self, e):
+        self._aggregate_arg(e, ("bool", "int", "real"))
+        return "real"
+
+    def _fn_sum(self, e):
+        self._aggregate_arg(e, ("bool", "int", "real"))
+        return "real"
+
+    def _fn_count(self, e):
+        return "int"
+
+    def _fn_len(self, e):
+        t = self.infer(e.args[0])
+        if not (t in ("text", "any") or t.startswith("list:")):
+            self.out.append(_err(e.args[0].span, "E204", f"len needs text or a list, found {_show(t)}"))
+        return "int"
+
+    def _fn_words(self, e):
+        self.expect(e.args[0], ("text",), "words' argument")
+        return "int"
+
+    def _fn_abs(self, e):
+        return self.expect(e.args[0], NUMERIC, "abs' argument")
+
+    def _fn_round(self, e):
+        self.expect(e.args[0], NUMERIC, "round's argument")
+        return "int"
+
+    def _fn_min(self, e):
+        types = [self.expect(a, NUMERIC, f"{e.func}'s arguments") for a in e.args]
+        return "int" if all(t == "int" for t in types) else "real"
+
+    _fn_max = _fn_min
+
+    def _fn_lower(self, e):
+        self.expect(e.args[0], ("text",), f"{e.func}'s argument")
+        return "text"
+
+    _fn_upper = _fn_lower
+
+    def _fn_contains(self, e):
+        for a in e.args:
+            self.expect(a, ("text",), "contains' arguments")
+        return "bool"
+
+    # operators
+    def _attr(self, e: ir.Attr) -> str:
+        t = self.infer(e.obj)
+        if t == "any":
+            return "any"
+        if not t.startswith("monitor:"):
+            self.out.append(_err(e.span, "E204", f"only a monitor has fields; `.{e.attr}` is applied to {_show(t)}"))
+            return "any"
+        monitor = self.monitors[t[8:]]
+        fields = monitor_fields(monitor)
+        if e.attr not in fields:
+            self.out.append(_err(e.span, "E206", f"monitor `{monitor.name}` has no field `{e.attr}`",
+                                 did_you_mean(e.attr, fields)))
+            return "any"
+        return fields[e.attr]
+
+    def _index(self, e: ir.Index) -> str:
+        t = self.infer(e.obj)
+        self.expect(e.index, ("int",), "an index")
+        if t.startswith("list:"):
+            return t[5:]
+        if t != "any":
+            self.out.append(_err(e.obj.span, "E204", f"only a list can be indexed, found {_show(t)}"))
+        return "any"
+
+    def _unary(self, e: ir.Unary) -> str:
+        if e.op == "not":
+            self.expect(e.operand, ("bool",), "the operand of `not`")
+            return "bool"
+        return self.expect(e.operand, NUMERIC, "the operand of `-`")
+
+    def _binary(self, e: ir.Binary) -> str:
+        if e.op in ("and", "or"):
+            self.expect(e.left, ("bool",), f"the left side of `{e.op}`")
+            self.expect(e.right, ("bool",), f"the right side of `{e.op}`")
+            return "bool"
+        left, right = self.infer(e.left), self.infer(e.right)
+        if "any" in (left, right):
+            return "bool" if e.op in ("==", "!=", "<", "<=", ">", ">=", "in") else "any"
+        if e.op in ("==", "!="):
+            if _unify(left, right) is None:
+                self.out.append(_err(e.span, "E204", f"cannot compare {_show(left)} with {_show(right)}"))
+            return "bool"
+        if e.op in ("<", "<=", ">", ">="):
+            if not (left in NUMERIC and right in NUMERIC):
+                self.out.append(_err(e.span, "E204", f"`{e.op}` compares numbers, found {_show(left)} and {_show(right)}"))
+            return "bool"
+        if e.op == "in":
+            if not right.startswith("list:") or _unify(left, right[5:]) is None and right != "list:any":
+                self.out.append(_err(e.span, "E204", f"`in` needs a list of {_show(left)} on its right, found {_show(right)}"))
+            return "bool"
+        if e.op == "+" and left == right == "text":
+            return "text"
+        if left not in NUMERIC or right not in NUMERIC:
+            self.out.append(_err(e.span, "E204", f"`{e.op}` needs numbers, found {_show(left)} and {_show(right)}"))
+            return "any"
+        if e.op == "/":
+            return "real"
+        return "int" if left == right == "int" else "real"
+
+    def _if(self, e: ir.IfElse) -> str:
+        self.expect(e.cond, ("bool",), "an `if` condition")
+        a, b = self.infer(e.then), self.infer(e.orelse)
+        if "any" in (a, b):
+            return a if b == "any" else b
+        u = _unify(a, b)
+        if u is None:
+            self.out.append(_err(e.span, "E204", f"the branches of `if` differ in type: {_show(a)} and {_show(b)}"))
+            return "any"
+        return u
+
+
+def _unify(a: str, b: str) -> Optional[str]:
+    if a == b:
+        return a
+    if {a, b} <= {"int", "real"}:
+        return "real"
+    if "any" in (a, b):
+        return a if b == "any" else b
+    if a.startswith("list:") and b.startswith("list:"):
+        inner = _unify(a[5:], b[5:])
+        return f"list:{inner}" if inner else None
+    return None
+
+
+def _compatible(got: str, want: tuple[str, ...]) -> bool:
+    return got in want or (got == "int" and "real" in want)
+
+
+def _show(t: str) -> str:
+    if t.startswith("enum:"):
+        return f"a value of axis `{t[5:]}`"
+    if t.startswith("list:"):
+        return f"a list of {_show(t[5:])}"
+    if t.startswith("monitor:"):
+        return f"monitor `{t[8:]}`"
+    return {"int": "an int", "real": "a real", "bool": "a bool", "text": "text", "table": "a phrase table"}.get(t, t)
+
+
+def _or(want: tuple[str, ...]) -> str:
+    return " or ".join(_show(w) for w in want)
+
+
+def monitor_fields(m: ir.Monitor) -> dict[str, str]:
+    if m.type == "lexicon":
+        return dict(schema.LEXICON_FIELDS)
+    if m.type == "llm":
+        return {f.name: {"enum": "text"}.get(f.type, f.type) for f in m.returns}
+    return {}
+
+
+# ---- templates -----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _jinja_env() -> jinja2.Environment:
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined)
+
+
+def check_template(text: str, span: Span, allowed: set[str], what: str) -> list[Diagnostic]:
+    try:
+        ast = _jinja_env().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        return [_err(span, "E301", f"{what} is not a valid jinja2 template: {exc.message}")]
+    out = []
+    for name in sorted(jinja2.meta.find_undeclared_variables(ast)):
+        if name not in allowed:
+            out.append(_err(span, "E302", f"{what} uses undeclared variable `{name}`",
+                            did_you_mean(name, allowed) or f"declared: {', '.join(sorted(allowed)) or 'none'}"))
+    return out
+
+
+def template_uses(text: str) -> set[str]:
+    try:
+        return set(jinja2.meta.find_undeclared_variables(_jinja_env().parse(text)))
+    except jinja2.TemplateSyntaxError:
+        return set()
+
+
+# ---- settings ------------------------------------------------------------------------
+
+
+def check_settings(settings: Iterable[ir.Setting], table: dict, where: str) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    seen: set[str] = set()
+    for s in settings:
+        if s.key in seen:
+            out.append(_err(s.span, "E602", f"`{s.key}` is set twice in {where}"))
+        seen.add(s.key)
+        kind = table.get(s.key, table.get("*"))
+        if kind is None:
+            out.append(_err(s.span, "E601", f"unknown setting `{s.key}` in {where}",
+                            did_you_mean(s.key, table) or f"known: {', '.join(sorted(table))}"))
+            continue
+        out.extend(_check_value(s, kind, f"`{s.key}` of {where}"))
+    return out
+
+
+def _check_value(s: ir.Setting, kind, where: str) -> list[Diagnostic]:
+    if isinstance(kind, dict):
+        if s.block is None:
+            return [_err(s.span, "E603", f"`{s.key}` takes a block `{{ ... }}`")]
+        return check_settings(s.block, kind, where)
+    if s.block is not None:
+        return [_err(s.span, "E603", f"`{s.key}` takes a value, not a block")]
+    v = s.value
+    ok, expected = _value_ok(v, kind)
+    if ok:
+        return []
+    hint = None
+    if isinstance(kind, tuple):
+        word = v.id if isinstance(v, ir.Name) else v.value if isinstance(v, ir.Str) else None
+        hint = did_you_mean(str(word), kind) if word is not None else None
+    return [_err(v.span, "E604", f"{where} must be {expected}", hint)]
+
+
+def _value_ok(v: ir.Expr, kind) -> tuple[bool, str]:
+    if isinstance(kind, tuple):
+        word = v.id if isinstance(v, ir.Name) else v.value if isinstance(v, ir.Str) else None
+        return word in kind, "one of " + ", ".join(f"`{k}`" for k in kind)
+    if kind == "int":
+        return isinstance(v, ir.Num) and v.is_int, "a whole number"
+    if kind == "num":
+        return isinstance(v, ir.Num), "a number"
+    if kind == "bool":
+        return isinstance(v, ir.Bool), "`true` or `false`"
+    if kind == "str":
+        return isinstance(v, ir.Str), "a string"
+    if kind == "name":
+        return isinstance(v, ir.Name), "a name"
+    if kind == "names":
+        return isinstance(v, ir.ListExpr) and all(isinstance(i, ir.Name) for i in v.items), "a list of names"
+    if kind == schema.SCHEDULE:
+        if isinstance(v, ir.Num):
+            return True, ""
+        ok = (isinstance(v, ir.Call) and v.func == "linear" and len(v.args) in (2, 3)
+              and all(isinstance(a, ir.Num) for a in v.args))
+        return ok, "a number or `linear(start, end)` / `linear(start, end, fraction)`"
+    raise AssertionError(kind)
+
+
+# ---- the checks ----------------------------------------------------------------------
+
+
+def check_structure(exp: ir.Experiment) -> list[Diagnostic]:
+    out = []
+    required = [("axes", "axis", "axis NAME: real in [0, 1] { ... }"),
+                ("labels", "label", 'label "..."'),
+                ("prompts", "prompt", 'prompt "..."'),
+                ("data", "data", "data NAME { ... }"),
+                ("responses", "response", 'response choice ["A", "B"]'),
+                ("feedbacks", "feedback", "feedback { reward = ... }"),
+                ("arms", "arms", "arms { baseline: label none ... }"),
+                ("profiles", "profile", "profile NAME (default) { ... }"),
+                ("evaluates", "evaluate", "evaluate { metric ... }")]
+    for attr, word, example in required:
+        if not getattr(exp, attr):
+            out.append(_err(exp.span, "E102", f"experiment `{exp.name}` has no `{word}`", f"add `{example}`"))
+    for attr in ("axes", "labels", "unlabeled", "prompts", "systems", "responses", "feedbacks",
+                 "evaluates", "descriptions"):
+        for extra in getattr(exp, attr)[1:]:
+            out.append(_err(extra.span, "E101", f"`{attr.rstrip('s') if attr != 'axes' else 'axis'}` is declared twice"))
+    for kind, items in (("data block", exp.data), ("monitor", exp.monitors), ("arm", exp.arms),
+                        ("profile", exp.profiles)):
+        names: set[str] = set()
+        for item in items:
+            if item.name in names:
+                out.append(_err(item.span, "E101", f"{kind} `{item.name}` is declared twice"))
+            names.add(item.name)
+    return out
+
+
+def check_axis(exp: ir.Experiment) -> list[Diagnostic]:
+    axis = exp.axis
+    if axis is None:
+        return []
+    out: list[Diagnostic] = []
+    if axis.type == "enum":
+        return out + _check_enum_axis(exp, axis)
+    if axis.values:
+        out.append(_err(axis.values[0].span, "E110", "only an enum axis lists `value`s"))
+    domain = axis.domain
+    assert domain is not None
+    if domain.low >= domain.high:
+        out.append(_err(domain.span, "E110", "the axis range is empty"))
+    if axis.train is None:
+        out.append(_err(axis.span, "E110", f"axis `{axis.name}` has no `train` distribution",
+                        "add `train uniform(LOW, HIGH)`"))
+        train_range = None
+    else:
+        Typer({}, "axis_train", out).expect(axis.train, ("int", "real"), "the training distribution")
+        train_range = _train_range(axis.train)
+        if train_range and not (domain.contains(train_range[0]) and domain.contains(train_range[1])):
+            out.append(_err(axis.train.span, "E114", "the training range leaves the axis's range",
+                            f"the axis spans [{_fmt(domain.low)}, {_fmt(domain.high)}]"))
+    if axis.holdout_values:
+        out.append(_err(axis.holdout_values[0].span, "E113", "a numeric axis holds out intervals, not names",
+                        "write `holdout [0.0, 0.5)`"))
+    for iv in axis.holdout_intervals:
+        if iv.low > iv.high or (iv.low == iv.high and not (iv.low_closed and iv.high_closed)):
+            out.append(_err(iv.span, "E110", "the held-out interval is empty"))
+        if train_range and _overlaps(iv, train_range):
+            out.append(_err(iv.span, "E111", "the held-out range overlaps the training range",
+                            f"training draws from [{_fmt(train_range[0])}, {_fmt(train_range[1])}]"))
+    if axis.deploy is None:
+        out.append(_err(axis.span, "E110", f"axis `{axis.name}` has no `deploy` value"))
+    else:
+        Typer({}, "axis_deploy", out).expect(axis.deploy, ("int", "real"), "the deployment value")
+        value = _number(axis.deploy)
+        if value is not None:
+            if not domain.contains(value):
+                out.append(_err(axis.deploy.span, "E114", "the deployment value lies outside the axis's range"))
+            if train_range and train_range[0] <= value <= train_range[1]:
+                out.append(_warn(axis.deploy.span, "W112", "the deployment value lies inside the training range",
+                                 "ECT tests extrapolation: deploy at a held-out value"))
+    return out
+
+
+def _check_enum_axis(exp: ir.Experiment, axis: ir.Axis) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    names = [v.name for v in axis.values]
+    if not names:
+        return [_err(axis.span, "E110", f"enum axis `{axis.name}` lists no values", "add `value NAME \"description\"`")]
+    for v in axis.values:
+        if names.count(v.name) > 1 and v is not axis.values[names.index(v.name)]:
+            out.append(_err(v.span, "E101", f"value `{v.name}` is declared twice"))
+    if axis.holdout_intervals:
+        out.append(_err(axis.holdout_intervals[0].span, "E113", "an enum axis holds out values, not intervals"))
+    scope = axis_scope(exp)
+    trained: set[str] = set()
+    if axis.train is None:
+        out.append(_err(axis.span, "E110", f"axis `{axis.name}` has no `train` distribution",
+                        "add `train uniform(a, b, ...)` over the trained values"))
+    else:
+        Typer(scope, "axis_train", out).expect(axis.train, (axis_type(axis),), "the training distribution")
+        trained = _enum_names(axis.train)
+    for h in axis.holdout_values:
+        if h.id not in names:
+            out.append(_err(h.span, "E113", f"unknown value `{h.id}` of axis `{axis.name}`", did_you_mean(h.id, names)))
+        elif h.id in trained:
+            out.append(_err(h.span, "E111", f"held-out value `{h.id}` is also trained on"))
+    if axis.deploy is None:
+        out.append(_err(axis.span, "E110", f"axis `{axis.name}` has no `deploy` value"))
+    else:
+        Typer(scope, "axis_deploy", out).expect(axis.deploy, (axis_type(axis),), "the deployment value")
+        if isinstance(axis.deploy, ir.Name) and axis.deploy.id in trained:
+            out.append(_warn(axis.deploy.span, "W112", "the deployment value is trained on",
+                             "ECT tests extrapolation: deploy at a held-out value"))
+    return out
+
+
+def _enum_names(e: ir.Expr) -> set[str]:
+    if isinstance(e, ir.Name):
+        return {e.id}
+    if isinstance(e, ir.Call):
+        return set().union(*(_enum_names(a) for a in e.args)) if e.args else set()
+    if isinstance(e, ir.ListExpr):
+        return set().union(*(_enum_names(a) for a in e.items)) if e.items else set()
+    return set()
+
+
+def _number(e: Optional[ir.Expr]) -> Optional[float]:
+    if isinstance(e, ir.Num):
+        return e.value
+    if isinstance(e, ir.Unary) and e.op == "-" and isinstance(e.operand, ir.Num):
+        return -e.operand.value
+    return None
+
+
+def _train_range(e: ir.Expr) -> Optional[tuple[float, float]]:
+    if isinstance(e, ir.Call) and e.func in ("uniform", "randint") and len(e.args) == 2:
+        lo, hi = _number(e.args[0]), _number(e.args[1])
+        if lo is not None and hi is not None:
+            return (lo, hi)
+    if isinstance(e, ir.Call) and e.func == "choice" and e.args and isinstance(e.args[0], ir.ListExpr):
+        values = [_number(i) for i in e.args[0].items]
+        if values and all(v is not None for v in values):
+            return (min(values), max(values))
+    value = _number(e)
+    return (value, value) if value is not None else None
+
+
+def _overlaps(iv: ir.Interval, rng: tuple[float, float]) -> bool:
+    lo, hi = rng
+    if hi < iv.low or lo > iv.high:
+        return False
+    if hi == iv.low:
+        return iv.low_closed
+    if lo == iv.high:
+        return iv.high_closed
+    return True
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    block = main_data(exp)
+    fields = template_vars(exp, block)
+    axis_vars = axis_template_vars(exp)
+    for t in exp.labels:
+        out.extend(check_template(t.text, t.span, axis_vars | fields, "the label"))
+    prompt_vars = fields | {"label"}
+    sources = [("prompt", t) for t in exp.prompts] + [("system prompt", t) for t in exp.systems]
+    sources += [(f"profile `{p.name}`'s {s.key}", s.value) for p in exp.profiles for s in p.settings
+                if s.key in ("prompt", "system") and isinstance(s.value, ir.Str)]
+    for what, t in sources:
+        text = t.text if isinstance(t, ir.Template) else t.value
+        uses = template_uses(text)
+        leaked = sorted(uses & axis_vars)
+        for name in leaked:
+            out.append(_err(t.span, "E303", f"the {what} uses the axis `{name}` directly",
+                            "show the axis through `{{ label }}`, so each arm decides what the model sees"))
+        out.extend(d for d in check_template(text, t.span, prompt_vars | axis_vars, f"the {what}") if d.code != "E302" or not any(n in d.message for n in leaked))
+    for t in exp.unlabeled:
+        out.extend(check_template(t.text, t.span, set(), "`unlabeled`"))
+    if exp.prompts and exp.labels:
+        used = set().union(*(template_uses(t.text) for t in exp.prompts + exp.systems))
+        if "label" not in used:
+            out.append(_err(exp.prompts[0].span, "E304", "neither the prompt nor the system prompt shows the label",
+                            "put `{{ label }}` where the evaluation label goes"))
+    return out
+
+
+def check_data(exp: ir.Experiment) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for block in exp.data:
+        table_names = {s.key for s in block.settings if s.block is not None and s.key not in schema.DATA}
+        table = dict(schema.DATA, **{name: {"*": "names"} for name in table_names})
+        known = [s for s in block.settings if s.key in schema.DATA or s.block is None]
+        out.extend(check_settings(known, schema.DATA, f"data `{block.name}`"))
+        for s in block.settings:
+            if s.key in table_names:
+                out.extend(_check_phrase_table(exp, s))
+        out.extend(_check_split(block))
+        scope = axis_scope(exp)
+        scope.update({name: "table" for name in table_names})
+        for f in block.fields:
+            if f.type not in schema.FIELD_TYPES:
+                out.append(_err(f.type_span, "E801", f"unknown field type `{f.type}`",
+                                did_you_mean(f.type, schema.FIELD_TYPES) or "use int, real, bool or text"))
+            if f.expr is None and block.source.type == "generate":
+                out.append(_err(f.span, "E802", f"field `{f.name}` has no value",
+                                f"give it one (`{f.name}: {f.type} = ...`) or read the data from a file"))
+            if f.expr is not None:
+                t = Typer(scope, "data", out).infer(f.expr)
+                if t != "any" and f.type in schema.FIELD_TYPES and _unify(t, f.type) != f.type and not (
+                        f.type == "text" and t.startswith("enum:")):
+                    out.append(_err(f.expr.span, "E204", f"field `{f.name}` is declared {_show(f.type)} but its value is {_show(t)}"))
+            if f.fallback is not None:
+                if not (isinstance(f.expr, ir.Call) and f.expr.func == "llm"):
+                    out.append(_err(f.fallback.span, "E803", "only an `llm(...)` value has a `fallback`"))
+                Typer(scope, "data", out).expect(f.fallback, (f.type,), "the fallback")
+            elif isinstance(f.expr, ir.Call) and f.expr.func == "llm":
+                out.append(_warn(f.expr.span, "W804", f"field `{f.name}` comes from an LLM and has no `fallback`",
+                                 "without an API key the experiment cannot build its data"))
+            if f.name in scope and f.name not in table_names:
+                out.append(_err(f.span, "E101", f"`{f.name}` is already declared"))
+            scope[f.name] = f.type
+        prompt = setting_map(block.settings).get("prompt")
+        if prompt is not None and isinstance(prompt.value, ir.Str):
+            out.extend(check_template(prompt.value.value, prompt.value.span,
+                                      {f.name for f in block.fields}, f"data `{block.name}`'s prompt"))
+        for a in block.assigns:
+            if a.name != "target":
+                out.append(_err(a.span, "E805", f"a data block assigns only `target`, not `{a.name}`",
+                                "declare a field instead: `NAME: TYPE = ...`"))
+            Typer(scope, "data", out).expect(a.expr, ("text",), "a target")
+        if block.source.type != "generate" and block.source.arg is not None and not block.source.arg:
+            out.append(_err(block.source.span, "E806", "the data source needs a path"))
+    return out
+
+
+def _check_phrase_table(exp: ir.Experiment, s: ir.Setting) -> list[Diagnostic]:
+    out = []
+    for row in s.block or ():
+        if row.block is not None or not isinstance(row.value, ir.ListExpr) or not all(
+                isinstance(i, ir.Str) for i in row.value.items):
+            out.append(_err(row.span, "E807", f"phrase table `{s.key}` maps a key to a list of strings"))
+    axis = exp.axis
+    if axis is not None and axis.type == "enum":
+        keys = {row.key for row in s.block or ()}
+        for v in axis.values:
+            if v.name not in keys:
+                out.append(_err(s.span, "E808", f"phrase table `{s.key}` has no entry for `{v.name}`"))
+        for row in s.block or ():
+            if row.key not in {v.name for v in axis.values}:
+                out.append(_err(row.span, "E808", f"`{row.key}` is not a value of axis `{axis.name}`",
+                                did_you_mean(row.key, [v.name for v in axis.values])))
+    return out
+
+
+def _check_split(block: ir.DataBlock) -> list[Diagnostic]:
+    split = setting_map(block.settings).get("split")
+    if split is None or split.block is None:
+        return []
+    parts = [s for s in split.block if s.key in ("train", "validation", "test") and isinstance(s.value, ir.Num)]
+    fractions = [s for s in parts if not s.value.is_int]
+    if fractions and len(fractions) != len(parts):
+        return [_err(split.span, "E809", "a split gives all fractions or all counts, not both")]
+    total = sum(s.value.value for s in fractions)
+    if fractions and abs(total - 1.0) > 1e-9:
+        return [_err(split.span, "E809", f"split fractions add up to {total:g}, not 1")]
+    if fractions and setting_map(block.settings).get("size") is None and block.source.type == "generate":
+        return [_err(split.span, "E809", "a split by fractions needs a `size`")]
+    return []
+
+
+def check_response_feedback(exp: ir.Experiment) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    r = exp.response
+    if r is not None:
+        if r.type == "choice":
+            if len(set(r.choices)) != len(r.choices):
+                out.append(_err(r.span, "E810", "the answer choices repeat"))
+            if len(r.choices) < 2:
+                out.append(_err(r.span, "E810", "a choice response needs at least two answers"))
+        else:
+            out.extend(check_settings(r.settings, schema.RESPONSE_TEXT, "response"))
+    fb = exp.feedback
+    if fb is None:
+        return out
+    scope = feedback_scope(exp)
+    for a in fb.assigns:
+        scope.pop(a.name, None)
+    names = []
+    for a in fb.assigns:
+        t = Typer(scope, "feedback", out).infer(a.expr)
+        scope[a.name] = t
+        if a.name in names:
+            out.append(_err(a.span, "E101", f"`{a.name}` is assigned twice"))
+        names.append(a.name)
+        if a.name == "reward" and t not in ("int", "real", "any"):
+            out.append(_err(a.expr.span, "E204", f"the reward must be a number, found {_show(t)}"))
+        if a.name == "target":
+            if t not in ("text", "any"):
+                out.append(_err(a.expr.span, "E204", f"the target must be text, found {_show(t)}"))
+            if _mentions(a.expr, "response"):
+                out.append(_err(a.expr.span, "E811", "the SFT target cannot depend on the response"))
+    if r is not None and r.type == "choice" and "reward" not in names:
+        out.append(_err(fb.span, "E801", "feedback for a `choice` response must define `reward`",
+                        "add `reward = ...`"))
+    if r is not None and r.type == "text" and "reward" not in names and "target" not in names:
+        out.append(_err(fb.span, "E801", "feedback must define `reward` (RL) or `target` (SFT)"))
+    return out
+
+
+def _mentions(e: ir.Expr, name: str) -> bool:
+    if isinstance(e, ir.Name):
+        return e.id == name
+    return any(_mentions(c, name) for c in _children(e))
+
+
+def _children(e: ir.Expr) -> list[ir.Expr]:
+    if isinstance(e, ir.ListExpr):
+        return list(e.items)
+    if isinstance(e, ir.Call):
+        return list(e.args)
+    if isinstance(e, ir.Attr):
+        return [e.obj]
+    if isinstance(e, ir.Index):
+        return [e.obj, e.index]
+    if isinstance(e, ir.Unary):
+        return [e.operand]
+    if isinstance(e, ir.Binary):
+        return [e.left, e.right]
+    if isinstance(e, ir.IfElse):
+        return [e.cond, e.then, e.orelse]
+    return []
+
+
+def check_monitors(exp: ir.Experiment) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    fields = template_vars(exp, main_data(exp)) | {"response"}
+    forbidden = axis_template_vars(exp) | {"label"}
+    for m in exp.monitors:
+        out.extend(check_settings(m.settings, schema.MONITOR[m.type], f"monitor `{m.name}`"))
+        settings = setting_map(m.settings)
+        sees = settings.get("sees")
+        seen: set[str] = set()
+        if sees is not None and isinstance(sees.value, ir.ListExpr):
+            for item in sees.value.items:
+                if not isinstance(item, ir.Name):
+                    continue
+                if item.id in forbidden:
+                    out.append(_err(item.span, "E401", f"judge `{m.name}` would see the evaluation label through `{item.id}`",
+                                    "a judge scores the output alone: remove it from `sees`"))
+                elif item.id not in fields:
+                    out.append(_err(item.span, "E201", f"unknown name `{item.id}`", did_you_mean(item.id, fields)))
+                seen.add(item.id)
+        if m.type == "llm":
+            rubric = settings.get("rubric")
+            if rubric is None:
+                out.append(_err(m.span, "E402", f"LLM judge `{m.name}` has no `rubric`"))
+            elif isinstance(rubric.value, ir.Str):
+                uses = template_uses(rubric.value.value)
+                for name in sorted(uses & forbidden):
+                    out.append(_err(rubric.span, "E401", f"judge `{m.name}`'s rubric shows the evaluation label through `{name}`",
+                                    "a judge scores the output alone"))
+                out.extend(d for d in check_template(rubric.value.value, rubric.value.span, seen | forbidden, f"judge `{m.name}`'s rubric")
+                           if not d.message.endswith(tuple(f"`{n}`" for n in forbidden)))
+                for name in sorted(uses & (fields - seen)):
+                    out.append(_err(rubric.span, "E403", f"the rubric uses `{name}`, which judge `{m.name}` does not see",
+                                    f"add it to `sees`"))
+            if sees is None:
+                out.append(_err(m.span, "E402", f"LLM judge `{m.name}` does not say what it `sees`", "add `sees [response]`"))
+            if not m.returns:
+                out.append(_err(m.span, "E402", f"LLM judge `{m.name}` has no `returns {{ ... }}` verdict schema"))
+            for f in m.returns:
+                if f.type in ("int", "real") and f.low is not None and f.high is not None and f.low > f.high:
+                    out.append(_err(f.span, "E404", f"the range of `{f.name}` is empty"))
+        elif m.returns:
+            out.append(_err(m.returns[0].span, "E404", "only an LLM judge declares `returns`"))
+        if m.type == "lexicon" and "lists" not in settings:
+            out.append(_err(m.span, "E402", f"lexicon monitor `{m.name}` has no `lists {{ NAME \"file\" }}`"))
+        if m.type == "expr" and m.expr is not None:
+            Typer(feedback_scope(exp), "monitor", out).infer(m.expr)
+    return out
+
+
+def check_arms(exp: ir.Experiment) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    arm_names = [a.name for a in exp.arms]
+    scope = data_scope(exp, main_data(exp))
+    for arm in exp.arms:
+        keys = [p.key for p in arm.parts]
+        for p in arm.parts:
+            if keys.count(p.key) > 1 and p is not arm.parts[keys.index(p.key)]:
+                out.append(_err(p.span, "E502", f"arm `{arm.name}` sets `{p.key}` twice"))
+            if p.key == "label" and p.word not in schema.ARM_LABELS:
+                out.append(_err(p.span, "E501", f"unknown label kind `{p.word}`",
+                                did_you_mean(p.word or "", schema.ARM_LABELS) or "use none, true, shuffled or `fixed VALUE`"))
+            elif p.key == "encode" and p.word not in schema.ARM_ENCODINGS:
+                out.append(_err(p.span, "E501", f"unknown label encoding `{p.word}`",
+                                did_you_mean(p.word or "", schema.ARM_ENCODINGS) or "use text, id or number"))
+            elif p.key == "infer" and p.word not in schema.ARM_INFER:
+                out.append(_err(p.span, "E501", f"unknown inference label `{p.word}`",
+                                did_you_mean(p.word or "", schema.ARM_INFER) or "use none, true or deploy"))
+            elif p.key == "reuse":
+                target = next((a for a in exp.arms if a.name == p.word), None)
+                if target is None:
+                    out.append(_err(p.span, "E503", f"unknown arm `{p.word}`", did_you_mean(p.word or "", arm_names)))
+                elif target.part("reuse") is not None or target is arm:
+                    out.append(_err(p.span, "E503", f"arm `{arm.name}` must reuse an arm that trains itself"))
+                if set(keys) & {"label", "label_fixed", "filter", "encode"}:
+                    out.append(_err(p.span, "E504", "an arm that reuses another's training cannot change how it trains",
+                                    "keep only `reuse` and `infer`"))
+            elif p.key == "filter" and p.expr is not None:
+                Typer(scope, "filter", out).expect(p.expr, ("bool",), "an arm filter")
+            elif p.key == "label_fixed" and p.expr is not None and exp.axis is not None:
+                Typer(axis_scope(exp), "axis_deploy", out).expect(
+                    p.expr, (axis_type(exp.axis),) if exp.axis.type == "enum" else ("int", "real"), "a fixed label")
+        if not {"label", "label_fixed", "reuse"} & set(keys):
+            out.append(_err(arm.span, "E505", f"arm `{arm.name}` does not say which label it trains with",
+                            "add `label none`, `label true`, `label shuffled` or `label fixed VALUE`"))
+    return out
+
+
+def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    defaults = [p for p in exp.profiles if p.default]
+    if exp.profiles and not defaults:
+        out.append(_err(exp.profiles[0].span, "E605", "no profile is marked `(default)`",
+                        f"write `profile {exp.profiles[0].name} (default) {{ ... }}`"))
+    for extra in defaults[1:]:
+        out.append(_err(extra.span, "E605", "only one profile can be the default"))
+    response = exp.response
+    data_names = [d.name for d in exp.data]
+    for p in exp.profiles:
+        where = f"profile `{p.name}`"
+        out.extend(check_settings(p.settings, schema.PROFILE, where))
+        if len(p.models) != 1:
+            out.append(_err(p.span if not p.models else p.models[1].span, "E606",
+                            f"{where} must declare exactly one `model`"))
+        for m in p.models:
+            table = schema.MODEL_TINY if m.type == "tiny" else schema.MODEL_HF
+            out.extend(check_settings(m.settings, table, f"{where} model"))
+        settings = setting_map(p.settings)
+        if response is not None:
+            needed = "rl" if response.type == "choice" or _defines(exp, "reward") else "sft"
+            if needed not in settings:
+                out.append(_err(p.span, "E607", f"{where} has no `{needed}` block, which this experiment trains with"))
+            other = "sft" if needed == "rl" else "rl"
+            if other in settings:
+                out.append(_err(settings[other].span, "E607", f"this experiment trains with `{needed}`, not `{other}`"))
+        warmup = settings.get("warmup")
+        if warmup is not None and warmup.block is not None:
+            for s in warmup.block:
+                if s.key == "mix" and s.block is not None:
+                    for part in s.block:
+                        if part.key not in data_names:
+                            out.append(_err(part.span, "E608", f"unknown data block `{part.key}`",
+                                            did_you_mean(part.key, data_names)))
+                        elif not any(a.name == "target" for a in next(d for d in exp.data if d.name == part.key).assigns):
+                            out.append(_err(part.span, "E609", f"data `{part.key}` has no `target`, so it cannot warm a model up"))
+            if any(m.type == "hf" for m in p.models):
+                out.append(_warn(warmup.span, "W610", "a warm-up is meant for the tiny model; a pretrained model has its skills"))
+        if any(m.type == "tiny" for m in p.models) and "quantize" in settings:
+            out.append(_warn(settings["quantize"].span, "W611", "quantizing the tiny model saves nothing"))
+    return out
+
+
+def _defines(exp: ir.Experiment, name: str) -> bool:
+    return exp.feedback is not None and any(a.name == name for a in exp.feedback.assigns)
+
+
+def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
+    ev = exp.evaluate
+    if ev is None:
+        return []
+    out = check_settings(ev.settings, schema.EVALUATE, "evaluate")
+    monitors = {m.name: m for m in exp.monitors}
+    scope = feedback_scope(exp)
+    scope.update({name: f"monitor:{name}" for name in monitors if monitors[name].type != "expr"})
+    for name, m in monitors.items():
+        if m.type == "expr" and m.expr is not None:
+            scope[name] = Typer(feedback_scope(exp), "monitor", []).infer(m.expr)
+    if exp.feedback:
+        sub = feedback_scope(exp)
+        for a in exp.feedback.assigns:
+            scope[a.name] = Typer(sub, "feedback", []).infer(a.expr)
+            sub[a.name] = scope[a.name]
+    for probe in ev.probes:
+        out.extend(check_settings(probe.settings, schema.PROBE, f"probe `{probe.name}`"))
+        settings = setting_map(probe.settings)
+        if "prompt" not in settings:
+            out.append(_err(probe.span, "E702", f"probe `{probe.name}` has no `prompt`"))
+        elif isinstance(settings["prompt"].value, ir.Str):
+            out.extend(check_template(settings["prompt"].value.value, settings["prompt"].span,
+                                      template_vars(exp, main_data(exp)) | {"label"}, f"probe `{probe.name}`'s prompt"))
+        ckpt = settings.get("checkpoint")
+        if ckpt is not None and isinstance(ckpt.value, ir.Name) and ckpt.value.id not in ["base"] + [a.name for a in exp.arms]:
+            out.append(_err(ckpt.value.span, "E702", f"unknown checkpoint `{ckpt.value.id}`",
+                            did_you_mean(ckpt.value.id, ["base"] + [a.name for a in exp.arms]) or "use base or an arm's name"))
+        values = [a for a in probe.assigns if a.name == "value"]
+        if not values:
+            out.append(_err(probe.span, "E702", f"probe `{probe.name}` has no `value = ...`"))
+        probe_scope = dict(data_scope(exp, main_data(exp)), response="text")
+        for a in probe.assigns:
+            if a.name != "value":
+                out.append(_err(a.span, "E702", f"a probe assigns only `value`, not `{a.name}`"))
+            scope[probe.name] = Typer(probe_scope, "feedback", out).infer(a.expr)
+    metric_names: list[str] = []
+    for metric in ev.metrics:
+        if metric.name in metric_names:
+            out.append(_err(metric.span, "E101", f"metric `{metric.name}` is declared twice"))
+        metric_names.append(metric.name)
+        if not (isinstance(metric.expr, ir.Call) and metric.expr.func in ("mean", "sum", "count")):
+            out.append(_err(metric.expr.span, "E701", f"metric `{metric.name}` must aggregate over samples",
+                            "wrap it: `mean(...)`, `sum(...)` or `count()`"))
+            Typer(scope, "metric", out, monitors).infer(metric.expr)
+        else:
+            Typer(scope, "metric_top", out, monitors).infer(metric.expr)
+        if metric.where is not None:
+            Typer(scope, "metric", out, monitors).expect(metric.where, ("bool",), "a `where` filter")
+    axis = exp.axis
+    for sweep in ev.sweeps:
+        if axis is None:
+            continue
+        if sweep.axis != axis.name:
+            out.append(_err(sweep.span, "E703", f"unknown axis `{sweep.axis}`", did_you_mean(sweep.axis, [axis.name])))
+            continue
+        if axis.type == "enum":
+            if not sweep.values:
+                out.append(_err(sweep.span, "E703", "sweep an enum axis `over [a, b, ...]`"))
+            for v in sweep.values:
+                if v.id not in {x.name for x in axis.values}:
+                    out.append(_err(v.span, "E703", f"unknown value `{v.id}` of axis `{axis.name}`",
+                                    did_you_mean(v.id, [x.name for x in axis.values])))
+        else:
+            if sweep.values:
+                out.append(_err(sweep.span, "E703", "sweep a numeric axis `from LOW to HIGH step STEP`"))
+            elif sweep.step is not None and sweep.step <= 0:
+                out.append(_err(sweep.span, "E703", "the sweep's step must be positive"))
+            elif axis.domain and sweep.low is not None and sweep.high is not None and not (
+                    axis.domain.contains(sweep.low) and axis.domain.contains(sweep.high)):
+                out.append(_err(sweep.span, "E703", "the sweep leaves the axis's range"))
+    arm_names = [a.name for a in exp.arms]
+    for comp in ev.comparisons:
+        for a, b in comp.pairs:
+            for name in (a, b):
+                if name.id not in arm_names:
+                    out.append(_err(name.span, "E704", f"unknown arm `{name.id}`", did_you_mean(name.id, arm_names)))
+        for m in comp.metrics:
+            if m.id not in metric_names:
+                out.append(_err(m.span, "E705", f"unknown metric `{m.id}`", did_you_mean(m.id, metric_names)))
+    return out
+
+
+CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [
+    check_structure,
+    check_axis,
+    check_templates,
+    check_data,
+    check_response_feedback,
+    check_monitors,
+    check_arms,
+    check_profiles,
+    check_evaluate,
+]
