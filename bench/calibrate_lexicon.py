@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,9 @@ RUBRIC_THRESHOLDS = {"pass_below": 3.5, "fail_above": 6.5}
 
 
 def default_data_path() -> Path | None:
-    for cand in (Path("/work/shared/data"), REPO.parent / "shared" / "data", REPO / "shared" / "data"):
+    env = os.environ.get("ECTC_SHARED_DATA")
+    dirs = [Path(env)] if env else [Path("/work/shared/data"), REPO.parent / "shared" / "data"]
+    for cand in dirs:
         f = cand / "mst_validation_results.jsonl"
         if f.is_file():
             return f
