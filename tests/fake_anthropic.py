@@ -72,6 +72,8 @@ Behaviours (module-level constructors):
 * ``overloaded(retry_after=None)``  -- 529 ``overloaded_error``.
 * ``server_error(status=500)``      -- 5xx ``api_error``.
 * ``error(status, type, message, headers=None)`` -- any error response.
+* ``raw_response(status, body, headers=None)`` -- exactly these bytes (JSON content-type
+                            unless overridden), e.g. a malformed 200.
 * ``drop()``              -- close the socket without answering (connection error).
 * ``delay(seconds, then)`` -- sleep, then answer with behaviour ``then``.
 * ``fn(callable)``        -- ``callable(request_body) -> behaviour``.
@@ -119,6 +121,7 @@ __all__ = [
     "server_error",
     "error",
     "drop",
+    "raw_response",
     "delay",
     "fn",
     "fake_anthropic",
@@ -170,6 +173,10 @@ def overloaded(retry_after: float | None = None) -> _B:
 
 def server_error(status: int = 500) -> _B:
     return error(status, "api_error", "Internal server error")
+
+
+def raw_response(status: int, body: str | bytes, headers: dict | None = None) -> _B:
+    return _B("raw", {"status": status, "body": body, "headers": headers or {}})
 
 
 def drop() -> _B:
@@ -400,6 +407,9 @@ class FakeAnthropic:
         if b.kind == "error":
             a = b.args
             raise _Reply(a["status"], _err_body(a["type"], a["message"]), a["headers"])
+        if b.kind == "raw":
+            a = b.args
+            raise _Reply(a["status"], a["body"], {"content-type": "application/json", **a["headers"]})
         tool = _forced_tool(body)
         if b.kind == "auto":
             if tool is not None:
@@ -468,7 +478,8 @@ class FakeAnthropic:
             data = json.dumps(payload).encode()
             ctype = "application/json"
         h.send_response(status)
-        h.send_header("content-type", ctype)
+        if "content-type" not in {k.lower() for k in extra}:
+            h.send_header("content-type", ctype)
         h.send_header("content-length", str(len(data)))
         h.send_header("request-id", f"req_fake_{next(self._ids)}")
         for k, v in extra.items():

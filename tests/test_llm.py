@@ -28,10 +28,12 @@ try:
     from tests.fake_anthropic import (  # noqa: F401  (fixture)
         FakeAnthropic,
         drop,
+        error,
         fake_anthropic,
         fn,
         overloaded,
         rate_limit,
+        raw_response,
         server_error,
         text,
         tool_use,
@@ -40,10 +42,12 @@ except ImportError:  # pragma: no cover - run from inside tests/
     from fake_anthropic import (  # type: ignore  # noqa: F401
         FakeAnthropic,
         drop,
+        error,
         fake_anthropic,
         fn,
         overloaded,
         rate_limit,
+        raw_response,
         server_error,
         text,
         tool_use,
@@ -256,8 +260,7 @@ def test_rate_limit_and_overload_retried(fake_anthropic, tmp_path):
 
 def test_retries_exhausted_and_non_retryable_are_unscored(fake_anthropic, tmp_path):
     fake_anthropic.on("art-0 ", overloaded(), sticky=True)
-    fake_anthropic.on("art-1 ", fn(lambda body: __import__("tests.fake_anthropic", fromlist=["error"]).error(
-        400, "invalid_request_error", "bad")))  # fmt: skip
+    fake_anthropic.on("art-1 ", fn(lambda body: error(400, "invalid_request_error", "bad")))
     client = make(fake_anthropic, tmp_path, max_attempts=3, max_concurrency=1)
     v0, v1 = client.judge(items(2), RUBRIC, SCHEMA)
     assert not v0.scored and v0.reason.startswith("api_error: gave up after 3 attempts: HTTP 529")
@@ -431,3 +434,20 @@ def test_batch_unscored_after_reasks(fake_anthropic, tmp_path):
     v = client.judge(items(1), RUBRIC, SCHEMA, reasks=1)[0]
     assert not v.scored and v.reason.startswith("no_tool_call") and len(v.attempts) == 2
     assert fake_anthropic.count("/v1/messages/batches") == 2 and len(DiskCache(tmp_path / "cache")) == 0
+
+
+# --------------------------------------------------------------------------- malformed replies
+
+
+def test_malformed_replies(fake_anthropic, tmp_path):
+    fake_anthropic.on("art-0 ", raw_response(200, "<html>proxy</html>"), tool_use(GOOD))  # retried
+    fake_anthropic.on("art-1 ", raw_response(200, '{"foo": 1}'), sticky=True)  # no content at all
+    fake_anthropic.on("no text", raw_response(200, '{"foo": 1}'))
+    client = make(fake_anthropic, tmp_path, max_concurrency=1)
+    v0, v1 = client.judge(items(2), RUBRIC, SCHEMA, reasks=1)
+    assert v0.scored and client.usage.retries == 1
+    assert not v1.scored and v1.reason.startswith("no_tool_call") and v1.raw == {"foo": 1}
+    r = client.complete(["no text"])[0]
+    assert not r.ok and r.error.startswith("no_text") and r.text is None
+    json.dumps(v1.to_dict()), json.dumps(r.to_dict())  # serialisable
+    assert len(DiskCache(tmp_path / "cache")) == 1

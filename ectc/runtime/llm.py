@@ -58,6 +58,7 @@ __all__ = [
     "llm_available",
     "LLMClient",
     "LLMUnavailable",
+    "LLMRequestError",
     "Usage",
     "Result",
     "Verdict",
@@ -156,6 +157,10 @@ class Result:
     raw: dict | None = None  # the reply as JSON (Message.model_dump)
     usage: Usage = field(default_factory=Usage)
 
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (usage as a dict)."""
+        return asdict(self)
+
 
 @dataclass
 class Verdict:
@@ -180,6 +185,10 @@ class Verdict:
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default) if self.scored and self.fields else default
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (usage as a dict)."""
+        return asdict(self)
 
 
 # --------------------------------------------------------------------------- schema
@@ -338,8 +347,15 @@ def render_rubric(template: str, item: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- client
 
 
-class _GiveUp(Exception):
-    """A request failed for good (non-retryable error or attempts exhausted)."""
+class LLMRequestError(RuntimeError):
+    """A request failed for good (non-retryable error or attempts exhausted).
+
+    Per-item failures become unscored verdicts / failed results; this escapes only
+    from Message Batch submission/polling (items finished before it stay cached).
+    """
+
+
+_GiveUp = LLMRequestError
 
 
 @dataclass
@@ -523,12 +539,12 @@ class LLMClient:
             d = max(d, min(retry_after, self.retry_after_max))
         return d
 
-    def _with_retries(self, fn: Callable[[], Any], u: Usage | None, *, counts_as_call: bool = True) -> Any:
+    def _with_retries(self, fn: Callable[[], Any], u: Usage | None) -> Any:
         import anthropic
 
         last = ""
         for attempt in range(self.max_attempts):
-            if u is not None and counts_as_call:
+            if u is not None:
                 self._account(u, Usage(calls=1, retries=1 if attempt else 0))
             try:
                 return fn()
@@ -541,6 +557,11 @@ class LLMClient:
             except anthropic.APIConnectionError as e:  # includes timeouts
                 last = f"{type(e).__name__}: {e}"
                 ra = None
+            except json.JSONDecodeError as e:  # a 200 whose body is not JSON (proxy glitch): retry
+                last = f"malformed reply body: {e}"
+                ra = None
+            except anthropic.AnthropicError as e:  # e.g. response validation: not retryable
+                raise _GiveUp(f"{type(e).__name__}: {e}") from e
             if attempt + 1 < self.max_attempts:
                 delay = self._backoff(attempt, ra)
                 log.info("retryable error (%s); attempt %d/%d, sleeping %.2fs", last, attempt + 1, self.max_attempts, delay)
@@ -562,18 +583,22 @@ class LLMClient:
             return json.loads(json.dumps(msg, default=str))
 
     @staticmethod
-    def _text_of(msg: Any) -> str:
-        return "".join(getattr(b, "text", "") for b in msg.content if getattr(b, "type", None) == "text")
+    def _blocks(msg: Any) -> list:
+        return list(getattr(msg, "content", None) or [])
+
+    @classmethod
+    def _text_of(cls, msg: Any) -> str:
+        return "".join(getattr(b, "text", "") or "" for b in cls._blocks(msg) if getattr(b, "type", None) == "text")
 
     def _parse_verdict(self, msg: Any, schema: Mapping) -> tuple[dict | None, str | None, Any]:
         """-> (fields, reason, offending tool_use block or None)."""
-        calls = [b for b in msg.content if getattr(b, "type", None) == "tool_use"]
-        mine = [b for b in calls if b.name == self.tool_name]
+        calls = [b for b in self._blocks(msg) if getattr(b, "type", None) == "tool_use"]
+        mine = [b for b in calls if getattr(b, "name", None) == self.tool_name]
         if not mine:
             txt = self._text_of(msg).strip().replace("\n", " ")
             what = f"tool(s) {[b.name for b in calls]}" if calls else f"text {txt[:120]!r}"
             return None, f"no_tool_call: reply (stop_reason={msg.stop_reason}) has {what}", None
-        out, reason = validate_fields(schema, mine[0].input)
+        out, reason = validate_fields(schema, getattr(mine[0], "input", None))
         if reason:
             trunc = " (reply truncated at max_tokens)" if msg.stop_reason == "max_tokens" else ""
             return None, f"schema_violation: {reason}{trunc}", mine[0]
@@ -582,7 +607,7 @@ class LLMClient:
     def _reask_messages(self, msg: Any, reason: str) -> list[dict]:
         """Assistant turn (the bad reply) + user turn asking to call the tool correctly."""
         assistant: list[dict] = []
-        for b in msg.content:
+        for b in self._blocks(msg):
             t = getattr(b, "type", None)
             if t == "text" and b.text:
                 assistant.append({"type": "text", "text": b.text})
@@ -618,6 +643,10 @@ class LLMClient:
         if msg.stop_reason == "refusal":
             self._account(u, Usage(unscored=1))
             return Result(job.index, job.prompt, False, None, "refusal", error="refusal", key=job.key, raw=raw, usage=u)
+        if not any(getattr(b, "type", None) == "text" for b in self._blocks(msg)):
+            self._account(u, Usage(unscored=1))
+            why = f"no_text: reply (stop_reason={msg.stop_reason}) has no text block"
+            return Result(job.index, job.prompt, False, None, msg.stop_reason, error=why, key=job.key, raw=raw, usage=u)
         text = self._text_of(msg)
         value = {"text": text, "stop_reason": msg.stop_reason, "raw": raw}
         if self.cache is not None:
