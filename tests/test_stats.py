@@ -49,6 +49,9 @@ def test_bootstrap_ci_is_deterministic_and_sane():
     assert a.low < 3.0 < a.high
     assert S.bootstrap_ci(x, np.median, n_boot=500, seed=0).low <= float(np.median(x))
     assert S.bootstrap_ci([4, 4, 4]).low == 4.0
+    # a statistic without an axis keyword still works (resampled one call at a time)
+    trimmed = S.bootstrap_ci(x, lambda v: float(np.mean(np.sort(v)[5:-5])), n_boot=300, seed=0)
+    assert trimmed.low < trimmed.estimate < trimmed.high
 
 
 def test_paired_bootstrap_contains_true_difference():

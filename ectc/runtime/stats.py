@@ -184,7 +184,8 @@ def bootstrap_ci(
 ) -> CI:
     """Bootstrap interval for ``stat(values)`` (scipy.stats.bootstrap, fixed seed).
 
-    ``stat`` must accept an ``axis`` keyword (numpy reductions do) so resampling is vectorised.
+    A ``stat`` that accepts an ``axis`` keyword (numpy reductions do) is resampled vectorised;
+    any other callable of one 1-d array is called once per resample (slower).
     ``method`` is passed to scipy ("percentile", "basic" or "BCa").
     """
     _check_level(level)
@@ -194,13 +195,17 @@ def bootstrap_ci(
         # no variability to resample; scipy would warn and (for BCa) return NaN
         lo = hi = est if x.size > 1 else float("nan")
         return CI(est, lo, hi, x.size, level, f"bootstrap-{method}")
+    try:
+        vectorized = np.ndim(stat(np.stack([x, x]), axis=-1)) == 1
+    except TypeError:
+        vectorized = False
     res = _st.bootstrap(
         (x,),
-        stat,
+        stat if vectorized else (lambda s: stat(s)),
         n_resamples=n_boot,
         confidence_level=level,
         method=method,
-        vectorized=True,
+        vectorized=vectorized,
         rng=np.random.default_rng(seed),
     )
     ci = res.confidence_interval
