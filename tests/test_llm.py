@@ -451,3 +451,36 @@ def test_malformed_replies(fake_anthropic, tmp_path):
     assert not r.ok and r.error.startswith("no_text") and r.text is None
     json.dumps(v1.to_dict()), json.dumps(r.to_dict())  # serialisable
     assert len(DiskCache(tmp_path / "cache")) == 1
+
+
+def test_auth_error_aborts_run(fake_anthropic, tmp_path):
+    from ectc.runtime.llm import LLMAuthError
+
+    fake_anthropic.default = error(401, "authentication_error", "invalid x-api-key")
+    with pytest.raises(LLMAuthError, match="HTTP 401"):
+        make(fake_anthropic, tmp_path, max_concurrency=1).judge(items(20), RUBRIC, SCHEMA)
+    assert fake_anthropic.count() < 20  # pending items cancelled, no retries
+
+
+def test_client_wide_concurrency_bound_across_threads(fake_anthropic, tmp_path):
+    fake_anthropic.latency = 0.03
+    client = make(fake_anthropic, tmp_path, max_concurrency=2)
+    ts = [threading.Thread(target=client.complete, args=([f"t{t}-{i}" for i in range(5)],)) for t in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert fake_anthropic.count() == 15 and fake_anthropic.max_in_flight == 2
+
+
+def test_batch_progress_exception_keeps_paid_results(fake_anthropic, tmp_path):
+    client = make(fake_anthropic, tmp_path, use_batches=True, batch_poll_interval=0.0)
+
+    def killer(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.judge(items(6), RUBRIC, SCHEMA, progress=killer)
+    assert len(DiskCache(tmp_path / "cache")) == 6
+    n = len(fake_anthropic.requests)
+    assert all(v.cached for v in client.judge(items(6), RUBRIC, SCHEMA)) and len(fake_anthropic.requests) == n

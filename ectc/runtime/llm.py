@@ -59,6 +59,7 @@ __all__ = [
     "LLMClient",
     "LLMUnavailable",
     "LLMRequestError",
+    "LLMAuthError",
     "Usage",
     "Result",
     "Verdict",
@@ -358,6 +359,13 @@ class LLMRequestError(RuntimeError):
 _GiveUp = LLMRequestError
 
 
+class LLMAuthError(LLMRequestError):
+    """401/403: the key is wrong or lacks permission. Aborts the whole run (never N unscored items)."""
+
+
+FATAL_STATUS = frozenset({401, 403})
+
+
 @dataclass
 class _Job:
     index: int
@@ -428,6 +436,7 @@ class LLMClient:
         self.usage = Usage()
         self._lock = threading.Lock()
         self._rng = random.Random()
+        self._slots = threading.BoundedSemaphore(self.max_concurrency)
         if client is not None:
             self._client = client
         else:
@@ -547,10 +556,13 @@ class LLMClient:
             if u is not None:
                 self._account(u, Usage(calls=1, retries=1 if attempt else 0))
             try:
-                return fn()
+                with self._slots:  # client-wide bound on requests in flight
+                    return fn()
             except anthropic.APIStatusError as e:
                 status = e.status_code
                 last = f"HTTP {status}: {getattr(e, 'api_message', None) or e.message}"
+                if status in FATAL_STATUS:
+                    raise LLMAuthError(last) from e
                 if not (status in RETRYABLE_STATUS or status >= 500):
                     raise _GiveUp(last) from e
                 ra = self._retry_after(e)
@@ -633,6 +645,8 @@ class LLMClient:
         ident = job.identity
         try:
             msg = self._create(ident, [{"role": "user", "content": job.prompt}], u)
+        except LLMAuthError:
+            raise
         except _GiveUp as e:
             self._account(u, Usage(unscored=1))
             return Result(job.index, job.prompt, False, None, error=f"api_error: {e}", key=job.key, usage=u)
@@ -663,6 +677,8 @@ class LLMClient:
                 self._account(u, Usage(reasks=1))
             try:
                 msg = self._create(job.identity, messages, u)
+            except LLMAuthError:
+                raise
             except _GiveUp as e:
                 reason = f"api_error: {e}"
                 break
@@ -841,13 +857,20 @@ class LLMClient:
         for j in jobs:
             groups.setdefault(j.key, []).append(j)
 
+        ready: list[tuple[list[_Job], Any]] = []
+
         def emit(group: list[_Job], res: Any) -> None:
+            ready.append((group, res))
+
+        def flush() -> None:
             nonlocal done
-            for j in group:
-                out[j.index] = res if j is group[0] else _reindex(res, j)
-                done += 1
-                if progress:
-                    progress(done, total)
+            while ready:
+                group, res = ready.pop(0)
+                for j in group:
+                    out[j.index] = res if j is group[0] else _reindex(res, j)
+                    done += 1
+                    if progress:
+                        progress(done, total)
 
         @dataclass
         class _Open:
@@ -866,6 +889,7 @@ class LLMClient:
                 emit(group, hit)
             else:
                 open_[key] = _Open(group, [{"role": "user", "content": group[0].prompt}])
+        flush()
 
         while open_:
             custom = {f"r{n}": key for n, key in enumerate(open_)}
@@ -925,6 +949,7 @@ class LLMClient:
                     del open_[key]
                     emit(st.group, Verdict(job.index, job.item or {}, False, None, why, raw, st.attempts, False,
                                            job.key, job.prompt, st.usage))  # fmt: skip
+            flush()  # after the whole round is cached: an exception in progress() loses nothing paid for
         return out
 
     def _batch_submit_and_collect(self, requests: list[dict], headers: dict | None, chunk: int = 10_000) -> dict:
