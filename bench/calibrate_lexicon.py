@@ -239,9 +239,10 @@ def main(argv=None) -> int:
           f"[{chk['baseline_mean'].low:.3f}, {chk['baseline_mean'].high:.3f}], "
           f"ECT mean {chk['ect_mean'].estimate:.3f} "
           f"[{chk['ect_mean'].low:.3f}, {chk['ect_mean'].high:.3f}]")
-    print(f"  relative reduction {chk['relative_reduction']:.4f} "
-          f"(from means rounded to 3 places, as the README: "
-          f"{chk['relative_reduction_rounded_means']:.4f})")
+    rr_r = chk["relative_reduction_rounded_means"]
+    print(f"  relative reduction {chk['relative_reduction']:.4f} (exact, 1 - 84/184); "
+          f"from the rounded means as the README does, 1 - 2.333/5.111 = {rr_r:.5f} "
+          f"-> {rr_r:.3f}")
     print(f"  ECT lower on {w.wins} of {w.n}, ties {w.ties}, worse {w.losses} (rate {w.rate:.3f})")
     print(f"  paired bootstrap mean diff (baseline - ECT) {d.mean_diff:.3f}, "
           f"95% CI [{d.low:.3f}, {d.high:.3f}] ({d.n_boot} resamples, seed 0)")
