@@ -283,6 +283,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     state = trainer.state
     losses = [e["loss"] for e in state.log_history if "loss" in e]
     steps_this_session = state.global_step - (int(Path(last).name.split("-")[-1]) if last else 0)
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # unwrap accelerate's wrapper
     metrics = {
         "global_step": state.global_step,
         "max_steps": state.max_steps,
@@ -296,7 +297,8 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
         "resumed_from": last,
         "adapter": _is_peft(trainer.model),
         "quantized": bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)),
-        "optimizer": type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__,
+        "optimizer": f"{type(opt).__module__}.{type(opt).__name__}",
+        "optimizer_bits": getattr(getattr(opt, "args", None), "optim_bits", None),  # bitsandbytes only
         "num_examples": len(examples),
         "skipped": False,
     }
