@@ -12,6 +12,18 @@ Public API
     ``.judge(items, rubric_template, schema, system=None, temperature=None, max_tokens=1024, reasks=2, progress=None, use_batches=None) -> list[Verdict]``
     ``.usage`` -- cumulative :class:`Usage` of this client (thread-safe snapshot via ``usage_snapshot()``).
 
+``Result`` (index, prompt, ok, text, stop_reason, error, cached, key, raw, usage) and
+``Verdict`` (index, item, scored, fields, reason, raw, attempts, cached, key, prompt, usage;
+``v["magnitude"]`` raises KeyError when unscored) both have ``to_dict()``.
+``Usage`` is summable (``a + b``, ``sum(...)``).
+
+Errors: per-item failures never raise -- they come back as ``Result.ok=False`` /
+``Verdict.scored=False`` with a reason (``api_error: ...``, ``no_tool_call: ...``,
+``schema_violation: ...``, ``no_text: ...``, ``refusal``). ``LLMAuthError`` (401/403)
+aborts the run; ``LLMRequestError`` escapes only from Message Batch submission;
+``LLMUnavailable`` from the constructor when no key is configured. Template errors
+(``jinja2`` ``UndefinedError``/``SecurityError``) are raised before any request.
+
 Design notes
 ------------
 * Judging uses tool use: one tool (default name ``record_verdict``) whose
@@ -47,8 +59,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .cache import DiskCache, cache_key
 
