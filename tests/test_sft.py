@@ -39,17 +39,18 @@ def test_sft_lowers_loss_and_memorises(data, tmp_path):
     ex, tok = data
     model = tiny(tok)
     seen = []
-    cfg = {"max_steps": 80, "learning_rate": 3e-3, "lr_scheduler_type": "constant",
+    cfg = {"max_steps": 50, "learning_rate": 5e-3, "lr_scheduler_type": "constant",
            "per_device_train_batch_size": 10, "save_steps": 1000}
     m = train_sft(model, tok, ex, cfg, tmp_path, progress=lambda s, t, logs: seen.append((s, t)))
-    assert m["global_step"] == 80 and seen[-1] == (80, 80)
+    assert m["global_step"] == 50 and seen[-1] == (50, 50)
     assert m["last_loss"] < m["first_loss"] / 4, m["losses"]
     out = generate_texts(model, tok, [e["prompt"] for e in ex], temperature=0,
                          max_new_tokens=8, seed=0, batch_size=30)
     exact = sum(o.split() == e["completion"].split() for o, e in zip(out, ex))
     assert exact >= 15, (exact, out[:5])
+    print("memorised", exact, "of", len(ex), "steps/s", m["steps_per_second"])
     assert (tmp_path / "final" / "metrics.json").exists()
-    assert json.loads((tmp_path / "final" / "metrics.json").read_text())["global_step"] == 80
+    assert json.loads((tmp_path / "final" / "metrics.json").read_text())["global_step"] == 50
 
 
 def test_paper_path_nf4_lora_paged_adamw(data, tmp_path):
