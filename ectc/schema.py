@@ -97,7 +97,8 @@ MONITOR = {
     "lexicon": {
         "sees": "names",
         "lists": {"*": "str"},
-        "scale": "num",
+        "intercept": "num",
+        "slope": "num",
         "pass_below": "num",
         "fail_above": "num",
     },
@@ -132,3 +133,26 @@ ARM_ENCODINGS = ("text", "id", "number")
 ARM_INFER = ("none", "true", "deploy")
 
 FIELD_TYPES = ("int", "real", "bool", "text")
+
+# Defaults that `generate` fills in, so every resolved config states every value it runs with.
+DEFAULTS = {
+    "rl": {
+        "algorithm": "ppo", "steps": 100, "batch": 64, "minibatch": 64, "grad_accum": 1,
+        "ppo_epochs": 1, "lr": 1e-4, "clip": 0.2, "whiten": True, "max_grad_norm": 1.0,
+        "kl": 0.0, "entropy": 0.0, "temperature": 1.0, "optimizer": "adamw", "num_generations": 8,
+    },
+    "sft": {
+        "lr": 2e-4, "schedule": "cosine", "warmup_steps": 0, "optimizer": "adamw_torch", "batch": 8,
+        "grad_accum": 1, "epochs": 1, "max_steps": -1, "max_length": 512, "max_grad_norm": 1.0,
+        "gradient_checkpointing": False, "bf16": False, "tf32": False, "group_by_length": False,
+    },
+    "generate": {"temperature": 1.0, "max_new_tokens": 128, "seed": 0, "batch": 16, "backend": "transformers"},
+    "warmup": {"steps": 0, "batch": 32, "lr": 1e-3, "label": "random", "mix": {}},
+    "model_tiny": {"layers": 2, "width": 96, "heads": 4},
+    "model_hf": {"dtype": "bfloat16", "revision": None},
+    "lora": {"rank": 16, "alpha": 32, "dropout": 0.05, "targets": ["q", "k", "v", "o", "up", "down", "gate"]},
+    "quantize": {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"},
+    "monitor_llm": {"temperature": 0.0, "max_tokens": 1024, "reasks": 2, "concurrency": 8, "system": None},
+    "monitor_lexicon": {"intercept": 1.0, "slope": 1.0, "pass_below": 2.0, "fail_above": 6.0},
+    "evaluate": {"split": "test", "samples": 0, "at": "deploy"},
+}

@@ -1,0 +1,205 @@
+"""The `ectc` command line. Compiler commands import only the compiler; `run` and the other
+runtime commands import torch and friends lazily, inside their handlers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_DIFFERENT = 0, 1, 2
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _report_compile_error(err, path: str, source: str) -> None:
+    sys.stderr.write(err.render(source, path) + "\n")
+    errors = len(err.errors)
+    warnings = len(err.diagnostics) - errors
+    sys.stderr.write(f"{path}: {errors} error(s), {warnings} warning(s)\n")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .compile import compile_text
+    from .errors import CompileError
+
+    status = EXIT_OK
+    for name in args.specs:
+        path = Path(name)
+        try:
+            source = path.read_text()
+        except OSError as exc:
+            sys.stderr.write(f"{name}: cannot read: {exc.strerror}\n")
+            status = EXIT_ERROR
+            continue
+        try:
+            _, warnings = compile_text(source)
+        except CompileError as err:
+            _report_compile_error(err, name, source)
+            status = EXIT_ERROR
+            continue
+        for w in warnings:
+            sys.stderr.write(w.render(source, name) + "\n")
+        print(f"{name}: ok" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+    return status
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    import difflib
+
+    from .errors import CompileError
+    from .fmt import format_spec
+
+    status = EXIT_OK
+    for name in args.specs:
+        path = Path(name)
+        source = path.read_text()
+        try:
+            formatted = format_spec(source)
+        except CompileError as err:
+            _report_compile_error(err, name, source)
+            status = EXIT_ERROR
+            continue
+        if formatted == source:
+            continue
+        if args.check or args.diff:
+            sys.stdout.writelines(difflib.unified_diff(
+                source.splitlines(True), formatted.splitlines(True), f"{name}", f"{name} (formatted)"))
+            status = max(status, EXIT_DIFFERENT) if status != EXIT_ERROR else status
+        else:
+            from .build import atomic_write
+
+            atomic_write(path, formatted)
+            print(f"formatted {name}")
+    return status
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import build
+    from .errors import CompileError
+
+    root = Path.cwd()
+    try:
+        result = build(root, args.specs, Path(args.out), check_only=args.check)
+    except CompileError as err:
+        _report_compile_error(err, err.path, err.source)  # type: ignore[attr-defined]
+        return EXIT_ERROR
+    except OSError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_ERROR
+    for path, source, w in result.warnings:
+        sys.stderr.write(w.render(source, path) + "\n")
+    if args.check:
+        if result.stale:
+            for rel in result.stale:
+                sys.stderr.write(f"stale: {args.out}/{rel}\n")
+            sys.stderr.write(f"{len(result.stale)} generated file(s) out of date: run `ectc build`\n")
+            return EXIT_ERROR
+        print(f"{args.out}/ is up to date ({len(result.unchanged)} files)")
+        return EXIT_OK
+    for rel in result.written:
+        print(f"wrote   {args.out}/{rel}")
+    for rel in result.removed:
+        print(f"removed {args.out}/{rel}")
+    print(f"{len(result.written)} written, {len(result.removed)} removed, {len(result.unchanged)} unchanged")
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .compile import compile_text
+    from .errors import CompileError
+    from .explain import explain
+
+    source = Path(args.spec).read_text()
+    try:
+        spec, _ = compile_text(source)
+    except CompileError as err:
+        _report_compile_error(err, args.spec, source)
+        return EXIT_ERROR
+    explain(spec, _console(), profile=args.profile)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime.run import main as run_main
+
+    return run_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ectc",
+        description="Compile and run Evaluation-Conditioned Training experiments declared in .ect specs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate specs; report every problem with line, caret and hint")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("fmt", help="rewrite specs in canonical layout")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--check", action="store_true", help="exit 2 and show a diff when a spec is not canonical")
+    p.add_argument("--diff", action="store_true", help="show the diff instead of rewriting")
+    p.set_defaults(func=cmd_fmt)
+
+    p = sub.add_parser("build", help="compile specs (all of specs/ by default) into generated/")
+    p.add_argument("specs", nargs="*", metavar="SPEC")
+    p.add_argument("--check", action="store_true", help="exit 1 when generated/ is stale; write nothing")
+    p.add_argument("--out", default="generated", help="output folder (default: generated)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("explain", help="the compiled plan in words: arms, stages, labels, configs")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--profile", help="explain this profile (default: the spec's default)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("run", help="run an experiment: data, training per arm and seed, evaluation, report")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--profile", help="profile to run (default: the spec's default)")
+    p.add_argument("--run-id", help="run folder name under runs/<experiment>/ (default: the profile name)")
+    p.add_argument("--runs-dir", default="runs", help="where runs live (default: runs)")
+    p.add_argument("--generated", default="generated", help="generated code folder (default: generated)")
+    p.add_argument("--seeds", type=int, help="override the profile's number of seeds")
+    p.add_argument("--arms", help="comma-separated arms to run (default: all)")
+    p.add_argument("--steps-scale", type=float, default=1.0,
+                   help="scale every step count (e.g. 0.01 for a smoke test)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--launcher", choices=["none", "accelerate"], default="none")
+    p.add_argument("--processes", type=int, default=1)
+    p.add_argument("--executor", choices=["local", "submitit-local", "slurm"], default="local")
+    p.add_argument("--partition")
+    p.add_argument("--gpus-per-job", type=int, default=1)
+    p.set_defaults(func=cmd_run)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub) -> None:
+    """Commands whose modules are added alongside (diff, plan, runs, compare)."""
+    try:
+        from .commands import register  # noqa: PLC0415
+    except ImportError:
+        return
+    register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
