@@ -23,7 +23,7 @@ Severity = Literal["error", "warning"]
 class Span(BaseModel):
     """A region of a source file; lines and columns are 1-based, end column exclusive."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     line: int
     column: int

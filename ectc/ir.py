@@ -15,7 +15,8 @@ from .errors import Span
 
 
 class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: schemas are built on first use, not at import, which keeps `ectc check` fast.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     span: Span
 
@@ -305,6 +306,3 @@ class Spec(Node):
     experiments: tuple[Experiment, ...]
 
 
-for _model in list(globals().values()):
-    if isinstance(_model, type) and issubclass(_model, BaseModel) and _model is not BaseModel:
-        _model.model_rebuild()

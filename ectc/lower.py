@@ -242,7 +242,7 @@ class _Lower(Transformer):
             else:
                 fields[item[0]] = item[1]
         return ir.Axis(
-            span=span_of(meta), name=str(name), type=type_, domain=domain,
+            span=span_of(meta), name=name.id, type=type_, domain=domain,
             values=tuple(fields.pop("values")),
             holdout_intervals=tuple(fields.pop("holdout_intervals")),
             holdout_values=tuple(fields.pop("holdout_values")),
@@ -298,8 +298,8 @@ class _Lower(Transformer):
     def data(self, meta, children):
         name, source, *items = children
         return ir.DataBlock(
-            span=span_of(meta), name=str(name),
-            source=source or ir.Source(span=span_of(name), type="generate"),
+            span=span_of(meta), name=name.id,
+            source=source or ir.Source(span=name.span, type="generate"),
             fields=tuple(i for i in items if isinstance(i, ir.DataField)),
             assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
             settings=_setting_list(items),
@@ -353,7 +353,7 @@ class _Lower(Transformer):
         name, kind, *items = children
         returns = [i for i in items if isinstance(i, tuple)]
         return ir.Monitor(
-            span=span_of(meta), name=str(name), **kind,
+            span=span_of(meta), name=name.id, **kind,
             settings=_setting_list(items),
             returns=returns[-1][1] if returns else (),
         )
@@ -363,8 +363,6 @@ class _Lower(Transformer):
     def _arm_part(self, key):
         def build(meta, children):
             value = children[0]
-            if isinstance(value, Token):
-                return ir.ArmPart(span=span_of(meta), key=key, word=str(value))
             if isinstance(value, ir.Name) and key != "filter" and key != "label_fixed":
                 return ir.ArmPart(span=span_of(meta), key=key, word=value.id)
             return ir.ArmPart(span=span_of(meta), key=key, expr=value)
@@ -390,7 +388,7 @@ class _Lower(Transformer):
 
     def arm(self, meta, children):
         name, *parts = children
-        return ir.Arm(span=span_of(meta), name=str(name), parts=tuple(parts))
+        return ir.Arm(span=span_of(meta), name=name.id, parts=tuple(parts))
 
     def arms(self, meta, children):
         return ("arms", tuple(children))
@@ -409,7 +407,7 @@ class _Lower(Transformer):
     def profile(self, meta, children):
         name, default, *items = children
         return ir.Profile(
-            span=span_of(meta), name=str(name), default=bool(default),
+            span=span_of(meta), name=name.id, default=bool(default),
             models=tuple(i for i in items if isinstance(i, ir.Model)),
             settings=_setting_list(items),
         )
@@ -418,7 +416,7 @@ class _Lower(Transformer):
 
     def metric(self, meta, children):
         name, expr, where = children
-        return ir.Metric(span=span_of(meta), name=str(name), expr=expr, where=where)
+        return ir.Metric(span=span_of(meta), name=name.id if isinstance(name, ir.Name) else str(name), expr=expr, where=where)
 
     def sweep_range(self, meta, children):
         axis, low, high, step = children
@@ -464,7 +462,7 @@ class _Lower(Transformer):
             groups.setdefault(self._group_of(item), []).extend(
                 item[1] if isinstance(item, tuple) else [item]
             )
-        return ir.Experiment(span=span_of(meta), name=str(name), **{k: tuple(v) for k, v in groups.items()})
+        return ir.Experiment(span=span_of(meta), name=name.id, **{k: tuple(v) for k, v in groups.items()})
 
     def _group_of(self, item) -> str:
         if isinstance(item, tuple):

@@ -29,6 +29,7 @@ def parser() -> Lark:
     return Lark(
         GRAMMAR_PATH.read_text(),
         parser="lalr",
+        lexer="basic",
         propagate_positions=True,
         maybe_placeholders=True,
         cache=True,
