@@ -9,7 +9,7 @@ import torch
 
 from ectc.runtime.generate import generate_texts
 from ectc.runtime.models import build_tiny_llama, build_word_tokenizer, load_hf_model
-from ectc.runtime.sft import build_dataset, resolve_cfg, sft_config, train_sft
+from ectc.runtime.sft import build_dataset, build_trainer, resolve_cfg, sft_config, train_sft
 
 SYLLABLES = ["ka", "lo", "mi", "zu", "re", "ti"]
 WORDS = ["red", "blue", "green", "gold", "cat", "dog", "fox", "owl"]
@@ -29,6 +29,12 @@ def data():
     ex = pairs()
     tok = build_word_tokenizer([e["prompt"] + e["completion"] for e in ex])
     return ex, tok
+
+
+# A minimal chat template; the assistant turn ends with EOS so the model learns to stop.
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }}"
+                 "{% if m['role'] == 'assistant' %} {{ eos_token }}{% endif %} {% endfor %}"
+                 "{% if add_generation_prompt %}assistant :{% endif %}")
 
 
 def tiny(tok, seed=0):
@@ -143,3 +149,31 @@ def test_resume_after_interruption(data, tmp_path):
     assert m3["skipped"] and m3["global_step"] == 4
     c = _weights(again)
     assert all(torch.allclose(a[k], c[k]) for k in a)
+
+
+def test_chat_template_tokenizer_trains_on_conversations(data, tmp_path):
+    ex, _ = data
+    tok = build_word_tokenizer([e["prompt"] + e["completion"] for e in ex] + ["system user assistant"])
+    tok.chat_template = CHAT_TEMPLATE
+    chat = [{"prompt": [{"role": "system", "content": "answer"}, {"role": "user", "content": e["prompt"]}],
+             "completion": e["completion"]} for e in ex[:8]]
+    ds = build_dataset(tok, chat)
+    assert ds[0]["completion"] == [{"role": "assistant", "content": ex[0]["completion"]}]
+    m = train_sft(tiny(tok), tok, chat, {"max_steps": 2, "per_device_train_batch_size": 4}, tmp_path)
+    assert m["global_step"] == 2 and m["first_loss"] > 0
+
+
+@pytest.mark.parametrize("template", [None, CHAT_TEMPLATE])
+def test_loss_only_on_completion_tokens(template, tmp_path):
+    """The prompt (which carries the evaluation label) must never be a training target."""
+    tok = build_word_tokenizer(["system user assistant answer tell me about kalo : red blue green"])
+    tok.chat_template = template
+    ex = [{"prompt": [{"role": "system", "content": "answer"},
+                      {"role": "user", "content": "tell me about kalo :"}],
+           "completion": " red blue green"}]
+    trainer = build_trainer(build_tiny_llama(tok, layers=1, width=32, heads=2), tok, ex,
+                            {"max_steps": 1}, tmp_path)
+    row = trainer.train_dataset[0]
+    targets = [tok.convert_ids_to_tokens(i) for i in row["labels"] if i != -100]
+    assert targets == ["red", "blue", "green", "<eos>"]
+    assert len(row["input_ids"]) > len(targets) + 8  # the prompt is in the input

@@ -159,20 +159,24 @@ def sft_config(cfg: dict, checkpoint_dir: str | os.PathLike):
     )
 
 
-def _progress_callback(progress: Progress | None, log: list):
+def _progress_callback(progress: Progress | None):
     from transformers import TrainerCallback
 
-    class _Cb(TrainerCallback):
+    class ProgressCallback(TrainerCallback):
+        """Calls progress(step, total, latest logged metrics) after every optimizer step."""
+
+        def __init__(self, progress):
+            self.progress, self.latest = progress, {}
+
         def on_log(self, args, state, control, logs=None, **kw):
             if logs:
-                log.append({"step": state.global_step, **logs})
+                self.latest = dict(logs)
 
         def on_step_end(self, args, state, control, **kw):
-            if progress is not None:
-                latest = log[-1] if log else {}
-                progress(state.global_step, state.max_steps, latest)
+            if self.progress is not None:
+                self.progress(state.global_step, state.max_steps, self.latest)
 
-    return _Cb()
+    return ProgressCallback(progress)
 
 
 def _last_checkpoint(checkpoint_dir: Path) -> str | None:
@@ -226,6 +230,32 @@ def _save_final_atomic(trainer, tokenizer, final_dir: Path, metrics: dict) -> No
         raise
 
 
+def build_trainer(model, tokenizer, examples: list[dict], cfg: dict,
+                  checkpoint_dir: str | os.PathLike, progress: Progress | None = None):
+    """The configured SFTTrainer (dataset tokenized, LoRA applied), not yet trained."""
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTTrainer
+
+    c = resolve_cfg(cfg)
+    if tokenizer.pad_token is None:  # trl pads with it; the eos is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = build_dataset(tokenizer, examples)
+
+    peft_config = None
+    if c["lora"] is not None and not _is_peft(model):
+        peft_config = lora_config(c["lora"])
+    elif c["lora"] is None and getattr(model, "is_loaded_in_4bit", False):
+        raise ValueError("a 4-bit model cannot be fully fine-tuned; give cfg['lora']")
+
+    trainer = SFTTrainer(
+        model=model, args=sft_config(c, checkpoint_dir), train_dataset=dataset,
+        processing_class=tokenizer, peft_config=peft_config,
+        callbacks=[_progress_callback(progress)],
+    )
+    trainer.remove_callback(PrinterCallback)  # metrics go to `progress` and the return value
+    return trainer
+
+
 def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str | os.PathLike,
               resume: bool = True, progress: Progress | None = None) -> dict:
     """Fine-tune `model` (in place) on `examples` = [{"prompt": str | messages, "completion": str}].
@@ -242,8 +272,6 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     Returns JSON-serialisable metrics: global_step, train_loss, first_loss, last_loss,
     losses (per logging step), train_runtime, steps_per_second, resumed_from, final_dir.
     """
-    from trl import SFTTrainer
-
     output_dir = Path(output_dir)
     checkpoint_dir, final_dir = output_dir / "checkpoints", output_dir / "final"
     c = resolve_cfg(cfg)
@@ -256,25 +284,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     if not resume and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
 
-    if tokenizer.pad_token is None:  # trl pads with it; the eos is the usual stand-in
-        tokenizer.pad_token = tokenizer.eos_token
-    dataset = build_dataset(tokenizer, examples)
-
-    peft_config = None
-    if c["lora"] is not None and not _is_peft(model):
-        peft_config = lora_config(c["lora"])
-    elif c["lora"] is None and getattr(model, "is_loaded_in_4bit", False):
-        raise ValueError("a 4-bit model cannot be fully fine-tuned; give cfg['lora']")
-
-    log: list[dict] = []
-    args = sft_config(c, checkpoint_dir)
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[_progress_callback(progress, log)],
-    )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # metrics go to `progress` and the return value
+    trainer = build_trainer(model, tokenizer, examples, c, checkpoint_dir, progress)
     last = _last_checkpoint(checkpoint_dir) if resume else None
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
