@@ -10,7 +10,8 @@ Canonical layout rules:
   A block with nothing in it (and no comments) prints as `{}` on the header line.
 * One space around `=`, after `:` and `,`; none inside brackets: `name: int = f(a, [1, 2])`,
   `a: int 0..10`, `[0.0, 0.5)`, `profile tiny (default) {`.
-* Columns are aligned in the tabular constructs: axis `value` names and the keywords
+* Columns are aligned in the tabular constructs: axis `value` names (among the values that
+  have a description) and the keywords
   `train`/`holdout`/`deploy`; the `=` of feedback assignments; the part list after `name:` in
   `arms`; the `=` of the metrics of an `evaluate` block; and the values of a multi-line settings
   block whose values are all lists (a table such as `openings { strong_left [...] ... }`).
@@ -308,7 +309,7 @@ class _Printer:
             align[id(i)] = i.data.split("_")[1]
         block = self.block_of(t, header, items, depth, align)
         values = [(i, f) for i, f in zip(items, block.items) if i.data == "axis_value"]
-        described = [(i, f) for i, f in values if i.children[1] is not None]
+        described = [(i, f) for i, f in values if len(i.children) > 1 and i.children[1] is not None]
         if described:
             width = max(len(self.name(i.children[0])) for i, _ in described) + 1
             for i, f in described:
@@ -317,7 +318,7 @@ class _Printer:
         return block
 
     def s_axis_value(self, t, depth):
-        name, desc = t.children
+        name, desc = (t.children + [None])[:2]
         text = f"value {self.name(name)}"
         if desc is not None:
             text += " " + quote(_string_value(desc))
