@@ -76,10 +76,13 @@ def _eos_ids(model, tokenizer) -> list[int]:
 @torch.no_grad()
 def generate_texts(model, tokenizer, prompts: Sequence[Prompt], temperature: float = 0.7,
                    max_new_tokens: int = 700, seed: int = 42, batch_size: int = 8,
-                   progress: Progress | None = None) -> list[str]:
+                   progress: Progress | None = None, top_p: float = 1.0,
+                   top_k: int = 0) -> list[str]:
     """Sample one completion per prompt; returns only the new text, in prompt order.
 
-    temperature 0 means greedy. Output is a deterministic function of (model, prompts, seed,
+    temperature 0 means greedy. Sampling is plain temperature sampling unless top_p/top_k are
+    given: the model's own generation_config defaults (e.g. top_k=50, or a chat model's
+    top_p) are deliberately not inherited, so what a spec says is all that applies. Output is a deterministic function of (model, prompts, seed,
     batch_size): prompts are grouped by length (less padding) and the RNG is seeded once per
     call inside a forked RNG state, so the caller's random streams are left untouched.
     Left padding with an attention mask makes a batched row equal to the same prompt alone
@@ -112,7 +115,8 @@ def generate_texts(model, tokenizer, prompts: Sequence[Prompt], temperature: flo
                     use_cache=True,
                 )
                 if temperature and temperature > 0:
-                    kwargs.update(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0)
+                    kwargs.update(do_sample=True, temperature=float(temperature), top_k=int(top_k),
+                                  top_p=float(top_p))
                 else:
                     kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
                 out = model.generate(**kwargs)
@@ -141,7 +145,8 @@ class Backend(Protocol):
     name: str
 
     def generate(self, prompts: Sequence[Prompt], *, temperature: float, max_new_tokens: int,
-                 seed: int, batch_size: int = 8, progress: Progress | None = None) -> list[str]:
+                 seed: int, batch_size: int = 8, progress: Progress | None = None,
+                 top_p: float = 1.0, top_k: int = 0) -> list[str]:
         ...
 
 
@@ -151,10 +156,11 @@ class TransformersBackend:
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
 
-    def generate(self, prompts, *, temperature, max_new_tokens, seed, batch_size=8, progress=None):
+    def generate(self, prompts, *, temperature, max_new_tokens, seed, batch_size=8, progress=None,
+                 top_p=1.0, top_k=0):
         return generate_texts(self.model, self.tokenizer, prompts, temperature=temperature,
                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                              progress=progress)
+                              progress=progress, top_p=top_p, top_k=top_k)
 
 
 def vllm_available() -> bool:
@@ -195,9 +201,11 @@ class VLLMBackend:
         lora = LoRARequest("adapter", 1, adapter_path) if adapter_path else None
         return cls(engine, AutoTokenizer.from_pretrained(model_path), lora_request=lora)
 
-    def generate(self, prompts, *, temperature, max_new_tokens, seed, batch_size=8, progress=None):
+    def generate(self, prompts, *, temperature, max_new_tokens, seed, batch_size=8, progress=None,
+                 top_p=1.0, top_k=0):
+        # vLLM spells "no top-k" as -1 (0 is rejected in recent versions)
         params = self.sampling_params_cls(temperature=float(temperature), max_tokens=max_new_tokens,
-                                          seed=seed)
+                                          seed=seed, top_p=float(top_p), top_k=int(top_k) or -1)
         texts: list[str] = []
         step = max(len(prompts), 1) if progress is None else max(batch_size, 1)
         for start in range(0, len(prompts), step):
