@@ -130,11 +130,19 @@ def _block_lines(value: str) -> list[str] | None:
     return lines
 
 
-def _string_value(tree: Tree) -> str:
-    """The value of a `string` tree, decoded as lower does (without its diagnostics)."""
+def _string_value(tree: Tree) -> str | None:
+    """The value of a `string` tree, decoded as lower does; None when it has a bad escape."""
     from .lower import _Lower
 
-    return _Lower().string(tree.meta, tree.children).value
+    lowerer = _Lower()
+    value = lowerer.string(tree.meta, tree.children).value
+    return None if lowerer.diagnostics else value
+
+
+def _str(tree: Tree) -> str:
+    """A string literal in canonical one-line form (as written when it has a bad escape)."""
+    value = _string_value(tree)
+    return str(tree.children[0]) if value is None else quote(value)
 
 
 # ---- the printer ----------------------------------------------------------------------------
@@ -163,6 +171,7 @@ _EXPR_LEVEL = {
 
 class _Printer:
     def __init__(self, source: str, comments: list[Token]):
+        self.source = source
         self.source_lines = source.split("\n")
         self.comments = sorted(comments, key=lambda c: c.start_pos)
         self.comment_pos = [c.start_pos for c in self.comments]
@@ -210,9 +219,11 @@ class _Printer:
         return printed
 
     def trailing_comment(self, line: int, end_pos: int) -> None:
+        """Append the next comment to the last line when only blanks separate it from `end_pos`."""
         if self.ci < len(self.comments):
             c = self.comments[self.ci]
-            if c.line == line and c.start_pos >= end_pos:
+            if (c.line == line and c.start_pos >= end_pos
+                    and not self.source[end_pos:c.start_pos].strip()):
                 self.out[-1] += "  " + c.value.rstrip()
                 self.ci += 1
 
@@ -291,9 +302,9 @@ class _Printer:
 
     def string_stmt(self, head: str, string: Tree) -> list[str]:
         value = _string_value(string)
-        lines = _block_lines(value)
+        lines = None if value is None else _block_lines(value)
         if lines is None:
-            return [f"{head} {quote(value)}"]
+            return [f"{head} {_str(string)}"]
         return [f'{head} """'] + [INDENT + ln if ln else "" for ln in lines] + ['"""']
 
     # axis
@@ -302,7 +313,8 @@ class _Printer:
         if kind.data == "enum_axis":
             header = f"axis {self.name(name)}: enum"
         else:
-            header = f"axis {self.name(name)}: {kind.data.split('_')[0]} in {self.interval(kind.children[0])}"
+            type_ = kind.data.split("_")[0]
+            header = f"axis {self.name(name)}: {type_} in {self.interval(kind.children[0])}"
         align = {}
         keywords = [i for i in items if i.data in ("axis_train", "axis_holdout", "axis_deploy")]
         for i in keywords:
@@ -313,15 +325,14 @@ class _Printer:
         if described:
             width = max(len(self.name(i.children[0])) for i, _ in described) + 1
             for i, f in described:
-                f.lines[0] = "value " + self.name(i.children[0]).ljust(width) + quote(
-                    _string_value(i.children[1]))
+                f.lines[0] = "value " + self.name(i.children[0]).ljust(width) + _str(i.children[1])
         return block
 
     def s_axis_value(self, t, depth):
         name, desc = (t.children + [None])[:2]
         text = f"value {self.name(name)}"
         if desc is not None:
-            text += " " + quote(_string_value(desc))
+            text += " " + _str(desc)
         return _Leaf(t.meta, [text])
 
     def s_axis_train(self, t, depth):
@@ -349,7 +360,7 @@ class _Printer:
             if source.data == "src_generate":
                 header += ": generate"
             else:
-                header += f": {source.data[4:]} {quote(_string_value(source.children[0]))}"
+                header += f": {source.data[4:]} {_str(source.children[0])}"
         return self.block_of(t, header, items, depth)
 
     def s_field(self, t, depth):
@@ -367,7 +378,7 @@ class _Printer:
 
     # response, feedback
     def s_response_choice(self, t, depth):
-        choices = ", ".join(quote(_string_value(c)) for c in t.children if c is not None)
+        choices = ", ".join(_str(c) for c in t.children if c is not None)
         return _Leaf(t.meta, [f"response choice [{choices}]"])
 
     def s_response_text(self, t, depth):
@@ -381,7 +392,7 @@ class _Printer:
     def s_monitor(self, t, depth):
         name, kind, *items = t.children
         if kind.data == "monitor_llm":
-            header = f"monitor {self.name(name)}: llm {quote(_string_value(kind.children[0]))}"
+            header = f"monitor {self.name(name)}: llm {_str(kind.children[0])}"
         elif kind.data == "monitor_lexicon":
             header = f"monitor {self.name(name)}: lexicon"
         else:
@@ -431,7 +442,7 @@ class _Printer:
 
     def s_model_hf(self, t, depth):
         path, block = t.children
-        return self.optional_block(t, f"model hf {quote(_string_value(path))}", block, depth)
+        return self.optional_block(t, f"model hf {_str(path)}", block, depth)
 
     def optional_block(self, t, head, block, depth):
         if block is None or (not block.children and not self.has_comment(block.meta)):
@@ -440,7 +451,8 @@ class _Printer:
 
     # evaluation
     def s_evaluate(self, t, depth):
-        align = {id(i): f"metric {self.name(i.children[0])}" for i in t.children if i.data == "metric"}
+        align = {id(i): f"metric {self.name(i.children[0])}"
+                 for i in t.children if i.data == "metric"}
         return self.block_of(t, "evaluate", t.children, depth, align)
 
     def s_metric(self, t, depth):
@@ -513,14 +525,14 @@ class _Printer:
         if kind == "signed_number":
             return self.signed(v)
         if kind == "string":
-            return quote(_string_value(v))
+            return _str(v)
         if kind in ("true", "false"):
             return kind
         if kind == "list_value":
             return "[" + ", ".join(self.value(c) for c in v.children if c is not None) + "]"
         if kind == "call_value":
             func, *args = v.children
-            return f"{self.name(func)}(" + ", ".join(self.value(a) for a in args if a is not None) + ")"
+            return f"{self.name(func)}({', '.join(self.value(a) for a in args if a is not None)})"
         if kind == "bare_name":
             return self.name(v.children[0])
         raise AssertionError(kind)  # pragma: no cover
@@ -573,11 +585,11 @@ class _Printer:
             return f"{self.sub(c[0], 8)}[{self.expr(c[1])}]"
         if kind == "call":
             func, *args = c
-            return f"{self.name(func)}(" + ", ".join(self.expr(a) for a in args if a is not None) + ")"
+            return f"{self.name(func)}({', '.join(self.expr(a) for a in args if a is not None)})"
         if kind == "number":
             return str(c[0])
         if kind == "string_lit":
-            return quote(_string_value(c[0]))
+            return _str(c[0])
         if kind == "true_lit":
             return "true"
         if kind == "false_lit":

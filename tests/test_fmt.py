@@ -134,3 +134,19 @@ def test_axis_value_without_description_formats():
 def test_axis_value_without_description_lowers():
     src = "experiment e { axis p: enum { value a } }"
     assert semantics(format_spec(src)) == semantics(src)
+
+
+def test_bad_escape_kept_as_written():
+    # lower reports E006 for it; the formatter must not silently drop the backslash
+    src = 'experiment e { label "a\\q" }'
+    out = format_spec(src)
+    assert 'label "a\\q"' in out
+    with pytest.raises(CompileError):
+        lower(parse(out))
+
+
+def test_comment_after_statement_belongs_to_the_next_block_when_inside_it():
+    src = "experiment e { profile p { a 1 b { x 1 # inside b\n y 2 } } }"
+    out = format_spec(src)
+    assert "      x 1  # inside b\n" in out
+    assert format_spec(out) == out
