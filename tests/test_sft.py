@@ -143,6 +143,10 @@ def test_resume_after_interruption(data, tmp_path):
     a, b = _weights(resumed), _weights(straight)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
+    # Resuming under other settings would mix two runs: refused.
+    with pytest.raises(ValueError, match="different learning_rate"):
+        train_sft(tiny(tok), tok, ex, {**cfg, "learning_rate": 1e-3}, tmp_path / "a")
+
     # A finished run is not retrained: weights and metrics come from final/.
     again = tiny(tok, seed=1)
     m3 = train_sft(again, tok, ex, cfg, tmp_path / "a")

@@ -15,6 +15,7 @@ Nothing here knows about any experiment.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -230,6 +231,33 @@ def _save_final_atomic(trainer, tokenizer, final_dir: Path, metrics: dict) -> No
         raise
 
 
+def _run_fingerprint(cfg: dict, examples: list[dict]) -> dict:
+    data = json.dumps(examples, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return {"cfg": json.loads(json.dumps(cfg, sort_keys=True, default=str)),
+            "examples_sha256": hashlib.sha256(data).hexdigest(), "num_examples": len(examples)}
+
+
+def _check_same_run(output_dir: Path, cfg: dict, examples: list[dict], resume: bool) -> None:
+    """Resuming a checkpoint under different settings or data would silently mix two runs:
+    refuse, and record what this run is so the next resume can check."""
+    path = output_dir / "run.json"
+    fp = _run_fingerprint(cfg, examples)
+    if resume and path.exists():
+        old = json.loads(path.read_text())
+        if old != fp:
+            changed = sorted(k for k in set(old["cfg"]) | set(fp["cfg"])
+                             if old["cfg"].get(k) != fp["cfg"].get(k))
+            if old["examples_sha256"] != fp["examples_sha256"]:
+                changed.append("examples")
+            raise ValueError(f"{output_dir} holds a run with different {', '.join(changed)}; "
+                             "pass resume=False to start over")
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".run.json.{os.getpid()}")
+    tmp.write_text(json.dumps(fp, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
 def build_trainer(model, tokenizer, examples: list[dict], cfg: dict,
                   checkpoint_dir: str | os.PathLike, progress: Progress | None = None):
     """The configured SFTTrainer (dataset tokenized, LoRA applied), not yet trained."""
@@ -265,7 +293,8 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     PeftModel trains its existing adapter. A quantized (NF4) model must come prepared for
     k-bit training (models.load_hf_model does this).
 
-    resume=True: a finished run (final/ present) is not retrained; its weights are loaded into
+    resume=True: a run recorded (run.json) with other settings or examples is refused; a
+    finished run (final/ present) is not retrained; its weights are loaded into
     `model` and its metrics returned with "skipped": True. An interrupted run continues from
     its last checkpoint. resume=False discards earlier checkpoints and trains from scratch.
 
@@ -276,6 +305,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     checkpoint_dir, final_dir = output_dir / "checkpoints", output_dir / "final"
     c = resolve_cfg(cfg)
 
+    _check_same_run(output_dir, c, examples, resume)
     if resume and (final_dir / "metrics.json").exists():
         load_final(model, final_dir)
         model.eval()
