@@ -131,8 +131,9 @@ def test_vllm_backend_on_fake_engine(tm):
     assert out == [f"out{len(i)}" for i in expected_ids]
     sent = [p["prompt_token_ids"] for call in engine.calls for p in call[0]]
     assert sent == expected_ids  # token ids, so vLLM cannot add a second BOS
-    assert engine.calls[0][1].kw == {"temperature": 0.7, "max_tokens": 700, "seed": 42,
-                                      "top_p": 1.0, "top_k": -1}
+    params = [sp.kw for call in engine.calls for sp in call[1]]
+    assert params[0] == {"temperature": 0.7, "max_tokens": 700, "seed": 42, "top_p": 1.0, "top_k": -1}
+    assert [p["seed"] for p in params] == [42, 43, 44, 45]  # one seed per prompt
     assert seen == [(3, 4), (4, 4)]
 
 

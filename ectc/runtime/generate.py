@@ -176,8 +176,9 @@ class VLLMBackend:
 
     Prompts go in as token ids (`{"prompt_token_ids": ...}`) encoded by `encode_prompt`, so the
     context is token-for-token the one the transformers path and the trainer use (passing a
-    chat-templated string would let vLLM add a second BOS). The seed is set per request, so a
-    prompt's sample does not depend on which other prompts share its batch. vLLM schedules
+    chat-templated string would let vLLM add a second BOS). The seed is set per request
+    (seed + prompt index), so a prompt's sample does not depend on which other prompts share
+    its batch. vLLM schedules
     batches itself: `batch_size` only sets how often `progress` is called.
     """
 
@@ -203,16 +204,20 @@ class VLLMBackend:
 
     def generate(self, prompts, *, temperature, max_new_tokens, seed, batch_size=8, progress=None,
                  top_p=1.0, top_k=0):
-        # vLLM spells "no top-k" as -1 (0 is rejected in recent versions)
-        params = self.sampling_params_cls(temperature=float(temperature), max_tokens=max_new_tokens,
-                                          seed=seed, top_p=float(top_p), top_k=int(top_k) or -1)
+        def params(i):
+            # One seed per prompt (seed + its index): samples are independent of one another and
+            # of batching. vLLM spells "no top-k" as -1 (0 is rejected in recent versions).
+            return self.sampling_params_cls(temperature=float(temperature), max_tokens=max_new_tokens,
+                                            seed=seed + i, top_p=float(top_p), top_k=int(top_k) or -1)
+
         texts: list[str] = []
         step = max(len(prompts), 1) if progress is None else max(batch_size, 1)
         for start in range(0, len(prompts), step):
             chunk = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)}
                      for p in prompts[start:start + step]]
             kwargs = {"lora_request": self.lora_request} if self.lora_request is not None else {}
-            outputs = self.engine.generate(chunk, params, **kwargs)
+            outputs = self.engine.generate(
+                chunk, [params(i) for i in range(start, start + len(chunk))], **kwargs)
             texts.extend(o.outputs[0].text for o in outputs)
             if progress is not None:
                 progress(len(texts), len(prompts))
