@@ -219,11 +219,12 @@ class _Printer:
         return printed
 
     def trailing_comment(self, line: int, end_pos: int) -> None:
-        """Append the next comment to the last line when only blanks separate it from `end_pos`."""
+        """Append the next comment to the last line when only blanks (or the `,` after a
+        verdict field) separate it from `end_pos`."""
         if self.ci < len(self.comments):
             c = self.comments[self.ci]
             if (c.line == line and c.start_pos >= end_pos
-                    and not self.source[end_pos:c.start_pos].strip()):
+                    and self.source[end_pos:c.start_pos].strip() in ("", ",")):
                 self.out[-1] += "  " + c.value.rstrip()
                 self.ci += 1
 

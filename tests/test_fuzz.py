@@ -8,6 +8,7 @@ Three sources of input: (a) programs drawn from the grammar itself (hypothesis' 
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,11 @@ except ImportError:  # pragma: no cover
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_TEXTS = [p.read_text() for p in sorted((ROOT / "specs").glob("*.ect"))]
 
+# ECTC_FUZZ_EXAMPLES=5000 runs a longer, randomised search; the default is a quick, fixed one.
+EXAMPLES = int(os.environ.get("ECTC_FUZZ_EXAMPLES", "150"))
+RANDOM = "ECTC_FUZZ_EXAMPLES" in os.environ
 FUZZ = settings(
-    max_examples=150, deadline=None, derandomize=True,
+    max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                            HealthCheck.data_too_large],
 )
@@ -188,13 +192,13 @@ def test_mutated_specs(text):
 # ---- (c) arbitrary text -----------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None)
 @given(st.text(max_size=200))
 def test_arbitrary_text(text):
     front_end(text)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True)
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None)
 @given(st.text(alphabet=st.sampled_from(list('experiment{}[]()":,=#\n .-0123456789abx\\')),
                max_size=120))
 def test_arbitrary_token_soup(text):
@@ -206,3 +210,16 @@ def test_arbitrary_token_soup(text):
 @pytest.mark.parametrize("text", SPEC_TEXTS)
 def test_shipped_specs_pass_front_end(text):
     assert front_end(text) is not None
+
+
+# ---- front-end bugs the fuzzers found ------------------------------------------------------
+
+
+@pytest.mark.xfail(reason="check.check_template calls jinja2.meta.find_undeclared_variables "
+                          "outside its try: an unknown filter raises TemplateAssertionError (a "
+                          "TemplateSyntaxError) instead of becoming E301", strict=True)
+def test_unknown_jinja_filter_is_a_diagnostic():
+    source = (ROOT / "specs" / "sycophancy.ect").read_text()
+    text = source.replace("| round |", "|ound |")
+    assert text != source
+    front_end(text)
