@@ -1,0 +1,80 @@
+"""Monitors over evaluation samples: lexicon word lists, programmatic expressions and LLM
+judges, as the spec declares them. Each writes its verdict into the sample under its name; a
+verdict that could not be had (no API key, an unparseable reply) is None, with the reason kept
+beside it, and is never replaced by a default score."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .experiment import Experiment
+
+
+def _lexicon_verdicts(exp: Experiment, monitor: dict, texts: list[str], root: Path) -> list[dict]:
+    from .lexicon import load_lexicons, objectivity_from_magnitude, score_text
+
+    s = monitor["settings"]
+    lists = load_lexicons({name: root / path for name, path in s["lists"].items()})
+    out = []
+    for text in texts:
+        score = score_text(text, lists, intercept=s["intercept"], slope=s["slope"])
+        out.append({
+            "magnitude": score["magnitude"], "lean": score["lean"], "hits": score["loaded_hits"],
+            "objectivity": objectivity_from_magnitude(score["magnitude"], s["pass_below"], s["fail_above"]),
+        })
+    return out
+
+
+def verdict_schema(returns: dict) -> dict:
+    """The spec's `returns { ... }` in the LLM client's schema terms."""
+    schema = {}
+    for name, f in returns.items():
+        if f["type"] in ("int", "real"):
+            schema[name] = {"type": "int" if f["type"] == "int" else "float", "min": f["min"], "max": f["max"]}
+        elif f["type"] == "enum":
+            schema[name] = {"type": "enum", "values": f["values"]}
+        else:
+            schema[name] = {"type": f["type"]}
+    return schema
+
+
+def _llm_verdicts(run, monitor: dict, samples: list[dict]) -> tuple[list[Any], list[dict]]:
+    from .llm import LLMClient, llm_available
+
+    if not llm_available():
+        reason = "unscored: no API key (set ANTHROPIC_API_KEY to use this judge)"
+        return [None] * len(samples), [{"scored": False, "reason": reason}] * len(samples)
+    s = monitor["settings"]
+    client = LLMClient(monitor["model"], cache_dir=run.opts.runs_dir / ".cache" / "llm",
+                       base_url=os.environ.get("ANTHROPIC_BASE_URL"), max_concurrency=s["concurrency"])
+    # The judge sees only what `sees` lists: never the label (the checker enforces it).
+    items = [{k: sample["sample"][k] for k in monitor["sees"]} for sample in samples]
+    verdicts = client.judge(items, run.exp.templates[monitor["rubric"]], verdict_schema(monitor["returns"]),
+                            system=s.get("system"), temperature=s.get("temperature"),
+                            max_tokens=s["max_tokens"], reasks=s["reasks"])
+    values = [dict(v.fields) if v.scored else None for v in verdicts]
+    meta = [{"scored": v.scored, "reason": v.reason, "raw": v.raw, "attempts": v.attempts, "cached": v.cached}
+            for v in verdicts]
+    run.events.append({"stage": f"judge {monitor['name']}", **client.usage.to_dict()})
+    return values, meta
+
+
+def run_monitors(run, samples: list[dict]) -> None:
+    exp: Experiment = run.exp
+    root = Path(exp.plan["spec"]).parent
+    for monitor in exp.plan["monitors"]:
+        name = monitor["name"]
+        if monitor["type"] == "lexicon":
+            values = _lexicon_verdicts(exp, monitor, [str(s["response"]) for s in samples], root)
+            meta = [{"scored": True}] * len(samples)
+        elif monitor["type"] == "expr":
+            fn = exp.feedback.MONITORS[name]
+            values = [fn(s["sample"]) for s in samples]
+            meta = [{"scored": True}] * len(samples)
+        else:
+            values, meta = _llm_verdicts(run, monitor, samples)
+        for sample, value, info in zip(samples, values, meta):
+            sample["sample"][name] = value
+            sample.setdefault("monitors", {})[name] = info

@@ -1,0 +1,766 @@
+"""`ectc run`: data -> base model -> train each arm and seed -> evaluate -> monitors -> report.
+
+Every stage writes its output atomically with a `stage.json` holding the stage's key, the hash
+of exactly what the stage depends on. A stage whose key is unchanged is reused, so a killed run
+resumes where it stopped and an edited spec re-runs only what the edit invalidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .experiment import Arm, Experiment, json_hash, prompt_string
+
+STAGE_FILE = "stage.json"
+
+
+# ---- small I/O helpers ---------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stage_key(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / STAGE_FILE).read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def mark_done(folder: Path, key: str, **info: Any) -> None:
+    write_json(folder / STAGE_FILE, {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info})
+
+
+# ---- options and run state -----------------------------------------------------------
+
+
+@dataclass
+class Options:
+    profile: str | None = None
+    run_id: str | None = None
+    runs_dir: Path = Path("runs")
+    seeds: int | None = None
+    arms: list[str] | None = None
+    steps_scale: float = 1.0
+    device: str = "auto"
+    quiet: bool = False
+    only_stages: set[str] | None = None  # used by fan-out workers: run just these stages
+    only_jobs: set[tuple[str, int]] | None = None  # (arm, seed) pairs a worker trains
+
+
+@dataclass
+class Run:
+    exp: Experiment
+    opts: Options
+    profile_name: str
+    profile: dict
+    folder: Path
+    console: Any
+    device: str
+    seeds: list[int]
+    events: list[dict] = field(default_factory=list)
+
+    def log(self, stage: str, status: str, detail: str = "", seconds: float = 0.0) -> None:
+        self.events.append({"stage": stage, "status": status, "detail": detail, "seconds": round(seconds, 2)})
+        if not self.opts.quiet:
+            mark = {"ran": "[green]ran[/]", "reused": "[cyan]reused[/]", "skipped": "[yellow]skipped[/]"}.get(status, status)
+            self.console.print(f"  {mark:>18} {stage}{' — ' + detail if detail else ''}"
+                               + (f" ({seconds:.1f}s)" if seconds else ""))
+
+
+def _device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+def _progress(run: Run):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=run.console, disable=run.opts.quiet, transient=True)
+
+
+# ---- stage: data ---------------------------------------------------------------------
+
+
+def data_splits(exp: Experiment) -> dict[str, list[str]]:
+    main = exp.plan["main_data"]
+    out = {}
+    for block in exp.plan["data"]:
+        out[block["name"]] = ["train", "validation", "test"] if block["name"] == main else ["train"]
+    return out
+
+
+def stage_data(run: Run) -> tuple[str, dict[str, dict[str, list[dict]]]]:
+    exp = run.exp
+    folder = run.folder / "data"
+    uses_llm = any(b["llm_fields"] for b in exp.plan["data"])
+    llm_mode = "offline"
+    if uses_llm:
+        from .llm import llm_available
+
+        llm_mode = "anthropic" if llm_available() else "offline"
+    key = json_hash({"dataset": exp.file_hash("dataset.py"), "data": exp.plan["data"], "llm": llm_mode})
+    splits = data_splits(exp)
+    if stage_key(folder) == key:
+        data = {b: {s: read_jsonl(folder / f"{b}.{s}.jsonl") for s in ss} for b, ss in splits.items()}
+        run.log("data", "reused", _data_summary(data))
+        return key, data
+    t0 = time.perf_counter()
+    llm = _data_llm(run) if llm_mode == "anthropic" else None
+    data = {}
+    for block, split_names in splits.items():
+        data[block] = {}
+        for split in split_names:
+            rows = exp.dataset.BUILDERS[block](split, 0, llm=llm, root=str(_spec_root(run)))
+            data[block][split] = rows
+            write_jsonl(folder / f"{block}.{split}.jsonl", rows)
+    mark_done(folder, key, llm=llm_mode)
+    run.log("data", "ran", _data_summary(data) + (" (articles from the procedural writer: no API key)"
+                                                 if uses_llm and llm_mode == "offline" else ""),
+            time.perf_counter() - t0)
+    return key, data
+
+
+def _data_summary(data: dict) -> str:
+    return ", ".join(f"{b} " + "/".join(f"{s} {len(r)}" for s, r in splits.items() if r)
+                     for b, splits in data.items())
+
+
+def _spec_root(run: Run) -> Path:
+    """Paths in a spec (data files, word lists) are relative to the spec's folder."""
+    return Path(run.exp.plan["spec"]).parent
+
+
+def _data_llm(run: Run) -> Callable[[str, list[str]], list[str]]:
+    from .llm import LLMClient
+
+    def call(model: str, prompts: list[str]) -> list[str]:
+        client = LLMClient(model, cache_dir=run.opts.runs_dir / ".cache" / "llm",
+                           base_url=os.environ.get("ANTHROPIC_BASE_URL"))
+        results = client.complete(prompts, max_tokens=1024)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise RuntimeError(f"{len(failed)} data generation call(s) failed; first: {failed[0].error}. "
+                               "Re-run to retry: successful calls are cached.")
+        return [r.text for r in results]
+
+    return call
+
+
+# ---- stage: base model ---------------------------------------------------------------
+
+
+def _random_axis_value(exp: Experiment, rng) -> Any:
+    axis = exp.axis
+    if axis["type"] == "enum":
+        return rng.choice([v["name"] for v in axis["values"]])
+    lo, hi = axis["domain"]
+    return rng.randint(int(lo), int(hi)) if axis["type"] == "int" else rng.uniform(lo, hi)
+
+
+def _label_values(exp: Experiment) -> list[Any]:
+    """Axis values whose labels the tokenizer must know: deployment, sweep, and a grid."""
+    axis = exp.axis
+    values: list[Any] = [axis["deploy"]]
+    sweep = exp.plan["evaluate"].get("sweep")
+    if sweep:
+        values += sweep["values"]
+    if axis["type"] == "enum":
+        values += [v["name"] for v in axis["values"]]
+    else:
+        lo, hi = axis["domain"]
+        values += [lo + (hi - lo) * i / 200 for i in range(201)]
+    return values
+
+
+def tokenizer_corpus(run: Run, data: dict) -> list[str]:
+    """Every text the tiny model will read or write, so its closed vocabulary covers them."""
+    exp, profile = run.exp, run.profile
+    main = exp.plan["main_data"]
+    rows = data[main]["train"] + data[main]["test"]
+    texts = ["system: user: assistant:", exp.unlabeled_text(profile)]
+    labels = {exp.label_text(v, enc, profile) for v in _label_values(exp) for enc in ("text", "id", "number")}
+    labels |= {exp.label_text(r[exp.axis["name"]], enc, profile) for r in data[main]["train"] for enc in ("text", "id")}
+    texts += sorted(labels)
+    some_label = next(iter(sorted(labels)))
+    for row in rows:
+        system, user = exp.prompt_parts(row, some_label, profile)
+        texts += [system or "", user]
+    response = exp.plan["response"]
+    texts += response.get("choices", [])
+    if exp.plan["method"] == "sft":
+        texts += [exp.feedback.feedback(r)["target"] for r in data[main]["train"]]
+    for block in exp.plan["data"]:
+        for row in data[block["name"]]["train"]:
+            if block["has_prompt"]:
+                texts.append(exp.render(f"data.{block['name']}", row))
+            if block["has_target"]:
+                texts.append(str(row["target"]))
+    for probe in exp.plan["evaluate"]["probes"]:
+        texts += [exp.render(probe["prompt"], {**r, "label": exp.unlabeled_text(profile)}) for r in rows]
+    return texts
+
+
+def _scaled(n: int, run: Run) -> int:
+    return max(1, int(round(n * run.opts.steps_scale))) if n > 0 else n
+
+
+def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], tuple]]:
+    """The base model: a tiny one built, warmed up and cached by recipe; or a hub/local one."""
+    exp, profile = run.exp, run.profile
+    model_cfg = profile["model"]
+    if model_cfg["type"] == "hf":
+        key = json_hash({"hf": model_cfg, "quantize": profile["quantize"]})
+        run.log("base model", "reused", f"{model_cfg['path']} (loaded per arm)")
+
+        def load_hf():
+            from .models import load_hf_model
+
+            return load_hf_model(model_cfg["path"], quantize=profile["quantize"],
+                                 dtype=model_cfg.get("dtype") or "bfloat16",
+                                 gradient_checkpointing=bool(profile.get("sft", {}).get("gradient_checkpointing")))
+        return key, load_hf
+
+    from .models import build_tiny_llama, build_word_tokenizer, get_or_build, load_cached_model, cached_model_dir
+
+    warmup = dict(profile["warmup"] or {})
+    if warmup:
+        warmup["steps"] = _scaled(warmup["steps"], run)
+    template_keys = sorted(k for k in exp.templates if not k.startswith("judge."))
+    recipe = {
+        "model": model_cfg, "warmup": warmup, "data": data_key,
+        "templates": {k: hashlib.sha256(exp.templates[k].encode()).hexdigest() for k in template_keys},
+        "profile_templates": profile["templates"], "version": 1,
+    }
+    key = json_hash(recipe)
+    cache_root = run.opts.runs_dir / ".cache" / "models"
+
+    def build():
+        import random
+
+        texts = tokenizer_corpus(run, data)
+        tokenizer = build_word_tokenizer(texts)
+        model = build_tiny_llama(tokenizer, layers=model_cfg["layers"], width=model_cfg["width"],
+                                 heads=model_cfg["heads"], seed=0)
+        if warmup and warmup["steps"] > 0:
+            from .warmup import supervised_warmup
+
+            examples = _warmup_examples(run, data, tokenizer, warmup)
+            with _progress(run) as progress:
+                task = progress.add_task("warm-up", total=warmup["steps"])
+                losses = supervised_warmup(model, tokenizer, examples, steps=warmup["steps"],
+                                           batch_size=warmup["batch"], lr=warmup["lr"], seed=0,
+                                           progress=lambda step, stats: progress.update(task, completed=step + 1))
+            run.events.append({"stage": "warm-up", "first_loss": losses[0], "last_loss": losses[-1]})
+        return model, tokenizer
+
+    t0 = time.perf_counter()
+    hit = cached_model_dir(cache_root, recipe).exists()
+    _, _, _ = get_or_build(cache_root, recipe, build)
+    directory = cached_model_dir(cache_root, recipe)
+    detail = f"tiny llama {model_cfg['layers']}x{model_cfg['width']}" + (
+        f", warm-up {warmup['steps']} steps" if warmup else "")
+    run.log("base model", "reused" if hit else "ran", detail, 0.0 if hit else time.perf_counter() - t0)
+    return key, lambda: load_cached_model(directory)
+
+
+def _warmup_examples(run: Run, data: dict, tokenizer, warmup: dict):
+    exp, profile = run.exp, run.profile
+    main = exp.plan["main_data"]
+    mix = warmup["mix"] or {main: 1.0}
+    blocks = list(mix)
+    weights = [float(mix[b]) for b in blocks]
+    has_prompt = {b["name"]: b["has_prompt"] for b in exp.plan["data"]}
+
+    def examples(rng, n):
+        pairs = []
+        for block in rng.choices(blocks, weights=weights, k=n):
+            row = rng.choice(data[block]["train"])
+            if block == main:
+                if warmup["label"] == "random":
+                    # Labels at random axis values, unrelated to the answer: the model learns
+                    # the task with the label slot present but uninformative.
+                    label = exp.label_text(_random_axis_value(exp, rng), "text", profile)
+                else:
+                    label = exp.unlabeled_text(profile)
+                prompt = prompt_string(tokenizer, exp.messages(row, label, profile))
+            else:
+                prompt = exp.render(f"data.{block}", row) if has_prompt[block] else ""
+            pairs.append((prompt, str(row["target"])))
+        return pairs
+
+    return examples
+
+
+# ---- stage: training -----------------------------------------------------------------
+
+
+def rl_config(cfg: dict, seed: int, run: Run):
+    from .rl import RLConfig
+
+    rl = cfg["rl"]
+    return RLConfig(
+        steps=_scaled(rl["steps"], run), batch_size=rl["batch"], minibatch_size=rl["minibatch"],
+        gradient_accumulation_steps=rl["grad_accum"], ppo_epochs=rl["ppo_epochs"], lr=rl["lr"],
+        clip_range=rl["clip"], whiten_rewards=rl["whiten"], max_grad_norm=rl["max_grad_norm"],
+        entropy_start=rl["entropy"]["start"], entropy_end=rl["entropy"]["end"],
+        temperature_start=rl["temperature"]["start"], temperature_end=rl["temperature"]["end"],
+        temperature_fraction=rl["temperature"]["fraction"], kl_coef=rl["kl"],
+        optimizer=rl["optimizer"], seed=seed,
+    )
+
+
+def sft_config(cfg: dict, seed: int, run: Run, n_examples: int) -> dict:
+    s = cfg["sft"]
+    out = {
+        "learning_rate": s["lr"], "lr_scheduler_type": s["schedule"], "warmup_steps": s["warmup_steps"],
+        "optim": s["optimizer"], "per_device_train_batch_size": s["batch"],
+        "gradient_accumulation_steps": s["grad_accum"], "num_train_epochs": s["epochs"],
+        "max_steps": s["max_steps"], "max_length": s["max_length"], "max_grad_norm": s["max_grad_norm"],
+        "gradient_checkpointing": s["gradient_checkpointing"], "bf16": s["bf16"], "tf32": s["tf32"],
+        "group_by_length": s["group_by_length"], "seed": seed, "lora": cfg.get("lora"),
+    }
+    if run.opts.steps_scale != 1.0:
+        per_epoch = math.ceil(n_examples / (s["batch"] * s["grad_accum"]))
+        total = s["max_steps"] if s["max_steps"] > 0 else math.ceil(per_epoch * s["epochs"])
+        out["max_steps"] = _scaled(total, run)
+        out["warmup_steps"] = min(out["warmup_steps"], max(0, out["max_steps"] // 10))
+    return out
+
+
+def train_key(run: Run, arm: Arm, seed: int, base_key: str, data_key: str) -> str:
+    exp = run.exp
+    cfg = exp.train_config(run.profile_name, arm.name)
+    return json_hash({
+        "config": cfg, "base": base_key, "data": data_key, "seed": seed,
+        "feedback": exp.file_hash("feedback.py"), "scale": run.opts.steps_scale,
+        "templates": {k: v for k, v in exp.templates.items() if not k.startswith(("judge.", "probe."))},
+    })
+
+
+def _arm_dir(run: Run, arm: str, seed: int) -> Path:
+    return run.folder / "arms" / arm / f"seed{seed}"
+
+
+def training_rows(run: Run, arm: Arm, data: dict) -> list[dict]:
+    exp = run.exp
+    rows = data[exp.plan["main_data"]]["train"]
+    if arm.filter:
+        keep = exp.feedback.FILTERS[arm.filter]
+        rows = [r for r in rows if keep(r)]
+    return rows
+
+
+def stage_train(run: Run, arm: Arm, seed: int, base_key: str, data_key: str, data: dict,
+                load_base: Callable[[], tuple], progress) -> str:
+    exp = run.exp
+    folder = _arm_dir(run, arm.name, seed)
+    key = train_key(run, arm, seed, base_key, data_key)
+    if stage_key(folder) == key and (folder / "final").exists():
+        run.log(f"train {arm.name} seed {seed}", "reused")
+        return key
+    t0 = time.perf_counter()
+    cfg = exp.train_config(run.profile_name, arm.name)
+    rows = training_rows(run, arm, data)
+    if not rows:
+        raise RuntimeError(f"arm {arm.name!r} keeps no training rows: check its filter")
+    labels = exp.training_labels(arm, rows, seed, run.profile)
+    model, tokenizer = load_base()
+    model.to(run.device) if not getattr(model, "is_loaded_in_4bit", False) else None
+    if exp.plan["method"] == "rl" and exp.plan["response"]["type"] == "choice":
+        info = _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
+    elif exp.plan["method"] == "rl":
+        info = _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder)
+    else:
+        info = _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
+    mark_done(folder, key, arm=arm.name, seed=seed, rows=len(rows), **info)
+    run.log(f"train {arm.name} seed {seed}", "ran", f"{len(rows)} rows", time.perf_counter() - t0)
+    return key
+
+
+def _apply_lora(cfg: dict, model):
+    if cfg.get("lora"):
+        from .models import apply_lora
+
+        lora = cfg["lora"]
+        return apply_lora(model, lora["rank"], lora["alpha"], lora["dropout"], lora["targets"])
+    return model
+
+
+def save_final(model, tokenizer, folder: Path) -> None:
+    """The trained weights (the adapter for LoRA) under folder/final, written atomically."""
+    final = folder / "final"
+    tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=folder))
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
+    import numpy as np
+
+    from .rl import train_choice_rl
+
+    exp = run.exp
+    model = _apply_lora(cfg, model)
+    prompts = [prompt_string(tokenizer, exp.messages(r, l, run.profile)) for r, l in zip(rows, labels)]
+    feedback = exp.feedback.feedback
+    rl_cfg = rl_config(cfg, seed, run)
+
+    def sample_rows(step: int, n: int, rng: np.random.Generator) -> list[dict]:
+        return [{"i": int(i)} for i in rng.integers(0, len(rows), n)]
+
+    def reward_fn(batch: list[dict], answers: list[str]) -> list[float]:
+        return [float(feedback({**rows[b["i"]], "response": a})["reward"]) for b, a in zip(batch, answers)]
+
+    task = progress.add_task(f"train {arm.name} seed {seed}", total=rl_cfg.steps)
+    history = train_choice_rl(model, tokenizer, sample_rows, lambda b: prompts[b["i"]],
+                              exp.plan["response"]["choices"], reward_fn, rl_cfg,
+                              progress=lambda step, stats: progress.update(task, completed=step + 1))
+    progress.remove_task(task)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "history.jsonl", history)
+    save_final(model, tokenizer, folder)
+    tail = history[-min(50, len(history)):]
+    return {"steps": len(history), "final_reward": sum(h["reward_mean"] for h in tail) / len(tail)}
+
+
+def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder) -> dict:
+    from .rl import TextGRPOConfig, train_text_grpo
+
+    exp = run.exp
+    rl = cfg["rl"]
+    prompts = [exp.messages(r, l, run.profile) for r, l in zip(rows, labels)]
+    feedback = exp.feedback.feedback
+
+    def reward(completions: list[str], indices: list[int]) -> list[float]:
+        return [float(feedback({**rows[i], "response": c})["reward"]) for c, i in zip(completions, indices)]
+
+    grpo = TextGRPOConfig(steps=_scaled(rl["steps"], run), batch_size=rl["batch"],
+                          num_generations=rl["num_generations"], lr=rl["lr"], seed=seed,
+                          max_completion_length=exp.plan["response"]["max_tokens"])
+    model = _apply_lora(cfg, model)
+    history = train_text_grpo(model, tokenizer, prompts, reward, grpo, output_dir=str(folder / "grpo"))
+    save_final(model, tokenizer, folder)
+    return {"steps": grpo.steps, "history": history[-1:] if history else []}
+
+
+def _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
+    from .sft import train_sft
+
+    exp = run.exp
+    feedback = exp.feedback.feedback
+    examples = [{"prompt": exp.messages(r, l, run.profile), "completion": str(feedback(r)["target"])}
+                for r, l in zip(rows, labels)]
+    sft_cfg = sft_config(cfg, seed, run, len(examples))
+    task = progress.add_task(f"train {arm.name} seed {seed}", total=None)
+    metrics = train_sft(model, tokenizer, examples, sft_cfg, folder, resume=True,
+                        progress=lambda step, total, logs: progress.update(task, completed=step, total=total))
+    progress.remove_task(task)
+    return {"steps": metrics.get("global_step"), "first_loss": metrics.get("first_loss"),
+            "last_loss": metrics.get("last_loss")}
+
+
+def load_trained(run: Run, arm: str, seed: int, load_base: Callable[[], tuple]):
+    from .sft import load_final
+
+    model, tokenizer = load_base()
+    load_final(model, _arm_dir(run, arm, seed) / "final")
+    if not getattr(model, "is_loaded_in_4bit", False):
+        model.to(run.device)
+    model.eval()
+    return model, tokenizer
+
+
+# ---- stage: probes and evaluation ------------------------------------------------------
+
+
+def eval_rows(run: Run, data: dict) -> list[dict]:
+    exp = run.exp
+    ev = exp.plan["evaluate"]
+    rows = data[exp.plan["main_data"]][ev["split"]]
+    samples = ev.get("samples") or 0
+    return rows[:samples] if samples else rows
+
+
+def conditions(run: Run, arm: Arm) -> list[tuple[str, Any]]:
+    """(condition name, axis value) pairs an arm is evaluated under."""
+    if arm.infer == "none":
+        return [("none", None)]
+    if arm.infer == "true":
+        return [("true", None)]
+    exp = run.exp
+    out = [("deploy", exp.axis["deploy"])]
+    sweep = exp.plan["evaluate"].get("sweep")
+    if sweep:
+        out += [(f"sweep={v}", v) for v in sweep["values"]]
+    return out
+
+
+def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) -> tuple[list[str], list[list[float]]]:
+    from .rl import choice_distribution
+
+    probs = choice_distribution(model, tokenizer, prompts, choices)
+    # Greedy: the model's answer is its most likely allowed choice.
+    answers = [choices[int(p.argmax())] for p in probs]
+    return answers, [[round(float(x), 5) for x in p] for p in probs]
+
+
+def stage_probes(run: Run, data_key: str, base_key: str, data: dict, load_base) -> dict[str, list]:
+    exp = run.exp
+    probes = exp.plan["evaluate"]["probes"]
+    if not probes:
+        return {}
+    folder = run.folder / "probes"
+    key = json_hash({"data": data_key, "base": base_key, "probes": probes,
+                     "fb": exp.file_hash("feedback.py"),
+                     "templates": {p["prompt"]: exp.templates[p["prompt"]] for p in probes}})
+    if stage_key(folder) == key:
+        run.log("probes", "reused")
+        return json.loads((folder / "values.json").read_text())
+    t0 = time.perf_counter()
+    rows = eval_rows(run, data)
+    out = {}
+    for probe in probes:
+        checkpoint = probe.get("checkpoint", "base")
+        model, tokenizer = load_base() if checkpoint == "base" else load_trained(run, checkpoint, run.seeds[0], load_base)
+        if not getattr(model, "is_loaded_in_4bit", False):
+            model.to(run.device)
+        unlabeled = exp.unlabeled_text(run.profile)
+        prompts = [prompt_string(tokenizer, exp.render(probe["prompt"], {**r, "label": unlabeled})) for r in rows]
+        if exp.plan["response"]["type"] == "choice":
+            answers, _ = _answer_choices(model, tokenizer, prompts, exp.plan["response"]["choices"])
+        else:
+            from .generate import generate_texts
+
+            answers = generate_texts(model, tokenizer, prompts, temperature=0.0, max_new_tokens=64)
+        fn = exp.feedback.PROBES[probe["name"]]
+        out[probe["name"]] = [bool(fn({**r, "response": a})) for r, a in zip(rows, answers)]
+    write_json(folder / "values.json", out)
+    mark_done(folder, key)
+    shares = ", ".join(f"{k} {sum(v) / max(1, len(v)):.0%}" for k, v in out.items())
+    run.log("probes", "ran", shares, time.perf_counter() - t0)
+    return out
+
+
+def eval_key(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, probe_values: dict) -> str:
+    exp = run.exp
+    ev = exp.plan["evaluate"]
+    return json_hash({
+        "train": trained_key, "data": data_key, "arm": arm.__dict__, "conditions": conditions(run, arm),
+        "split": ev["split"], "samples": ev.get("samples"), "generate": run.profile["generate"],
+        "feedback": exp.file_hash("feedback.py"), "probes": json_hash(probe_values),
+        "monitors": exp.plan["monitors"],
+        "templates": exp.templates,
+    })
+
+
+def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, data: dict,
+               probe_values: dict, load_base, progress) -> tuple[str, list[dict]]:
+    exp = run.exp
+    folder = run.folder / "eval" / arm.name / f"seed{seed}"
+    key = eval_key(run, arm, seed, trained_key, data_key, probe_values)
+    if stage_key(folder) == key:
+        run.log(f"evaluate {arm.name} seed {seed}", "reused")
+        return key, read_jsonl(folder / "samples.jsonl")
+    t0 = time.perf_counter()
+    model, tokenizer = load_trained(run, arm.trained_as, seed, load_base)
+    rows = eval_rows(run, data)
+    response = exp.plan["response"]
+    samples: list[dict] = []
+    conds = conditions(run, arm)
+    task = progress.add_task(f"evaluate {arm.name} seed {seed}", total=len(conds))
+    for name, value in conds:
+        labels = [exp.inference_label(arm, value if name not in ("true", "none") else r[exp.axis["name"]], run.profile)
+                  for r in rows]
+        messages = [exp.messages(r, l, run.profile) for r, l in zip(rows, labels)]
+        probs: list = [None] * len(rows)
+        if response["type"] == "choice":
+            prompts = [prompt_string(tokenizer, m) for m in messages]
+            answers, probs = _answer_choices(model, tokenizer, prompts, response["choices"])
+        else:
+            from .generate import generate_texts
+
+            gen = run.profile["generate"]
+            prompts = messages
+            answers = generate_texts(model, tokenizer, messages, temperature=gen["temperature"],
+                                     max_new_tokens=min(gen["max_new_tokens"], response.get("max_tokens", 10**9)),
+                                     seed=gen["seed"] + seed, batch_size=gen["batch"])
+        for i, (row, label, prompt, answer, p) in enumerate(zip(rows, labels, prompts, answers, probs)):
+            sample = {**row, "response": answer}
+            sample.update(exp.feedback.feedback(sample) if exp.plan["method"] == "rl" else {})
+            for probe, values in probe_values.items():
+                sample[probe] = values[i]
+            samples.append({
+                "arm": arm.name, "seed": seed, "condition": name, "label_value": value, "item": i,
+                "label": label, "prompt": prompt if isinstance(prompt, str) else json.dumps(prompt),
+                "response": answer, "probs": p, "sample": sample,
+            })
+        progress.update(task, advance=1)
+    progress.remove_task(task)
+    from .monitors import run_monitors
+
+    run_monitors(run, samples)
+    write_jsonl(folder / "samples.jsonl", samples)
+    mark_done(folder, key, samples=len(samples))
+    run.log(f"evaluate {arm.name} seed {seed}", "ran", f"{len(samples)} samples, {len(conds)} label condition(s)",
+            time.perf_counter() - t0)
+    return key, samples
+
+
+# ---- the run -------------------------------------------------------------------------
+
+
+def prepare(exp: Experiment, spec_source: str, opts: Options, console) -> Run:
+    profile_name, profile = exp.profile(opts.profile)
+    folder = opts.runs_dir / exp.name / (opts.run_id or profile_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = list(profile["seeds"])
+    if opts.seeds is not None:
+        seeds = list(range(opts.seeds))
+    run = Run(exp=exp, opts=opts, profile_name=profile_name, profile=profile, folder=folder,
+              console=console, device=_device(opts.device), seeds=seeds)
+    atomic_write_text(folder / "spec.ect", spec_source)
+    write_json(folder / "manifest.json", exp.manifest)
+    write_json(folder / "plan.json", {**exp.plan, "run": {"profile": profile_name, "seeds": seeds,
+                                                          "steps_scale": opts.steps_scale, "device": run.device}})
+    return run
+
+
+def execute(run: Run) -> dict:
+    """Run every stage, reusing what is unchanged; return the metrics."""
+    from .report import stage_report
+
+    exp = run.exp
+    selected = [a for a in exp.arms if not run.opts.arms or a.name in run.opts.arms]
+    needed_training = []
+    for arm in selected:
+        source = exp.arm(arm.trained_as)
+        if source not in needed_training:
+            needed_training.append(source)
+    t0 = time.perf_counter()
+    data_key, data = stage_data(run)
+    base_key, load_base = stage_base(run, data_key, data)
+    train_keys: dict[tuple[str, int], str] = {}
+    eval_samples: dict[tuple[str, int], list[dict]] = {}
+    eval_keys: dict[tuple[str, int], str] = {}
+    with _progress(run) as progress:
+        for arm in needed_training:
+            for seed in run.seeds:
+                if run.opts.only_jobs is not None and (arm.name, seed) not in run.opts.only_jobs:
+                    train_keys[(arm.name, seed)] = train_key(run, arm, seed, base_key, data_key)
+                    continue
+                train_keys[(arm.name, seed)] = stage_train(run, arm, seed, base_key, data_key, data,
+                                                           load_base, progress)
+        if run.opts.only_stages is not None and "evaluate" not in run.opts.only_stages:
+            return {}
+        probe_values = stage_probes(run, data_key, base_key, data, load_base)
+        for arm in selected:
+            for seed in run.seeds:
+                k, samples = stage_eval(run, arm, seed, train_keys[(arm.trained_as, seed)], data_key, data,
+                                        probe_values, load_base, progress)
+                eval_keys[(arm.name, seed)] = k
+                eval_samples[(arm.name, seed)] = samples
+    metrics = stage_report(run, selected, eval_samples, eval_keys, time.perf_counter() - t0)
+    return metrics
+
+
+def quiet_libraries() -> None:
+    """Our progress bars replace the libraries' own per-file ones."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def main(args) -> int:
+    from rich.console import Console
+
+    quiet_libraries()
+    from ..compile import compile_text
+    from ..errors import CompileError
+
+    console = Console(stderr=False, highlight=False)
+    spec_path = Path(args.spec)
+    try:
+        source = spec_path.read_text()
+    except OSError as exc:
+        console.print(f"[red]error:[/] cannot read {args.spec}: {exc.strerror}")
+        return 1
+    try:
+        spec, _ = compile_text(source)
+    except CompileError as err:
+        sys.stderr.write(err.render(source, args.spec) + "\n")
+        return 1
+    sha = hashlib.sha256(source.encode()).hexdigest()
+    opts = Options(profile=args.profile, run_id=args.run_id, runs_dir=Path(args.runs_dir), seeds=args.seeds,
+                   arms=args.arms.split(",") if args.arms else None, steps_scale=args.steps_scale,
+                   device=args.device)
+    status = 0
+    for exp_ir in spec.experiments:
+        folder = Path(args.generated) / exp_ir.name
+        manifest = folder / "manifest.json"
+        if not manifest.exists() or json.loads(manifest.read_text()).get("spec_sha256") != sha:
+            console.print(f"[red]error:[/] {folder}/ is missing or stale for {args.spec}: run `ectc build` first")
+            return 1
+        exp = Experiment(folder)
+        if opts.arms:
+            unknown = [a for a in opts.arms if a not in {x.name for x in exp.arms}]
+            if unknown:
+                console.print(f"[red]error:[/] unknown arm(s) {', '.join(unknown)}")
+                return 1
+        if getattr(args, "launcher", "none") == "accelerate" or getattr(args, "executor", "local") != "local":
+            from .scale import dispatch
+
+            status = max(status, dispatch(args, exp, source, opts, console))
+            continue
+        run = prepare(exp, source, opts, console)
+        console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device}")
+        console.print(f"run folder: {run.folder}")
+        execute(run)
+    return status
