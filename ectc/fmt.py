@@ -38,7 +38,8 @@ Canonical layout rules:
   line moves to its own line before that statement. A block holding a comment is never inlined.
 * Blank lines between statements (and comment lines) of a block are kept, at most one; none
   after `{` or before `}`. Experiments are separated by exactly one blank line. The output
-  ends with exactly one newline.
+  ends with exactly one newline. The blank line between experiments goes before the comments
+  that lead the next experiment.
 * No line is ever wrapped: long expressions and strings stay on one line.
 """
 
@@ -206,12 +207,12 @@ class _Printer:
         if force or any(not ln.strip() for ln in gap):
             self.out.append("")
 
-    def leading_comments(self, before: int, pad: str, first: bool) -> bool:
+    def leading_comments(self, before: int, pad: str, first: bool, force: bool = False) -> bool:
         """Print the comments before source offset `before`; return whether any was printed."""
         printed = False
         while self.ci < len(self.comments) and self.comment_pos[self.ci] < before:
             c = self.comments[self.ci]
-            self.blank_if(c.line, first=first and not printed)
+            self.blank_if(c.line, first=first and not printed, force=force and not printed)
             self.out.append(pad + c.value.rstrip())
             self.last_line = c.line
             self.ci += 1
@@ -231,7 +232,7 @@ class _Printer:
     def emit(self, form, depth: int, first: bool, force_blank: bool = False) -> None:
         pad = INDENT * depth
         meta = form.meta
-        printed = self.leading_comments(meta.start_pos, pad, first)
+        printed = self.leading_comments(meta.start_pos, pad, first, force_blank)
         first = first and not printed
         if isinstance(form, _Leaf):
             self.blank_if(meta.line, first=first, force=force_blank and not printed)
