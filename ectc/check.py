@@ -691,7 +691,8 @@ def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
         for name in leaked:
             out.append(_err(t.span, "E303", f"the {what} uses the axis `{name}` directly",
                             "show the axis through `{{ label }}`, so each arm decides what the model sees"))
-        out.extend(d for d in check_template(text, t.span, prompt_vars | axis_vars, f"the {what}") if d.code != "E302" or not any(n in d.message for n in leaked))
+        out.extend(d for d in check_template(text, t.span, prompt_vars, f"the {what}")
+                   if not (d.code == "E302" and any(f"`{n}`" in d.message for n in leaked)))
     for t in exp.unlabeled:
         out.extend(check_template(t.text, t.span, set(), "`unlabeled`"))
     if exp.prompts and exp.labels:
@@ -877,8 +878,9 @@ def check_monitors(exp: ir.Experiment) -> list[Diagnostic]:
                 for name in sorted(uses & forbidden):
                     out.append(_err(rubric.span, "E401", f"judge `{m.name}`'s rubric shows the evaluation label through `{name}`",
                                     "a judge scores the output alone"))
-                out.extend(d for d in check_template(rubric.value.value, rubric.value.span, seen | forbidden, f"judge `{m.name}`'s rubric")
-                           if not d.message.endswith(tuple(f"`{n}`" for n in forbidden)))
+                # Fields it does not see and the label get their own errors above.
+                out.extend(check_template(rubric.value.value, rubric.value.span, seen | forbidden | fields,
+                                          f"judge `{m.name}`'s rubric"))
                 for name in sorted(uses & (fields - seen)):
                     out.append(_err(rubric.span, "E403", f"the rubric uses `{name}`, which judge `{m.name}` does not see",
                                     f"add it to `sees`"))

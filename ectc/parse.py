@@ -100,7 +100,7 @@ def _syntax_diagnostic(text: str, err: UnexpectedInput) -> Diagnostic:
             Span(line=line, column=col, end_line=line, end_column=col + 1),
             "E002",
             f"unexpected character `{char}`",
-            f"expected {_expected(err)}" if _expected(err) else None,
+            "a spec holds names, numbers, strings, brackets and operators; `#` starts a comment",
         )
     if isinstance(err, UnexpectedEOF) or (
         isinstance(err, UnexpectedToken) and err.token.type == "$END"
@@ -119,7 +119,11 @@ def _syntax_diagnostic(text: str, err: UnexpectedInput) -> Diagnostic:
     separators = {"`,`", "`]`", "`)`", "`}`", "`then`", "`else`", "`=`", "`:`"}
     expected_set = set(expected.split(", "))
     # A missing separator is best shown where it belongs: right after the previous token.
-    if expected_set and expected_set <= separators | {"..."} and tok.start_pos is not None:
+    value_start = tok.type in ("NAME", "NUMBER", "STRING", "LONG_STRING")
+    if tok.start_pos is not None and expected_set and (
+            expected_set <= separators | {"..."} or (value_start and "`,`" in expected_set)):
+        if value_start and "`,`" in expected_set:
+            expected = "`,`"
         end = _previous_token_end(text, tok.start_pos)
         line, col = _offset_to_line_col(text, end)
         return Diagnostic(

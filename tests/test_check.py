@@ -1,0 +1,48 @@
+"""Every diagnostic has a fixture: a spec and the exact text `ectc check` prints for it."""
+
+from pathlib import Path
+
+import pytest
+
+from ectc.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "diagnostics"
+CASES = sorted(p.stem for p in FIXTURES.glob("[EW]*.ect"))
+
+
+def test_base_fixture_is_clean(capsys, monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    assert main(["check", "base.ect"]) == 0
+    assert capsys.readouterr().out == "base.ect: ok\n"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_diagnostic_text(case, capsys, monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    status = main(["check", f"{case}.ect"])
+    err = capsys.readouterr().err
+    assert err == (FIXTURES / f"{case}.expected").read_text()
+    code = case.split("_")[0]
+    assert f"[{code}]" in err, "the fixture's name says which diagnostic it shows"
+    assert status == (0 if code.startswith("W") else 1)
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    base = (FIXTURES / "base.ect").read_text()
+    bad = (base.replace("randint(0, 9)", "randit(0, 9)")
+               .replace("label true", "label ture")
+               .replace("rl { steps 10 batch 8 }", "rl { steps 10 bacth 8 }"))
+    spec = tmp_path / "bad.ect"
+    spec.write_text(bad)
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert [line.split("]")[0].split("[")[1] for line in err.splitlines() if ": error[" in line] == [
+        "E202", "E501", "E601"]
+    assert err.rstrip().endswith("3 error(s), 0 warning(s)")
+
+
+def test_shipped_specs_check_clean(capsys):
+    specs = sorted(str(p) for p in (Path(__file__).parent.parent / "specs").glob("*.ect"))
+    assert len(specs) >= 2
+    assert main(["check", *specs]) == 0
+    assert capsys.readouterr().err == ""
