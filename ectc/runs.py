@@ -1,0 +1,324 @@
+"""`ectc plan`, `ectc runs`, `ectc compare`: what a run would reuse, and what runs there are.
+
+`plan` computes every stage key of the run `ectc run` would do (`ectc.stagekeys`, from the spec
+generated in memory) and compares each with the `stage.json` the run folder holds, exactly as
+the runtime does, so its "reused"/"ran" is the runtime's. No torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+PART_NAMES = {
+    "dataset": "dataset.py", "data": "the data", "llm": "the LLM data mode", "model": "the model",
+    "warmup": "the warm-up", "templates": "prompt templates", "profile_templates": "the profile's templates",
+    "version": "the cache version", "config": "the training config", "base": "the base model",
+    "seed": "the seed", "feedback": "feedback.py", "fb": "feedback.py", "scale": "--steps-scale",
+    "probes": "the probes", "train": "the trained checkpoint", "arm": "the arm", "conditions":
+    "the label conditions (deploy value, sweep)", "split": "the evaluation split", "samples": "the sample count",
+    "generate": "generation settings", "monitors": "the monitors", "evals": "the evaluations",
+    "metrics": "metrics.py", "plan": "the evaluate block", "hf": "the model", "quantize": "quantization",
+}
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    status: str   # "reused" | "ran": the runtime's words for what it will do
+    reason: str
+    key: str
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _stage_key(folder: Path) -> Optional[str]:
+    data = _read_json(folder / "stage.json")
+    return data.get("key") if isinstance(data, dict) else None
+
+
+def _experiments(source: str):
+    from .compile import compile_text
+    from .generate import generate
+    from .stagekeys import GeneratedExperiment
+
+    spec, _ = compile_text(source)
+    return GeneratedExperiment.from_generated(generate(spec, source, "spec.ect"))
+
+
+def _previous_keys(folder: Path, exp_name: str) -> dict[str, Any]:
+    """The stage keys the previous run in `folder` computed, from its spec.ect and plan.json."""
+    from .stagekeys import stage_keys
+
+    try:
+        old = _experiments((folder / "spec.ect").read_text()).get(exp_name)
+    except Exception:  # noqa: BLE001 - an old or broken spec: no explanation, still a plan
+        return {}
+    run = (_read_json(folder / "plan.json") or {}).get("run") or {}
+    if old is None:
+        return {}
+    try:
+        return stage_keys(old, run.get("profile"), run.get("seeds"), None, run.get("steps_scale", 1.0),
+                          probe_values=_read_json(folder / "probes" / "values.json"))
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: Optional[str] = None,
+            seeds: Optional[int] = None, arms: Optional[list[str]] = None,
+            steps_scale: float = 1.0) -> dict[str, tuple[Path, list[StagePlan]]]:
+    """experiment -> (run folder, the stages in run order with what `ectc run` will do)."""
+    from .stagekeys import stage_keys
+
+    out = {}
+    for name, exp in _experiments(source).items():
+        profile_name, _ = exp.profile(profile)
+        folder = Path(runs_dir) / name / (run_id or profile_name)
+        keys = stage_keys(exp, profile_name, seeds, arms, steps_scale)
+        if "probes" in keys and _stage_key(folder / "probes") == keys["probes"].key \
+                and (folder / "probes" / "values.json").exists():
+            # The probes are reused, so their values (part of each evaluation key) are known.
+            keys = stage_keys(exp, profile_name, seeds, arms, steps_scale,
+                              probe_values=_read_json(folder / "probes" / "values.json"))
+        previous = _previous_keys(folder, name) if folder.exists() else {}
+        plans = []
+        for stage, sk in keys.items():
+            if sk.folder is None:  # the base model: cached by recipe, not per run
+                if sk.cache_dir is None:
+                    plans.append(StagePlan(stage, "reused", "a hub model, loaded per arm", sk.key))
+                elif (Path(runs_dir) / sk.cache_dir).exists():
+                    plans.append(StagePlan(stage, "reused", f"in the model cache ({sk.cache_dir})", sk.key))
+                else:
+                    plans.append(StagePlan(stage, "ran", "not in the model cache: "
+                                           + _why(sk, previous.get(stage), None), sk.key))
+                continue
+            where = folder / sk.folder
+            have = _stage_key(where)
+            missing = [r for r in sk.requires if not (where / r).exists()]
+            if have == sk.key and not missing:
+                plans.append(StagePlan(stage, "reused", "stage key unchanged", sk.key))
+            elif not folder.exists():
+                plans.append(StagePlan(stage, "ran", "no previous run", sk.key))
+            elif have is None:
+                plans.append(StagePlan(stage, "ran", "never finished here", sk.key))
+            elif have == sk.key:
+                plans.append(StagePlan(stage, "ran", f"output missing ({', '.join(missing)})", sk.key))
+            else:
+                plans.append(StagePlan(stage, "ran", _why(sk, previous.get(stage), have), sk.key))
+        out[name] = (folder, plans)
+    return out
+
+
+def _why(sk, prev, have: Optional[str]) -> str:
+    from .stagekeys import PROBE_VALUES_UNKNOWN
+
+    if prev is None:
+        return "stage key changed" if have else "new"
+    if have is not None and prev.key != have:
+        return "stage key changed (the previous run's key is not reproducible from its spec.ect)"
+    changed = [k for k in sk.parts if prev.parts.get(k) != sk.parts[k]]
+    changed += [k for k in prev.parts if k not in sk.parts]
+    if changed == ["probes"] and sk.parts["probes"].startswith(PROBE_VALUES_UNKNOWN):
+        return "the probes re-run, and their values feed this key"
+    words = [PART_NAMES.get(k, k) for k in changed]
+    return "stage key changed because " + (", ".join(words) if words else "something") + " changed"
+
+
+def main_plan(args) -> int:
+    from .errors import CompileError
+
+    try:
+        source = Path(args.spec).read_text()
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot read {args.spec}: {exc.strerror}\n")
+        return 1
+    try:
+        result = predict(source, Path(args.runs_dir), args.profile, args.run_id, args.seeds,
+                         args.arms.split(",") if args.arms else None, args.steps_scale)
+    except CompileError as err:
+        sys.stderr.write(err.render(source, args.spec) + "\n")
+        return 1
+    except KeyError as exc:
+        sys.stderr.write(f"error: {exc.args[0]}\n")
+        return 1
+    if args.json:
+        out = {name: {"folder": str(folder), "stages": [p.__dict__ for p in plans]}
+               for name, (folder, plans) in result.items()}
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    for name, (folder, plans) in result.items():
+        table = Table(title=f"{name} · {folder}", title_justify="left")
+        table.add_column("stage")
+        table.add_column("will")
+        table.add_column("why")
+        for p in plans:
+            table.add_row(p.stage, "[cyan]reuse[/]" if p.status == "reused" else "[green]run[/]", p.reason)
+        console.print(table)
+        n = sum(p.status == "ran" for p in plans)
+        console.print(f"{n} stage(s) to run, {len(plans) - n} reused")
+    return 0
+
+
+# ---- runs and compare ------------------------------------------------------------------
+
+
+def find_runs(runs_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(runs_dir).glob("*/*/manifest.json") if not p.parent.name.startswith("."))
+
+
+def run_info(folder: Path) -> dict:
+    plan = _read_json(folder / "plan.json") or {}
+    run = plan.get("run") or {}
+    metrics = _read_json(folder / "metrics.json")
+    spec = folder / "spec.ect"
+    sha = hashlib.sha256(spec.read_bytes()).hexdigest() if spec.exists() else None
+    stamp = None
+    for p in (folder / "stages.json", folder / "metrics.json", folder / "plan.json"):
+        if p.exists():
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.stat().st_mtime))
+            break
+    return {"run": f"{folder.parent.name}/{folder.name}", "folder": str(folder), "spec_sha256": sha,
+            "profile": run.get("profile"), "seeds": run.get("seeds"), "steps_scale": run.get("steps_scale"),
+            "date": stamp, "headline": headline(metrics) if metrics else None, "complete": metrics is not None}
+
+
+def _f(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.3g}"
+
+
+def headline(metrics: dict) -> str:
+    """The first metric, arm by arm: `sycophancy: baseline 1, ect 0.42, ...`."""
+    arms = metrics.get("arms") or {}
+    if not arms:
+        return ""
+    first = next(iter(next(iter(arms.values()))["metrics"]), None)
+    if first is None:
+        return ""
+    return f"{first}: " + ", ".join(f"{a} {_f(v['metrics'].get(first, {}).get('mean'))}" for a, v in arms.items())
+
+
+def main_runs(args) -> int:
+    runs = [run_info(f) for f in find_runs(Path(args.runs_dir))]
+    if args.json:
+        sys.stdout.write(json.dumps(runs, indent=1) + "\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("run", "spec", "profile", "seeds", "scale", "date", "headline"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(r["run"], (r["spec_sha256"] or "")[:12], r["profile"] or "", str(len(r["seeds"] or [])),
+                      str(r["steps_scale"] if r["steps_scale"] is not None else ""), r["date"] or "",
+                      r["headline"] if r["complete"] else "[yellow](incomplete)[/]")
+    Console(highlight=False).print(table)
+    if not runs:
+        print(f"no runs under {args.runs_dir}/")
+    return 0
+
+
+def _resolve_run(arg: str, runs_dir: Path) -> Path:
+    p = Path(arg)
+    if (p / "manifest.json").exists() or (p / "metrics.json").exists():
+        return p
+    q = Path(runs_dir) / arg
+    if (q / "manifest.json").exists() or (q / "metrics.json").exists():
+        return q
+    raise FileNotFoundError(f"no run at {arg} (nor {q})")
+
+
+def compare_metrics(a: dict, b: dict) -> list[dict]:
+    """Per arm and metric: A's and B's mean with their CIs, and B - A."""
+    rows = []
+    for arm in dict.fromkeys([*(a.get("arms") or {}), *(b.get("arms") or {})]):
+        am = ((a.get("arms") or {}).get(arm) or {}).get("metrics") or {}
+        bm = ((b.get("arms") or {}).get(arm) or {}).get("metrics") or {}
+        for m in dict.fromkeys([*am, *bm]):
+            x, y = am.get(m) or {}, bm.get(m) or {}
+            xa, ya = x.get("mean"), y.get("mean")
+            delta = None
+            if isinstance(xa, (int, float)) and isinstance(ya, (int, float)) and not (math.isnan(xa) or math.isnan(ya)):
+                delta = ya - xa
+            rows.append({"arm": arm, "metric": m, "a": xa, "a_ci": [x.get("low"), x.get("high")],
+                         "b": ya, "b_ci": [y.get("low"), y.get("high")], "delta": delta})
+    return rows
+
+
+def _ci(mean: Any, ci: list) -> str:
+    if mean is None:
+        return "—"
+    lo, hi = ci
+    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        return _f(mean)
+    return f"{_f(mean)} [{_f(lo)}, {_f(hi)}]"
+
+
+def main_compare(args) -> int:
+    from .diff import diff_sources, render_text
+    from .errors import CompileError
+
+    try:
+        fa, fb = _resolve_run(args.run_a, Path(args.runs_dir)), _resolve_run(args.run_b, Path(args.runs_dir))
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    ma, mb = _read_json(fa / "metrics.json"), _read_json(fb / "metrics.json")
+    rows = compare_metrics(ma or {}, mb or {})
+    spec_diff = None
+    try:
+        spec_diff = diff_sources((fa / "spec.ect").read_text(), (fb / "spec.ect").read_text(),
+                                 f"{fa}/spec.ect", f"{fb}/spec.ect")
+    except (OSError, CompileError) as exc:
+        sys.stderr.write(f"warning: no spec diff: {exc}\n")
+    comps = {"a": (ma or {}).get("comparisons", []), "b": (mb or {}).get("comparisons", [])}
+    if args.json:
+        sys.stdout.write(json.dumps({"a": str(fa), "b": str(fb), "metrics": rows, "comparisons": comps,
+                                     "spec_diff": spec_diff.to_json() if spec_diff else None},
+                                    indent=1, default=str) + "\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if ma is None or mb is None:
+        console.print(f"[yellow]warning:[/] {'A' if ma is None else 'B'} has no metrics.json (incomplete run)")
+    table = Table(title=f"A = {fa}   B = {fb}", title_justify="left")
+    for col in ("arm", "metric", "A (95% CI)", "B (95% CI)", "B − A"):
+        table.add_column(col)
+    for r in rows:
+        d = r["delta"]
+        table.add_row(r["arm"], r["metric"], _ci(r["a"], r["a_ci"]), _ci(r["b"], r["b_ci"]),
+                      "—" if d is None else f"{d:+.3g}")
+    console.print(table)
+    cmp_rows = []
+    for side in ("a", "b"):
+        for c in comps[side]:
+            cmp_rows.append((side.upper(), f"{c['a']} vs {c['b']}", c["metric"], _ci(c.get("diff"), [c.get("low"), c.get("high")])))
+    if cmp_rows:
+        t2 = Table(title="within-run comparisons (difference, 95% CI)", title_justify="left")
+        for col in ("run", "pair", "metric", "diff"):
+            t2.add_column(col)
+        for row in cmp_rows:
+            t2.add_row(*row)
+        console.print(t2)
+    if spec_diff is not None:
+        sys.stdout.write("\n" + render_text(spec_diff))
+    return 0
