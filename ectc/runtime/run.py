@@ -730,7 +730,7 @@ def main(args) -> int:
     try:
         source = spec_path.read_text()
     except OSError as exc:
-        console.print(f"[red]error:[/] cannot read {args.spec}: {exc.strerror}")
+        sys.stderr.write(f"error: cannot read {args.spec}: {exc.strerror}\n")
         return 1
     try:
         spec, _ = compile_text(source)
@@ -746,13 +746,13 @@ def main(args) -> int:
         folder = Path(args.generated) / exp_ir.name
         manifest = folder / "manifest.json"
         if not manifest.exists() or json.loads(manifest.read_text()).get("spec_sha256") != sha:
-            console.print(f"[red]error:[/] {folder}/ is missing or stale for {args.spec}: run `ectc build` first")
+            sys.stderr.write(f"error: {folder}/ is missing or stale for {args.spec}: run `ectc build` first\n")
             return 1
         exp = Experiment(folder)
         if opts.arms:
             unknown = [a for a in opts.arms if a not in {x.name for x in exp.arms}]
             if unknown:
-                console.print(f"[red]error:[/] unknown arm(s) {', '.join(unknown)}")
+                sys.stderr.write(f"error: unknown arm(s) {', '.join(unknown)}\n")
                 return 1
         if getattr(args, "launcher", "none") == "accelerate" or getattr(args, "executor", "local") != "local":
             from .scale import dispatch
