@@ -148,6 +148,68 @@ def test_grammar_programs(text):
         parse(out)
 
 
+# ---- (a') expressions, fully parenthesised: the formatter must drop only redundant parens ----
+
+_LEAVES = st.sampled_from(["a", "b", "1", "2.5", '"s"', "true", "false", "[]", "[a, 1]", "f()"])
+
+
+def _expressions(leaves):
+    def extend(inner):
+        binop = st.sampled_from(["or", "and", "==", "!=", "<", ">=", "in", "+", "-", "*", "/",
+                                 "%"])
+        return st.one_of(
+            st.tuples(inner, binop, inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            st.tuples(st.sampled_from(["-", "not "]), inner).map(lambda t: f"({t[0]}{t[1]})"),
+            st.tuples(inner, inner, inner).map(lambda t: f"(if {t[0]} then {t[1]} else {t[2]})"),
+            inner.map(lambda e: f"({e}).x"),
+            st.tuples(inner, inner).map(lambda t: f"({t[0]})[{t[1]}]"),
+            st.lists(inner, max_size=3).map(lambda es: f"g({', '.join(es)})"),
+            st.lists(inner, max_size=3).map(lambda es: f"[{', '.join(es)}]"),
+        )
+    return st.recursive(leaves, extend, max_leaves=12)
+
+
+@FUZZ
+@given(_expressions(_LEAVES))
+def test_expression_parentheses(expr):
+    text = f"experiment e {{ feedback {{ r = {expr} }} arms {{ x: filter {expr} }} }}"
+    spec = front_end(text)
+    assert spec is not None, text
+    assert_format_keeps_meaning(text, spec)
+    out = format_spec(text)
+    # Every grouping pair left is needed: dropping one changes the meaning or the parse. (An
+    # `if` inside the condition or `then` part of another `if` is parenthesised by choice.)
+    expr_out = next(ln for ln in out.splitlines() if ln.strip().startswith("r = ")).strip()[4:]
+    wanted = strip_spans(spec.model_dump())["experiments"][0]["feedbacks"][0]["assigns"][0]
+    for open_, close in _grouping_parens(expr_out):
+        if expr_out[open_ + 1:].startswith("if "):
+            continue
+        fewer = expr_out[:open_] + expr_out[open_ + 1:close] + expr_out[close + 1:]
+        try:
+            got = lower(parse(f"experiment e {{ feedback {{ r = {fewer} }} }}"))
+        except CompileError:
+            continue
+        got = strip_spans(got.model_dump())["experiments"][0]["feedbacks"][0]["assigns"][0]
+        assert got != wanted, f"redundant parentheses in {expr_out!r}"
+
+
+def _grouping_parens(text: str) -> list[tuple[int, int]]:
+    """(open, close) offsets of the parentheses that group, not those of calls."""
+    pairs, stack, in_string = [], [], False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif ch == "(":
+            stack.append((i, i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_")))
+        elif ch == ")":
+            start, is_call = stack.pop()
+            if not is_call:
+                pairs.append((start, i))
+    return pairs
+
+
 # ---- (b) real specs, mutated ------------------------------------------------------------
 
 PIECES = st.sampled_from(list('{}[]()",:=#.\n -') + ['"""', "..", " if ", " then ", " else ",
