@@ -44,7 +44,7 @@ def _llm_verdicts(run, monitor: dict, samples: list[dict]) -> tuple[list[Any], l
     from .llm import LLMClient, llm_available
 
     if not llm_available():
-        reason = "unscored: no API key (set ANTHROPIC_API_KEY to use this judge)"
+        reason = "no API key (set ANTHROPIC_API_KEY to use this judge)"
         return [None] * len(samples), [{"scored": False, "reason": reason}] * len(samples)
     s = monitor["settings"]
     client = LLMClient(monitor["model"], cache_dir=run.opts.runs_dir / ".cache" / "llm",

@@ -221,7 +221,9 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
                 n = len(sw["values"])
                 series[f"{arm.name} (no label)"] = ([d["mean"]] * n, [d["low"]] * n, [d["high"]] * n)
         if axis["type"] == "enum":
-            train, holdout = axis["train_values"], axis["holdout"]
+            shown = set(sw["values"])
+            train = [v for v in axis["train_values"] if v in shown]
+            holdout = [v for v in axis["holdout"] if v in shown]
         else:
             t = axis["train"]
             train = tuple(t["args"][:2]) if isinstance(t, dict) else (t, t)
@@ -260,7 +262,8 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
             d = info["metrics"][m]
             cells.append(f"{d['mean']:.3f} [{d['low']:.3f}, {d['high']:.3f}] (n={d['n_items']})"
                          if not math.isnan(d["mean"]) else "n/a")
-        lines.append(f"| {arm} | {info['condition']} label | " + " | ".join(cells) + " |")
+        asked = {"none": "no label", "deploy": "deployment label", "true": "true label"}[info["condition"]]
+        lines.append(f"| {arm} | {asked} | " + " | ".join(cells) + " |")
     if result["comparisons"]:
         lines += ["", "## Paired comparisons (by item)", "",
                   "Difference a − b of per-item means (averaged over seeds), paired bootstrap 95% CI; "
@@ -275,9 +278,7 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
             lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | {c['a_mean']:.3f} | {c['b_mean']:.3f} | "
                          f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['relative_reduction']:.1%} | "
                          f"{c['a_lower']} / {c['ties']} / {c['a_higher']} | "
-                         f"{mc['pvalue']:.3g} |" if mc else
-                         f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['relative_reduction']:.1%} | "
-                         f"{c['a_lower']} / {c['ties']} / {c['a_higher']} | |")
+                         + (f"{mc['pvalue']:.3g} |" if mc else " |"))
     if result["sweep"]:
         lines += ["", "## Label sweep", ""]
         for m, sw in result["sweep"].items():
