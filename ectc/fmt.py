@@ -10,12 +10,12 @@ Canonical layout rules:
   A block with nothing in it (and no comments) prints as `{}` on the header line.
 * One space around `=`, after `:` and `,`; none inside brackets: `name: int = f(a, [1, 2])`,
   `a: int 0..10`, `[0.0, 0.5)`, `profile tiny (default) {`.
-* Columns are aligned in the tabular constructs: axis `value` names (among the values that
-  have a description) and the keywords
-  `train`/`holdout`/`deploy`; the `=` of feedback assignments; the part list after `name:` in
-  `arms`; the `=` of the metrics of an `evaluate` block; and the values of a multi-line settings
-  block whose values are all lists (a table such as `openings { strong_left [...] ... }`).
-  Each column is as wide as the longest key of its block plus one space.
+* Columns are aligned in the tabular constructs: the description after axis `value` names
+  (among the values that have one); what follows the axis keywords `train`/`holdout`/`deploy`;
+  the `=` of feedback assignments; the part list after `name:` in `arms`; the `=` of the
+  metrics of an `evaluate` block; and the values of a multi-line settings block whose values
+  are all lists (a table such as `openings { strong_left [...] ... }`). Each column is as wide
+  as the longest key of its block plus one space; comments and blank lines do not split it.
 * A settings block (`key { ... }`, `model tiny { ... }`, `response text { ... }`) stays on one
   line, `key { a 1 b 2 }`, when it holds no nested block, no comment and no `\"\"\"` string and the
   line fits in 100 columns; otherwise one setting per line. An empty optional block of
@@ -41,6 +41,10 @@ Canonical layout rules:
   ends with exactly one newline. The blank line between experiments goes before the comments
   that lead the next experiment.
 * No line is ever wrapped: long expressions and strings stay on one line.
+* A string literal with an escape lowering rejects (`"\\q"`) is kept exactly as written.
+
+Empty input (or only blanks) formats to "". Input that does not parse raises the same
+CompileError as `ectc.parse.parse`.
 """
 
 from __future__ import annotations
