@@ -277,7 +277,10 @@ class _Printer:
     # ---- statements ----------------------------------------------------------------------
 
     def stmt(self, t: Tree, depth: int):
-        return getattr(self, "s_" + t.data)(t, depth)
+        build = getattr(self, "s_" + t.data, None)
+        if build is None:  # a grammar rule added without teaching the formatter its layout
+            raise NotImplementedError(f"ectc.fmt has no layout for grammar rule `{t.data}`")
+        return build(t, depth)
 
     def block_of(self, t: Tree, header: str, items: list[Tree], depth: int, align=None) -> _Block:
         forms = [self.stmt(i, depth + 1) for i in items]
@@ -541,7 +544,7 @@ class _Printer:
             return f"{self.name(func)}({', '.join(self.value(a) for a in args if a is not None)})"
         if kind == "bare_name":
             return self.name(v.children[0])
-        raise AssertionError(kind)  # pragma: no cover
+        raise NotImplementedError(f"ectc.fmt has no layout for `{kind}`")  # pragma: no cover
 
     # ---- small pieces ----------------------------------------------------------------------
 
@@ -604,4 +607,4 @@ class _Printer:
             return self.name(c[0])
         if kind == "list_lit":
             return "[" + ", ".join(self.expr(a) for a in c if a is not None) + "]"
-        raise AssertionError(kind)  # pragma: no cover
+        raise NotImplementedError(f"ectc.fmt has no layout for `{kind}`")  # pragma: no cover
