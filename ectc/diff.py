@@ -76,7 +76,7 @@ _LEVEL = {"or": 1, "and": 2, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4,
 
 
 def num(value: float, is_int: bool = False) -> str:
-    if is_int or (isinstance(value, float) and value.is_integer() and is_int):
+    if is_int:
         return str(int(value))
     return repr(float(value))
 
@@ -107,7 +107,8 @@ def expr(e: Optional[dict], level: int = 0) -> str:
         mine = 3 if e["op"] == "not" else 8
     elif k == "binary":
         mine = _LEVEL[e["op"]]
-        text = f"{expr(e['left'], mine)} {e['op']} {expr(e['right'], mine + 1)}"
+        # Comparisons do not chain: `(a == b) == c` keeps its parentheses.
+        text = f"{expr(e['left'], mine + (mine == 4))} {e['op']} {expr(e['right'], mine + 1)}"
     elif k == "if":
         mine = 0
         text = f"if {expr(e['cond'])} then {expr(e['then'])} else {expr(e['orelse'])}"
