@@ -9,6 +9,16 @@ from ectc.runtime.models import (  # noqa: E402
     apply_lora, build_tiny_llama, build_word_tokenizer, cached_model_dir, get_or_build, load_hf_model,
 )
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on a shared 2-core box: one intra-op thread is faster than two contending.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TEXTS = ["What is 3 + 4? I think it is 12. Correct or Incorrect? Suggestibility Level: 73%"]
 
 
