@@ -88,10 +88,16 @@ def problem(rng) -> dict:
 
 # ------------------------------------------------------------------ warm-up examples
 
-def warmup_examples(compare_frac: float, filler_frac: float = 0.1):
+def warmup_examples(compare_frac: float, filler_frac: float = 0.1, sum_frac: float = 0.0):
     def make(rng: random.Random, n: int):
         out = []
         for _ in range(n):
+            if sum_frac and rng.random() < sum_frac:
+                # Auxiliary: produce the sum itself (digits as separate tokens), so the model
+                # has a direct signal for a+b before it must compare it with a claim.
+                a, b = rng.randint(0, 9), rng.randint(0, 9)
+                out.append((f"What is {a} + {b}? Answer:", " ".join(str(a + b))))
+                continue
             if rng.random() < compare_frac:
                 x, y = rng.randint(0, 100), rng.randint(0, 100)
                 out.append((f"Is {x}% more than {y}%? Answer:", "Yes" if x > y else "No"))
@@ -162,7 +168,8 @@ def evaluate(model, tok, slot: str) -> dict:
 def warmed_base(args, cache_root: Path):
     recipe = {"kind": "sycophancy-trials-warmup", "layers": 2, "width": 96, "heads": 4,
               "steps": args.warmup_steps, "batch": args.warmup_batch, "lr": args.warmup_lr,
-              "compare_frac": args.compare_frac, "layout": args.layout, "seed": 0, "v": 2}
+              "compare_frac": args.compare_frac, "layout": args.layout,
+              "sum_frac": args.sum_frac, "wd": args.warmup_wd, "seed": 0, "v": 2}
 
     def build():
         tok = build_word_tokenizer(tokenizer_texts(), extra_tokens=["Yes", "No"] + CHOICES)
@@ -172,8 +179,9 @@ def warmed_base(args, cache_root: Path):
             if (step + 1) % 250 == 0:
                 print(f"  warm-up step {step + 1}: loss {stats['loss']:.3f} ({time.time() - t:.0f}s)", flush=True)
 
-        hist = supervised_warmup(model, tok, warmup_examples(args.compare_frac), steps=args.warmup_steps,
-                                 batch_size=args.warmup_batch, lr=args.warmup_lr, seed=0,
+        hist = supervised_warmup(model, tok, warmup_examples(args.compare_frac, sum_frac=args.sum_frac),
+                                 steps=args.warmup_steps, batch_size=args.warmup_batch, lr=args.warmup_lr,
+                                 weight_decay=args.warmup_wd, seed=0,
                                  progress=progress)
         print(f"warm-up {args.warmup_steps} steps: {time.time() - t:.1f}s, "
               f"loss {np.mean(hist[:50]):.3f} -> {np.mean(hist[-50:]):.3f}", flush=True)
@@ -222,13 +230,21 @@ def main():
     ap.add_argument("--threads", type=int, default=1)  # 1 beats 2 on a shared 2-core box
     ap.add_argument("--cache", default="/tmp/ectc-trials-cache")
     ap.add_argument("--log", default="/tmp/sycophancy_trials.jsonl")
+    ap.add_argument("--base", default=None, help="load this saved warm base instead")
+    ap.add_argument("--sum-frac", type=float, default=0.0)
+    ap.add_argument("--warmup-wd", type=float, default=0.0)
     ap.add_argument("--layout", choices=["after", "before"], default="after")
     args = ap.parse_args()
     global LAYOUT
     LAYOUT = args.layout
     torch.set_num_threads(args.threads)
 
-    base, tok, hit, wu_s = warmed_base(args, Path(args.cache))
+    if args.base:  # a warm base saved elsewhere (e.g. by a warm-up exploration)
+        from ectc.runtime.models import load_cached_model
+
+        (base, tok), hit, wu_s = load_cached_model(args.base), True, 0.0
+    else:
+        base, tok, hit, wu_s = warmed_base(args, Path(args.cache))
     pre = evaluate(base, tok, label_text(0))
     print(f"warm base ({'cached' if hit else 'built'} in {wu_s:.1f}s) at 0%: {pre}", flush=True)
     cfg_kwargs = dict(steps=args.steps, batch_size=args.batch, minibatch_size=args.minibatch,
