@@ -356,22 +356,36 @@ def _get(d: Any, loc: tuple) -> Any:
     return d
 
 
+def _path_copy(d: Any, loc: tuple) -> tuple[Any, Any]:
+    """A copy of `d` sharing everything except the containers along `loc`; returns (copy, node at loc)."""
+    root = copy.copy(d)
+    node = root
+    for k in loc:
+        child = copy.copy(node[k])
+        node[k] = child
+        node = child
+    return root, node
+
+
 def apply_change(old_dump: dict, new_dump: dict, action: tuple) -> dict:
-    """OLD's IR (with spans) with one change of NEW applied."""
-    d = copy.deepcopy(old_dump)
+    """OLD's IR (with spans) with one change of NEW applied; neither input is modified."""
     kind = action[0]
     if kind == "set":
         _, oloc, nloc, fields = action
-        target, source = _get(d, oloc), _get(new_dump, nloc)
+        d, target = _path_copy(old_dump, oloc)
+        source = _get(new_dump, nloc)
         for f in fields:
-            target[f] = copy.deepcopy(source[f])
+            target[f] = source[f]
     elif kind == "delete":
         loc = action[1]
-        del _get(d, loc[:-1])[loc[-1]]
+        d, lst = _path_copy(old_dump, loc[:-1])
+        del lst[loc[-1]]
     elif kind == "insert":
         _, oloc, nloc, index = action
-        lst = _get(d, oloc)
-        lst.insert(min(index, len(lst)), copy.deepcopy(_get(new_dump, nloc)))
+        d, lst = _path_copy(old_dump, oloc)
+        lst.insert(min(index, len(lst)), _get(new_dump, nloc))
+    else:
+        d = old_dump
     return d
 
 
