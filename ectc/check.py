@@ -65,10 +65,6 @@ def axis_scope(exp: ir.Experiment) -> Scope:
     return scope
 
 
-def field_type(type_name: str) -> str:
-    return type_name
-
-
 def data_scope(exp: ir.Experiment, block: Optional[ir.DataBlock]) -> Scope:
     scope = axis_scope(exp)
     if block is not None:
@@ -707,7 +703,6 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for block in exp.data:
         table_names = {s.key for s in block.settings if s.block is not None and s.key not in schema.DATA}
-        table = dict(schema.DATA, **{name: {"*": "names"} for name in table_names})
         known = [s for s in block.settings if s.key in schema.DATA or s.block is None]
         out.extend(check_settings(known, schema.DATA, f"data `{block.name}`"))
         for s in block.settings:
@@ -883,7 +878,7 @@ def check_monitors(exp: ir.Experiment) -> list[Diagnostic]:
                                           f"judge `{m.name}`'s rubric"))
                 for name in sorted(uses & (fields - seen)):
                     out.append(_err(rubric.span, "E403", f"the rubric uses `{name}`, which judge `{m.name}` does not see",
-                                    f"add it to `sees`"))
+                                    "add it to `sees`"))
             if sees is None:
                 out.append(_err(m.span, "E402", f"LLM judge `{m.name}` does not say what it `sees`", "add `sees [response]`"))
             if not m.returns:

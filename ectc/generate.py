@@ -17,7 +17,7 @@ from typing import Any, Optional
 import jinja2
 
 from . import __version__, ir, schema
-from .check import main_data, setting_map
+from .check import setting_map
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -392,10 +392,7 @@ def _axis_plan(axis: ir.Axis) -> dict[str, Any]:
 
 
 def _arm_plan(exp: ir.Experiment, arm: ir.Arm) -> dict[str, Any]:
-    label = arm.part("label")
-    fixed = arm.part("label_fixed")
     reuse = arm.part("reuse")
-    encode = arm.part("encode")
     infer = arm.part("infer")
     source = exp.arms[[a.name for a in exp.arms].index(reuse.word)] if reuse else arm
     src_label = source.part("label")

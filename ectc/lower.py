@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from lark import Token, Transformer, Tree, v_args
+from lark import Token, Transformer, Tree, v_args  # noqa: F401  (Token: type of terminals)
 
 from . import ir
 from .errors import CompileError, Diagnostic, Span

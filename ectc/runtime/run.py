@@ -273,8 +273,6 @@ def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], t
     cache_root = run.opts.runs_dir / ".cache" / "models"
 
     def build():
-        import random
-
         texts = tokenizer_corpus(run, data)
         tokenizer = build_word_tokenizer(texts)
         model = build_tiny_llama(tokenizer, layers=model_cfg["layers"], width=model_cfg["width"],
