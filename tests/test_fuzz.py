@@ -243,7 +243,7 @@ def mutated_specs(draw):
     return text
 
 
-@FUZZ
+@settings(FUZZ, max_examples=EXAMPLES if RANDOM else 100)  # each runs the whole front end
 @given(mutated_specs())
 def test_mutated_specs(text):
     spec = front_end(text)
