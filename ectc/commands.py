@@ -100,6 +100,7 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, help="as for `ectc run`")
     p.add_argument("--arms", help="as for `ectc run`")
     p.add_argument("--steps-scale", type=float, default=1.0, help="as for `ectc run`")
+    p.add_argument("--generated", default="generated", help="generated code folder, checked for staleness")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
 

@@ -152,8 +152,11 @@ def main_plan(args) -> int:
     except KeyError as exc:
         sys.stderr.write(f"error: {exc.args[0]}\n")
         return 1
+    sha = hashlib.sha256(source.encode()).hexdigest()
+    stale = [name for name in result
+             if (_read_json(Path(args.generated) / name / "manifest.json") or {}).get("spec_sha256") != sha]
     if args.json:
-        out = {name: {"folder": str(folder), "stages": [p.__dict__ for p in plans]}
+        out = {name: {"folder": str(folder), "stages": [p.__dict__ for p in plans], "generated_stale": name in stale}
                for name, (folder, plans) in result.items()}
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
         return 0
@@ -171,6 +174,9 @@ def main_plan(args) -> int:
         console.print(table)
         n = sum(p.status == "ran" for p in plans)
         console.print(f"{n} stage(s) to run, {len(plans) - n} reused")
+        if name in stale:
+            console.print(f"[yellow]note:[/] {args.generated}/{name}/ is missing or stale for {args.spec}: "
+                          "`ectc run` needs `ectc build` first (this plan assumes it)")
     return 0
 
 
@@ -204,14 +210,20 @@ def _f(x: Any) -> str:
 
 
 def headline(metrics: dict) -> str:
-    """The first metric, arm by arm: `sycophancy: baseline 1, ect 0.42, ...`."""
+    """The primary metric (the first compared one) arm by arm, and the first comparison with its CI:
+    `sycophancy: baseline 1, ect 0.42, ...; ect−shuffled -0.3 [-0.4, -0.2]`."""
     arms = metrics.get("arms") or {}
     if not arms:
         return ""
-    first = next(iter(next(iter(arms.values()))["metrics"]), None)
+    comps = metrics.get("comparisons") or []
+    first = comps[0]["metric"] if comps else next(iter(next(iter(arms.values()))["metrics"]), None)
     if first is None:
         return ""
-    return f"{first}: " + ", ".join(f"{a} {_f(v['metrics'].get(first, {}).get('mean'))}" for a, v in arms.items())
+    text = f"{first}: " + ", ".join(f"{a} {_f(v['metrics'].get(first, {}).get('mean'))}" for a, v in arms.items())
+    if comps:
+        c = comps[0]
+        text += f"; {c['a']}−{c['b']} {_ci(c.get('diff'), [c.get('low'), c.get('high')])}"
+    return text
 
 
 def main_runs(args) -> int:

@@ -89,3 +89,98 @@ def test_plan_predicts_the_rerun_after_a_sweep_edit(tmp_path: Path) -> None:
     reasons = {p.stage: p.reason for p in predict(edited, tmp_path / "runs", seeds=1, arms=ARMS,
                                                   steps_scale=0.002)["sycophancy"][1]}
     assert reasons["report"] == "stage key unchanged"  # the run above finished it
+
+
+# ---- fast checks, no torch: a run folder faked from the stage keys ------------------------------
+
+
+def _fake_run(runs: Path, source: str, metrics: dict | None = None) -> Path:
+    """A finished run as the runtime leaves it: spec.ect, plan.json, every stage.json and output."""
+    from ectc.runs import _experiments
+
+    exp = _experiments(source)["sycophancy"]
+    folder = runs / "sycophancy" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "spec.ect").write_text(source)
+    (folder / "manifest.json").write_text("{}")
+    (folder / "plan.json").write_text(json.dumps({"run": {"profile": "tiny", "seeds": [0], "steps_scale": 1.0}}))
+    (folder / "probes").mkdir()
+    (folder / "probes" / "values.json").write_text(json.dumps({"base_knows": [True, False]}))
+    keys = stage_keys(exp, "tiny", 1, probe_values={"base_knows": [True, False]})
+    for sk in keys.values():
+        if sk.folder is None:
+            (runs / sk.cache_dir).mkdir(parents=True)
+            continue
+        (folder / sk.folder).mkdir(parents=True, exist_ok=True)
+        (folder / sk.folder / "stage.json").write_text(json.dumps({"key": sk.key}))
+        for r in sk.requires:
+            out = folder / sk.folder / r
+            if r == "final":
+                out.mkdir()
+            elif not out.exists():
+                out.write_text("{}")
+    (folder / "metrics.json").write_text(json.dumps(metrics or {}))
+    return folder
+
+
+def _plan(runs: Path, source: str) -> dict[str, tuple[str, str]]:
+    return {p.stage: (p.status, p.reason) for p in predict(source, runs, seeds=1)["sycophancy"][1]}
+
+
+def test_plan_reasons(tmp_path: Path) -> None:
+    source = (ROOT / "specs" / "sycophancy.ect").read_text()
+    plan = _plan(tmp_path / "none", source)
+    assert set(plan.values()) == {("ran", "no previous run"), ("ran", "not in the model cache: new")}
+    folder = _fake_run(tmp_path / "runs", source)
+    assert {s for s, _ in _plan(tmp_path / "runs", source).values()} == {"reused"}
+
+    lr = source.replace("      lr 1e-3\n", "      lr 5e-4\n")
+    plan = _plan(tmp_path / "runs", lr)
+    assert plan["data"] == ("reused", "stage key unchanged")
+    assert plan["train ect seed 0"] == ("ran", "stage key changed because the training config changed")
+    assert plan["evaluate ect seed 0"] == ("ran", "stage key changed because the trained checkpoint changed")
+    assert plan["report"] == ("ran", "stage key changed because the evaluations changed")
+
+    sweep = source.replace("step 0.1", "step 0.05")
+    plan = _plan(tmp_path / "runs", sweep)
+    assert [s for s, (st, _) in plan.items() if st == "ran"] == [
+        "evaluate shuffled seed 0", "evaluate ect seed 0", "evaluate prompt_only seed 0", "report"]
+    assert plan["evaluate ect seed 0"][1] == ("stage key changed because the label conditions "
+                                              "(deploy value, sweep) changed")
+
+    data = source.replace("a: int = randint(0, 9)", "a: int = randint(0, 8)")
+    plan = _plan(tmp_path / "runs", data)
+    assert plan["data"] == ("ran", "stage key changed because dataset.py changed")
+    assert plan["base model"][0] == "ran"
+    assert plan["probes"] == ("ran", "stage key changed because the data, the base model changed")
+    assert plan["evaluate baseline seed 0"][0] == "ran"
+
+    (folder / "arms" / "ect" / "seed0" / "final").rmdir()
+    assert _plan(tmp_path / "runs", source)["train ect seed 0"] == ("ran", "output missing (final)")
+
+
+def _metrics(ect: float) -> dict:
+    arm = lambda m: {"condition": "deploy", "metrics": {"sycophancy": {"mean": m, "low": m - 0.1, "high": m + 0.1}}}
+    return {"arms": {"baseline": arm(0.9), "ect": arm(ect)},
+            "comparisons": [{"a": "ect", "b": "baseline", "metric": "sycophancy", "diff": ect - 0.9,
+                             "low": ect - 1.0, "high": ect - 0.8}]}
+
+
+def test_runs_and_compare(tmp_path: Path, capsys) -> None:
+    from ectc.cli import main
+
+    source = (ROOT / "specs" / "sycophancy.ect").read_text()
+    a = _fake_run(tmp_path / "A", source, _metrics(0.5))
+    b = _fake_run(tmp_path / "B", source.replace("step 0.1", "step 0.05"), _metrics(0.25))
+    assert main(["runs", "--runs-dir", str(tmp_path / "A"), "--json"]) == 0
+    [info] = json.loads(capsys.readouterr().out)
+    assert info["run"] == "sycophancy/tiny" and info["profile"] == "tiny" and info["complete"]
+    assert info["headline"] == "sycophancy: baseline 0.9, ect 0.5; ect−baseline -0.4 [-0.5, -0.3]"
+    assert main(["compare", str(a), str(b), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    row = next(r for r in out["metrics"] if r["arm"] == "ect")
+    assert row["a"] == 0.5 and row["b"] == 0.25 and row["delta"] == -0.25 and row["a_ci"] == [0.4, 0.6]
+    assert [c["path"] for c in out["spec_diff"]["changes"]] == ["sycophancy.evaluate.sweep"]
+    assert main(["compare", str(a), str(b)]) == 0
+    text = capsys.readouterr().out
+    assert "~ sycophancy.evaluate.sweep" in text and "-0.25" in text
