@@ -434,10 +434,12 @@ def _jinja_env() -> jinja2.Environment:
 def check_template(text: str, span: Span, allowed: set[str], what: str) -> list[Diagnostic]:
     try:
         ast = _jinja_env().parse(text)
+        # Unknown filters surface here, not in parse: same error, same code.
+        undeclared = jinja2.meta.find_undeclared_variables(ast)
     except jinja2.TemplateSyntaxError as exc:
         return [_err(span, "E301", f"{what} is not a valid jinja2 template: {exc.message}")]
     out = []
-    for name in sorted(jinja2.meta.find_undeclared_variables(ast)):
+    for name in sorted(undeclared):
         if name not in allowed:
             out.append(_err(span, "E302", f"{what} uses undeclared variable `{name}`",
                             did_you_mean(name, allowed) or f"declared: {', '.join(sorted(allowed)) or 'none'}"))

@@ -128,9 +128,6 @@ def test_axis_value_without_description_formats():
     assert format_spec(out) == out
 
 
-@pytest.mark.xfail(reason="front-end bug: lower.axis_value unpacks 2 children but `value NAME` "
-                          "without a description has 1 (grammar `string?`, not `[string]`); "
-                          "raises lark VisitError instead of lowering", strict=True)
 def test_axis_value_without_description_lowers():
     src = "experiment e { axis p: enum { value a } }"
     assert semantics(format_spec(src)) == semantics(src)

@@ -12,11 +12,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
 from lark import Lark
-from lark.exceptions import VisitError
 from lark.lexer import PatternStr
 
 from ectc.errors import CompileError
@@ -70,12 +69,6 @@ def front_end(text: str):
     except CompileError as err:
         assert err.diagnostics, "a CompileError must carry at least one diagnostic"
         return None
-    except VisitError as err:
-        # Known front-end bug (see test_fmt.test_axis_value_without_description_lowers):
-        # `value NAME` without a description crashes lower.axis_value. Skip it so the fuzzers
-        # keep looking for other bugs; remove this once lower is fixed.
-        assume(err.rule != "axis_value")
-        raise
     if check is not None:
         diagnostics = check(spec)
         assert isinstance(diagnostics, list)
@@ -277,11 +270,13 @@ def test_shipped_specs_pass_front_end(text):
 # ---- front-end bugs the fuzzers found ------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="check.check_template calls jinja2.meta.find_undeclared_variables "
-                          "outside its try: an unknown filter raises TemplateAssertionError (a "
-                          "TemplateSyntaxError) instead of becoming E301", strict=True)
 def test_unknown_jinja_filter_is_a_diagnostic():
     source = (ROOT / "specs" / "sycophancy.ect").read_text()
     text = source.replace("| round |", "|ound |")
     assert text != source
     front_end(text)
+    from ectc.compile import compile_text
+
+    with pytest.raises(CompileError) as err:
+        compile_text(text)
+    assert [d.code for d in err.value.errors] == ["E301"]
