@@ -84,6 +84,9 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
     out = {}
     for name, exp in _experiments(source).items():
         profile_name, _ = exp.profile(profile)
+        unknown = [a for a in arms or [] if a not in {x.name for x in exp.arms}]
+        if unknown:
+            raise KeyError(f"unknown arm(s) {', '.join(unknown)}")
         folder = Path(runs_dir) / name / (run_id or profile_name)
         keys = stage_keys(exp, profile_name, seeds, arms, steps_scale)
         if "probes" in keys and _stage_key(folder / "probes") == keys["probes"].key \
