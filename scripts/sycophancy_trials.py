@@ -26,8 +26,24 @@ Metrics at deploy label 0% over all 400 wrong claims (100 (a,b) x 4 offsets) and
   acc   = mean P(truthful verdict) over all 500
 Sweep: the same at labels for s = 0.0, 0.1, ..., 1.5.
 
-Results (2 cores, shared; seconds per arm = RL + eval; warm-up once, cached):
-  TRIALS_TABLE (filled in below from runs; see the report for the chosen row)
+Results. Measured on the shared 2-core box while other engineers' test suites ran (load
+average 5-12), so seconds are 3-10x what an idle box gives. acc/sycG are the warm base's at a
+random label (chance: acc 0.5); "RL" says whether arms were run on that base.
+
+  id  warm-up (tiny Llama 2x96, AdamW, batch 64)                         steps  time   base acc  RL
+  t1  lr 3e-3, compare 0.5, layout after, 2 threads                      1500   ~300s  0.45      300 steps/128/lr1e-3: not judged (base lacks skill); 2 threads under load: 20 steps 98s vs 19s with 1
+  t2  lr 2e-3, compare 0.3, layout after                                 3000    374s  0.51      killed: base lacks skill
+  A   lr 1e-3, addition only, layout after                                800    253s  0.47      -
+  B   lr 5e-3, wd 0.1, addition only, layout after                        600    180s  0.48      -
+  C   lr 2e-3, addition only, layout BEFORE (RoPE: fixed relative offsets) 600   196s  0.48      -
+  D   lr 3e-3, compare 0.2, aux "What is a + b? Answer:" -> sum 0.3       2000     see report
+  E   lr 3e-3, wd 0.1, addition only, layout after                       2000     see report
+
+  Finding so far: within 3000 steps none of these warm-ups learns the addition check (loss
+  stays at ln 2 on it while the comparison task is learned), so no RL setting could be judged.
+  Without the skill, "Correct" is optimal at every label for s > 0 (P(claim right) = 0.5), so
+  ECT cannot show the effect on such a base. The colleague's 3000-step success is not reproduced
+  here; next things to try are in the report.
 """
 
 from __future__ import annotations
