@@ -14,7 +14,8 @@ folders and code paths apply. What changes inside a worker:
   local gradient by the world size because DDP averages: the all-reduced gradient is then
   exactly the gradient of the global batch's loss. A 2-process run therefore reproduces the
   1-process run up to floating-point summation order (tests/test_scale.py measures it).
-* trl's SFTTrainer/GRPOTrainer read accelerate's environment and shard themselves.
+* trl's SFTTrainer/GRPOTrainer read accelerate's environment and shard themselves; the SFT
+  batch is divided over the processes so the global batch stays the spec's (global_sft_batch).
 * Only rank 0 writes: on other ranks the run module's writers (artefacts, checkpoints,
   stage.json) are no-ops, and a barrier at the end keeps every rank alive until rank 0 saved.
 """
@@ -139,6 +140,35 @@ def main_process_writes(accelerator):
         sft._save_final_atomic = saved_sft
 
 
+@contextlib.contextmanager
+def global_sft_batch(accelerator):
+    """trl's batch is per device: divide the spec's (global) batch over the processes, through
+    gradient accumulation when it divides evenly, else through the per-device batch."""
+    from . import run as run_module
+
+    original = run_module.sft_config
+    world = accelerator.num_processes
+
+    def sft_config(cfg, seed, run, n_examples):
+        out = original(cfg, seed, run, n_examples)
+        if world > 1:
+            accum, batch = out["gradient_accumulation_steps"], out["per_device_train_batch_size"]
+            if accum % world == 0:
+                out["gradient_accumulation_steps"] = accum // world
+            elif batch % world == 0:
+                out["per_device_train_batch_size"] = batch // world
+            else:
+                raise ValueError(f"the SFT batch ({batch} x {accum} accumulation) does not divide over "
+                                 f"{world} processes")
+        return out
+
+    run_module.sft_config = sft_config
+    try:
+        yield
+    finally:
+        run_module.sft_config = original
+
+
 # ---- the worker ----------------------------------------------------------------------------
 
 
@@ -167,7 +197,7 @@ def worker(job_file: str) -> int:
     )
     exp = Experiment(Path(job["generated"]))
     source = Path(job["spec"]).read_text()
-    with main_process_writes(accelerator), distributed_choice_rl(accelerator):
+    with main_process_writes(accelerator), distributed_choice_rl(accelerator), global_sft_batch(accelerator):
         run = prepare(exp, source, opts, console)
         execute(run)
     accelerator.wait_for_everyone()

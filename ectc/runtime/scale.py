@@ -231,6 +231,14 @@ def make_executor(kind: str, folder: Path, args, processes: int):
     return executor
 
 
+def _failure(exc: BaseException) -> str:
+    """One line for a failed job: the exception a traceback ends with, or the job's state."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "Error:" in line or "Exception:" in line or "Interrupt" in line]
+    states = [line for line in lines if "(state:" in line]
+    return (errors or states or lines or [repr(exc)])[-1]
+
+
 def fan_out(run, args, pending: list[tuple[str, int]], console) -> dict:
     """Submit one job per pending (arm, seed), wait with a progress bar; return a summary."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -241,9 +249,17 @@ def fan_out(run, args, pending: list[tuple[str, int]], console) -> dict:
                              processes)
     payloads = [_payload(run, args, [job], processes) for job in pending]
     jobs = []
-    with executor.batch():  # a SLURM job array: one submission
-        for payload in payloads:
-            jobs.append(executor.submit(train_job, payload))
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if executor_kind != "slurm" and threads is None:
+        # Local jobs share this machine's cores: one torch thread pool each, not one per core.
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(payloads)))
+    try:
+        with executor.batch():  # a SLURM job array: one submission
+            for payload in payloads:
+                jobs.append(executor.submit(train_job, payload))
+    finally:
+        if executor_kind != "slurm" and threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
     ids = {f"{a}:{s}": j.job_id for (a, s), j in zip(pending, jobs)}
     console.print(f"submitted {len(jobs)} {executor_kind} job(s): "
                   + ", ".join(f"{k} ({v})" for k, v in ids.items()))
@@ -272,8 +288,7 @@ def fan_out(run, args, pending: list[tuple[str, int]], console) -> dict:
             finished.append([arm, seed])
         except Exception as exc:  # noqa: BLE001 - a job's failure is reported, not raised
             failed.append([arm, seed])
-            first = str(exc).strip().splitlines()
-            console.print(f"[red]job {arm} seed {seed} ({job.job_id}) failed:[/] {first[-1] if first else exc}"
+            console.print(f"[red]job {arm} seed {seed} ({job.job_id}) failed:[/] {_failure(exc)}"
                           f"\n  logs: {job.paths.stdout} / {job.paths.stderr}")
     return {"job_ids": ids, "finished": finished, "failed": failed}
 
