@@ -28,33 +28,34 @@ LORA_SHORT_NAMES = {
 
 # --------------------------------------------------------------------------- tokenizer
 
-def _pre_tokenizer():
+def _pre_tokenizer(split_digits: bool = True):
     from tokenizers import pre_tokenizers
 
     # Whitespace first, then punctuation as separate tokens, then every digit on its own.
     # Digits are split individually so that any number (73, 100, 8) is spelled from ten shared
     # tokens: a tiny model can then learn place value and compare numbers it never saw whole,
     # and the vocabulary does not depend on which numbers happened to occur in the texts.
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.WhitespaceSplit(),
-        pre_tokenizers.Punctuation(behavior="isolated"),
-        pre_tokenizers.Digits(individual_digits=True),
-    ])
+    steps = [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
+    if split_digits:
+        steps.append(pre_tokenizers.Digits(individual_digits=True))
+    return pre_tokenizers.Sequence(steps)
 
 
-def build_word_tokenizer(texts: Iterable[str], extra_tokens: Iterable[str] = ()):
+def build_word_tokenizer(texts: Iterable[str], extra_tokens: Iterable[str] = (), split_digits: bool = True):
     """A word-level tokenizer over `texts` (plus `extra_tokens`), as a PreTrainedTokenizerFast.
 
     Vocabulary order is deterministic: specials (<pad>, <bos>, <eos>, <unk>), then the ten
     digits, then `extra_tokens` in the given order, then every other word sorted. Encoding adds
     <bos> in front (a causal LM needs a first position that is not a prompt word). Padding is
     on the left so that the last position of every row in a batch is the answer slot.
+    split_digits=False keeps numbers whole (then every number used must be in the texts or
+    extra_tokens, else it is <unk>).
     Decoding joins tokens with single spaces (word-level: the original spacing is not kept).
     """
     from tokenizers import Tokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
-    pre = _pre_tokenizer()
+    pre = _pre_tokenizer(split_digits)
     vocab: dict[str, int] = {}
     for tok in [PAD, BOS, EOS, UNK, *"0123456789", *extra_tokens]:
         vocab.setdefault(tok, len(vocab))
