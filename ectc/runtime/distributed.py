@@ -64,9 +64,16 @@ class _GatherShards(torch.autograd.Function):
         return grad[ctx.lo:ctx.hi] * ctx.world, None, None
 
 
-def sharded_choice_logits(original):
-    """Wrap rl._choice_logits: forward this rank's slice of the batch, gather the rest."""
+def sharded_choice_logits(original, seed: int = 0):
+    """Wrap rl._choice_logits: forward this rank's slice of the batch, gather the rest.
+
+    Every rank starts from the same torch seed (train_choice_rl seeds it from the config, and
+    the ranks must agree on rows and actions), so a model with dropout (LoRA dropout) would draw
+    the same masks on every rank for different rows. Each forward therefore runs under a forked
+    RNG seeded per (call, rank): independent masks, and the shared streams are left untouched."""
     import torch.distributed as dist
+
+    calls = [0]
 
     def choice_logits(model, ids, mask, choice_ids):
         world, rank = dist.get_world_size(), dist.get_rank()
@@ -76,7 +83,11 @@ def sharded_choice_logits(original):
                              "raise the profile's rl batch/minibatch or use fewer processes")
         bounds = _bounds(n, world)
         lo, hi = bounds[rank], bounds[rank + 1]
-        local = original(model, ids[lo:hi], mask[lo:hi], choice_ids)
+        calls[0] += 1
+        devices = [torch.cuda.current_device()] if ids.is_cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((seed * 1_000_003 + calls[0] * world + rank) % 2**63)
+            local = original(model, ids[lo:hi], mask[lo:hi], choice_ids)
         return _GatherShards.apply(local, bounds, rank)
 
     return choice_logits
@@ -97,7 +108,7 @@ def distributed_choice_rl(accelerator):
         if accelerator.num_processes == 1:
             return original_train(model, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg, progress)
         wrapped = accelerator.prepare_model(model)
-        rl._choice_logits = sharded_choice_logits(original_logits)
+        rl._choice_logits = sharded_choice_logits(original_logits, cfg.seed)
         # The reference policy of a LoRA model is the wrapped model with its adapter off.
         rl._reference = lambda m: original_reference(_unwrap(m))
         try:
