@@ -36,10 +36,11 @@ random label (chance: acc 0.5); "RL" says whether arms were run on that base.
   A   lr 1e-3, addition only, layout after                                800    253s  0.47      -
   B   lr 5e-3, wd 0.1, addition only, layout after                        600    180s  0.48      -
   C   lr 2e-3, addition only, layout BEFORE (RoPE: fixed relative offsets) 600   196s  0.48      -
-  D   lr 3e-3, compare 0.2, aux "What is a + b? Answer:" -> sum 0.3       2000     see report
-  E   lr 3e-3, wd 0.1, addition only, layout after                       2000     see report
+  D   lr 3e-3, compare 0.2, aux "What is a + b? Answer:" -> sum 0.3       1000    282s  0.52      - (killed at 1000)
+  E   lr 3e-3, wd 0.1, addition only, layout after                       1250    337s  0.54      - (killed at 1250)
+  F   lr 3e-3, compare 0.2, layout after, WHOLE-number tokens (0..100)   1500    208s  0.47      -
 
-  Finding so far: within 3000 steps none of these warm-ups learns the addition check (loss
+  Finding: within 3000 steps none of these warm-ups learns the addition check (loss
   stays at ln 2 on it while the comparison task is learned), so no RL setting could be judged.
   Without the skill, "Correct" is optimal at every label for s > 0 (P(claim right) = 0.5), so
   ECT cannot show the effect on such a base. The colleague's 3000-step success is not reproduced
