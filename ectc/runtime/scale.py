@@ -328,7 +328,11 @@ def dispatch(args, exp, source: str, opts, console) -> int:
             code = launch_training(_payload(run, args, pending, processes), run.folder, console, run)
             entry.update(exit_code=code)
         else:
-            entry.update(fan_out(run, args, pending, console))
+            try:
+                entry.update(fan_out(run, args, pending, console))
+            except RuntimeError as exc:  # e.g. submitit: no srun here, not a SLURM login node
+                console.print(f"[red]error:[/] cannot submit to {executor}: {exc}")
+                return 1
     entry["seconds"] = round(time.perf_counter() - t0, 2)
     left = [[a, s] for a, s, done in training_jobs(run, base_key, data_key) if not done]
     entry["unfinished"] = left
