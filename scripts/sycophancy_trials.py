@@ -39,6 +39,7 @@ random label (chance: acc 0.5); "RL" says whether arms were run on that base.
   D   lr 3e-3, compare 0.2, aux "What is a + b? Answer:" -> sum 0.3       1000    282s  0.52      - (killed at 1000)
   E   lr 3e-3, wd 0.1, addition only, layout after                       1250    337s  0.54      - (killed at 1250)
   F   lr 3e-3, compare 0.2, layout after, WHOLE-number tokens (0..100)   1500    208s  0.47      -
+  G   lr 1e-3, addition only, digits split, 4 layers x 128 (capacity)     750    400s  0.51      - (killed at 750)
 
   Finding: within 3000 steps none of these warm-ups learns the addition check (loss
   stays at ln 2 on it while the comparison task is learned), so no RL setting could be judged.
