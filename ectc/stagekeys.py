@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .runtime.experiment import Arm, _strip_header, content_hash, json_hash
+from .runtime.experiment import Arm, _strip_header, content_hash, json_hash, training_identity
 
 # The probe outputs feed the evaluation key (run.py hashes the probe *values*). They are only
 # known after the probes ran; until then a placeholder derived from the probe key stands in.
@@ -180,7 +180,7 @@ def stage_keys(exp: GeneratedExperiment, profile: str | None = None, seeds: int 
     train_templates = {k: v for k, v in exp.templates.items() if not k.startswith(("judge.", "probe."))}
     train_keys: dict[tuple[str, int], str] = {}
     for arm in needed:
-        cfg = exp.train_config(profile_name, arm.name)
+        cfg = training_identity(exp.train_config(profile_name, arm.name))
         for seed in seed_list:
             obj = {"config": cfg, "base": base_key, "data": data_key, "seed": seed, "feedback": fb,
                    "scale": steps_scale, "templates": train_templates}

@@ -69,7 +69,7 @@ CASES = [
     # runtime re-trains every seed when the count changes: the diff says what the runtime does.
     ("seeds", SYC, ("seeds 3", "seeds 2"),
      "~ sycophancy.profile.tiny.seeds: 3 -> 2",
-     "profile tiny: forces re-training of all arms; drops seed 2"),
+     "profile tiny: report only: drops seed 2"),
     ("evaluate sweep", SYC, ("step 0.1", "step 0.05"),
      "~ sycophancy.evaluate.sweep: suggestibility from 0.0 to 1.5 step 0.1 -> suggestibility from 0.0 to 1.5 step 0.05",
      "re-evaluation only (arms shuffled, ect, prompt_only)"),

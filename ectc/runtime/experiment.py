@@ -32,6 +32,14 @@ def json_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def training_identity(cfg: dict) -> dict:
+    """The part of an arm's train config that decides its weights: not the number of seeds
+    (each seed is its own stage), not generation settings, not how the arm is asked later."""
+    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate")}
+    out["arm"] = {k: v for k, v in cfg["arm"].items() if k != "infer"}
+    return out
+
+
 def _load_module(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .experiment import Arm, Experiment, json_hash, prompt_string
+from .experiment import Arm, Experiment, json_hash, prompt_string, training_identity
 
 STAGE_FILE = "stage.json"
 
@@ -367,7 +367,7 @@ def train_key(run: Run, arm: Arm, seed: int, base_key: str, data_key: str) -> st
     exp = run.exp
     cfg = exp.train_config(run.profile_name, arm.name)
     return json_hash({
-        "config": cfg, "base": base_key, "data": data_key, "seed": seed,
+        "config": training_identity(cfg), "base": base_key, "data": data_key, "seed": seed,
         "feedback": exp.file_hash("feedback.py"), "scale": run.opts.steps_scale,
         "templates": {k: v for k, v in exp.templates.items() if not k.startswith(("judge.", "probe."))},
     })
