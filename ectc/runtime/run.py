@@ -502,6 +502,22 @@ def _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, prog
             "last_loss": metrics.get("last_loss")}
 
 
+def _generation_backend(run: Run, arm: Arm, seed: int, load_base):
+    """transformers by default; vLLM only when the profile asks (`generate { backend "vllm" }`)."""
+    from .generate import make_backend
+
+    gen = run.profile["generate"]
+    if gen["backend"] == "vllm":
+        final = _arm_dir(run, arm.trained_as, seed) / "final"
+        lora = run.profile.get("lora")
+        if lora:
+            return make_backend("vllm", model_path=run.profile["model"]["path"], adapter_path=str(final),
+                                max_lora_rank=lora["rank"])
+        return make_backend("vllm", model_path=str(final))
+    model, tokenizer = load_trained(run, arm.trained_as, seed, load_base)
+    return make_backend("transformers", model=model, tokenizer=tokenizer)
+
+
 def load_trained(run: Run, arm: str, seed: int, load_base: Callable[[], tuple]):
     from .sft import load_final
 
@@ -605,9 +621,13 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, d
         run.log(f"evaluate {arm.name} seed {seed}", "reused")
         return key, read_jsonl(folder / "samples.jsonl")
     t0 = time.perf_counter()
-    model, tokenizer = load_trained(run, arm.trained_as, seed, load_base)
-    rows = eval_rows(run, data)
     response = exp.plan["response"]
+    if response["type"] == "text":
+        backend = _generation_backend(run, arm, seed, load_base)
+        model, tokenizer = getattr(backend, "model", None), getattr(backend, "tokenizer", None)
+    else:
+        model, tokenizer = load_trained(run, arm.trained_as, seed, load_base)
+    rows = eval_rows(run, data)
     samples: list[dict] = []
     conds = conditions(run, arm)
     task = progress.add_task(f"evaluate {arm.name} seed {seed}", total=len(conds))
@@ -620,13 +640,11 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, d
             prompts = [prompt_string(tokenizer, m) for m in messages]
             answers, probs = _answer_choices(model, tokenizer, prompts, response["choices"])
         else:
-            from .generate import generate_texts
-
             gen = run.profile["generate"]
             prompts = messages
-            answers = generate_texts(model, tokenizer, messages, temperature=gen["temperature"],
-                                     max_new_tokens=min(gen["max_new_tokens"], response.get("max_tokens", 10**9)),
-                                     seed=gen["seed"] + seed, batch_size=gen["batch"])
+            answers = backend.generate(messages, temperature=gen["temperature"],
+                                       max_new_tokens=min(gen["max_new_tokens"], response.get("max_tokens", 10**9)),
+                                       seed=gen["seed"] + seed, batch_size=gen["batch"])
         for i, (row, label, prompt, answer, p) in enumerate(zip(rows, labels, prompts, answers, probs)):
             sample = {**row, "response": answer}
             sample.update(exp.feedback.feedback(sample) if exp.plan["method"] == "rl" else {})
