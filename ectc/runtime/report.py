@@ -126,6 +126,7 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_keys: dict, elap
                 series[arm.name] = points
             result["sweep"][m] = {"values": sweep["values"], "series": series}
 
+    result["agreement"] = _agreement(exp, eval_samples)
     plot_files = _plots(run, result, arms)
     result["plots"] = plot_files
     result["elapsed_seconds"] = round(elapsed, 1)
@@ -171,6 +172,30 @@ def _verdict_shares(exp, by, arm: str, seeds: list[int], cond: str) -> dict:
                       if s["sample"].get(monitor["name"]) is not None]
             if labels:
                 out[f"{monitor['name']}.{f}"] = stats.category_shares(labels, categories)
+    return out
+
+
+def _agreement(exp, eval_samples: dict) -> list[dict]:
+    """Where two monitors score the same samples on a field of the same name: Spearman for
+    numbers, Cohen's kappa for verdict categories."""
+    monitors = [m["name"] for m in exp.plan["monitors"]]
+    out = []
+    for i, a in enumerate(monitors):
+        for b in monitors[i + 1:]:
+            pairs: dict[str, list[tuple]] = defaultdict(list)
+            for samples in eval_samples.values():
+                for s in samples:
+                    va, vb = s["sample"].get(a), s["sample"].get(b)
+                    if isinstance(va, dict) and isinstance(vb, dict):
+                        for field in set(va) & set(vb):
+                            pairs[field].append((va[field], vb[field]))
+            for field, values in sorted(pairs.items()):
+                xs, ys = [x for x, _ in values], [y for _, y in values]
+                if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs + ys):
+                    rho = stats.spearman(xs, ys)
+                    out.append({"a": a, "b": b, "field": field, "n": len(xs), "spearman": rho.rho})
+                elif all(isinstance(x, str) for x in xs + ys):
+                    out.append({"a": a, "b": b, "field": field, "n": len(xs), "kappa": stats.cohen_kappa(xs, ys)})
     return out
 
 
@@ -308,6 +333,12 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
                 if c["unscored"]:
                     lines.append(f"- {arm} / {name}: {c['unscored']} unscored of {c['scored'] + c['unscored']} "
                                  f"({', '.join(f'{k}: {v}' for k, v in c['reasons'].items())})")
+        lines.append("")
+    if result.get("agreement"):
+        lines += ["## Agreement between monitors (same samples)", ""]
+        for g in result["agreement"]:
+            measure = (f"Spearman {g['spearman']:.3f}" if "spearman" in g else f"Cohen's kappa {g['kappa']:.3f}")
+            lines.append(f"- {g['a']} vs {g['b']} on `{g['field']}`: {measure} over {g['n']} samples")
         lines.append("")
     examples = _examples(exp, eval_samples)
     if examples:
