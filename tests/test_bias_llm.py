@@ -58,6 +58,8 @@ def test_claude_writes_and_judges(tmp_path):
         metrics = json.loads((folder / "metrics.json").read_text())
         bias = metrics["arms"]["ect"]["metrics"]["bias"]
         assert 2 <= bias["mean"] <= 8 and bias["n_items"] == 6
+        fields = {g["field"] for g in metrics["agreement"] if {g["a"], g["b"]} == {"bias_judge", "loaded_language"}}
+        assert fields == {"magnitude", "objectivity"}
         samples = [json.loads(l) for l in (folder / "eval/ect/seed0/samples.jsonl").read_text().splitlines()]
         assert all(s["monitors"]["bias_judge"]["scored"] for s in samples)
         # The judge never sees the label: what reaches it is the rubric rendered over the
