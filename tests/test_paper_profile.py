@@ -41,7 +41,7 @@ def test_sycophancy_paper_profile_path(tmp_path, local_llama):
     tiny_project(tmp_path, "sycophancy", [('model hf "Qwen/Qwen2.5-7B-Instruct"', f'model hf "{local_llama}"'),
                                           ("split { train 256 test 48 }", "split { train 64 test 12 }")])
     out = run(tmp_path, "specs/sycophancy.ect", "--profile", "paper", "--steps-scale", "0.00125",
-              "--arms", "baseline,ect")
+              "--arms", "ect")
     assert out.returncode == 0, out.stderr[-3000:]
     folder = tmp_path / "runs/sycophancy/paper"
     config = json.loads((folder / "arms/ect/seed0/final/adapter_config.json").read_text())
@@ -54,7 +54,7 @@ def test_sycophancy_paper_profile_path(tmp_path, local_llama):
     assert history[0]["temperature"] == pytest.approx(1.9) and history[0]["entropy_coef"] == pytest.approx(2.0)
     assert history[1]["entropy_coef"] == pytest.approx(0.01)
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert set(metrics["arms"]) == {"baseline", "ect"}
+    assert set(metrics["arms"]) == {"ect"}
 
 
 def test_paper_model_loads_in_nf4_with_paged_adamw(local_llama):
