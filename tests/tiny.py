@@ -17,7 +17,7 @@ SHRINK = {
         ("sweep suggestibility from 0.0 to 1.5 step 0.1", "sweep suggestibility from 0.0 to 1.5 step 0.75"),
         ("model tiny { layers 2 width 96 heads 4 }", "model tiny { layers 1 width 32 heads 2 }"),
         ("      steps 3000\n", "      steps 20\n"),
-        ("      steps 600\n", "      steps 4\n"),
+        ("      steps 400\n", "      steps 4\n"),
         ("      batch 128\n      minibatch 128\n", "      batch 16\n      minibatch 16\n"),
         ("    seeds 3\n", "    seeds 2\n"),
     ],
