@@ -738,10 +738,20 @@ def quiet_libraries() -> None:
     datasets.utils.logging.set_verbosity_error()
 
 
+def configure_torch() -> None:
+    import torch
+
+    # A policy that has converged puts ~0 probability on the other choices; their gradients
+    # are then subnormal floats, which the CPU handles ~5x slower (measured: 0.15 -> 0.9 s a
+    # step late in a tiny RL run). Flushing them to zero changes nothing that matters.
+    torch.set_flush_denormal(True)
+
+
 def main(args) -> int:
     from rich.console import Console
 
     quiet_libraries()
+    configure_torch()
     from ..compile import compile_text
     from ..errors import CompileError
 
