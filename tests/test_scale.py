@@ -28,7 +28,7 @@ SHRINK = [
     ("split { train 20000 }", "split { train 64 }"),
     ("seeds 3", "seeds 2"),
     ("steps 3000", "steps 4"),
-    ("steps 600", "steps 12"),
+    ("steps 400\n", "steps 12\n"),
     ("batch 128\n      minibatch 128", "batch 16\n      minibatch 16"),
     ("step 0.1", "step 0.5"),
 ]
