@@ -6,14 +6,13 @@ writes their output atomically, removing generated files the specs no longer pro
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .compile import compile_text
 from .errors import CompileError, Diagnostic
 from .generate import generate
+from .runtime.cache import atomic_write_text as atomic_write  # torch-free: one atomic writer for all
 
 
 @dataclass
@@ -52,18 +51,6 @@ def expected_files(specs: list[Path], root: Path, result: BuildResult) -> dict[s
         result.warnings.extend((shown, source, w) for w in warnings)
         files.update(generate(spec, source, shown))
     return files
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build(root: Path, named: list[str], out_dir: Path, check_only: bool) -> BuildResult:
