@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .runtime.experiment import Arm, _strip_header, content_hash, json_hash, training_identity
+from .runtime.experiment import Arm, PlanView, _strip_header, content_hash, json_hash, training_identity
 
 # The probe outputs feed the evaluation key (run.py hashes the probe *values*). They are only
 # known after the probes ran; until then a placeholder derived from the probe key stands in.
 PROBE_VALUES_UNKNOWN = "probe-values-of:"
 
 
-class GeneratedExperiment:
+class GeneratedExperiment(PlanView):
     """The parts of `runtime.experiment.Experiment` that stage keys read, from a file map."""
 
     def __init__(self, files: dict[str, str]):
@@ -51,17 +51,6 @@ class GeneratedExperiment:
         folder = Path(folder)
         return cls({p.relative_to(folder).as_posix(): p.read_text() for p in folder.rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts})
-
-    @property
-    def name(self) -> str:
-        return self.plan["name"]
-
-    @property
-    def arms(self) -> list[Arm]:
-        return [Arm(**a) for a in self.plan["arms"]]
-
-    def arm(self, name: str) -> Arm:
-        return next(a for a in self.arms if a.name == name)
 
     def file_hash(self, rel: str) -> str:
         return content_hash(self.files[rel])

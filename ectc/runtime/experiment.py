@@ -9,7 +9,6 @@ import importlib.util
 import json
 import random
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,29 @@ class Arm:
         return self.reuse or self.name
 
 
-class Experiment:
+class PlanView:
+    """Read-only accessors over experiment.json, shared by the runtime and the torch-free
+    stage-key computation (`ectc/stagekeys.py`)."""
+
+    plan: dict
+
+    @property
+    def name(self) -> str:
+        return self.plan["name"]
+
+    @property
+    def axis(self) -> dict:
+        return self.plan["axis"]
+
+    @property
+    def arms(self) -> list[Arm]:
+        return [Arm(**a) for a in self.plan["arms"]]
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
+
+
+class Experiment(PlanView):
     """One compiled experiment, loaded from its generated folder."""
 
     def __init__(self, folder: Path):
@@ -81,21 +102,6 @@ class Experiment:
         self._compiled: dict[str, Any] = {}
 
     # ---- identity -------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.plan["name"]
-
-    @property
-    def axis(self) -> dict:
-        return self.plan["axis"]
-
-    @cached_property
-    def arms(self) -> list[Arm]:
-        return [Arm(**a) for a in self.plan["arms"]]
-
-    def arm(self, name: str) -> Arm:
-        return next(a for a in self.arms if a.name == name)
 
     def file_hash(self, rel: str) -> str:
         return content_hash((self.folder / rel).read_text())
