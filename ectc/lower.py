@@ -8,16 +8,24 @@ from typing import Any
 from lark import Token, Transformer, Tree, v_args  # noqa: F401  (Token: type of terminals)
 
 from . import ir
-from .errors import CompileError, Diagnostic, Span
+from .errors import NO_SPAN, CompileError, Diagnostic, Span
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "{": "\\{", "}": "\\}"}
+
+
+def _new(cls, **fields):
+    # The lowerer builds every node from parsed tokens with the right types, so it skips
+    # pydantic's validation: building the validators costs ~190 ms in a cold `ectc check`, and
+    # validating ~6 µs a node. tests/test_ir.py validates the lowered IR of real specs to keep
+    # this honest.
+    return cls.model_construct(**fields)
 
 
 def span_of(meta_or_token: Any) -> Span:
     m = meta_or_token
     if getattr(m, "empty", False):
-        return Span(line=1, column=1, end_line=1, end_column=2)
-    return Span(line=m.line, column=m.column, end_line=m.end_line, end_column=m.end_column)
+        return NO_SPAN
+    return Span.model_construct(line=m.line, column=m.column, end_line=m.end_line, end_column=m.end_column)
 
 
 def lower(tree: Tree) -> ir.Spec:
@@ -43,7 +51,7 @@ class _Lower(Transformer):
 
     def name(self, meta, children):
         tok = children[0]
-        return ir.Name(span=span_of(tok), id=str(tok))
+        return _new(ir.Name, span=span_of(tok), id=str(tok))
 
     def arm_word(self, meta, children):
         return self.name(meta, children)
@@ -56,7 +64,7 @@ class _Lower(Transformer):
             text = textwrap.dedent(body.lstrip("\n")).rstrip()
         else:
             text = self._unescape(str(tok)[1:-1], tok)
-        return ir.Str(span=span_of(tok), value=text)
+        return _new(ir.Str, span=span_of(tok), value=text)
 
     def _unescape(self, body: str, tok: Token) -> str:
         out, i = [], 0
@@ -68,7 +76,7 @@ class _Lower(Transformer):
                     col = tok.column + 1 + i
                     self.diagnostics.append(
                         Diagnostic(
-                            Span(line=tok.line, column=col, end_line=tok.line, end_column=col + 2),
+                            Span.model_construct(line=tok.line, column=col, end_line=tok.line, end_column=col + 2),
                             "E006",
                             f"unknown escape `\\{nxt}` in string",
                             'use one of \\n \\t \\r \\" \\\\',
@@ -87,7 +95,7 @@ class _Lower(Transformer):
         negative = len(children) == 2
         text = str(children[-1])
         value = float(text)
-        return ir.Num(
+        return _new(ir.Num, 
             span=span_of(meta),
             value=-value if negative else value,
             is_int=text.isdigit(),
@@ -103,7 +111,7 @@ class _Lower(Transformer):
                 Diagnostic(span_of(meta), "E007", "an interval opens with `[` or `(` and closes with `]` or `)`",
                            "write `[0.0, 0.5)` for 0 <= x < 0.5")
             )
-        return ir.Interval(
+        return _new(ir.Interval, 
             span=span_of(meta), low=low.value, high=high.value,
             low_closed=open_ == "[", high_closed=close == "]",
         )
@@ -112,41 +120,41 @@ class _Lower(Transformer):
 
     def number(self, meta, children):
         text = str(children[0])
-        return ir.Num(span=span_of(meta), value=float(text), is_int=text.isdigit())
+        return _new(ir.Num, span=span_of(meta), value=float(text), is_int=text.isdigit())
 
     def string_lit(self, meta, children):
         return children[0]
 
     def true_lit(self, meta, children):
-        return ir.Bool(span=span_of(meta), value=True)
+        return _new(ir.Bool, span=span_of(meta), value=True)
 
     def false_lit(self, meta, children):
-        return ir.Bool(span=span_of(meta), value=False)
+        return _new(ir.Bool, span=span_of(meta), value=False)
 
     def name_ref(self, meta, children):
         return children[0]
 
     def list_lit(self, meta, children):
-        return ir.ListExpr(span=span_of(meta), items=tuple(c for c in children if c is not None))
+        return _new(ir.ListExpr, span=span_of(meta), items=tuple(c for c in children if c is not None))
 
     def call(self, meta, children):
         func, *args = children
-        return ir.Call(span=span_of(meta), func=func.id, args=tuple(a for a in args if a is not None))
+        return _new(ir.Call, span=span_of(meta), func=func.id, args=tuple(a for a in args if a is not None))
 
     def attribute(self, meta, children):
-        return ir.Attr(span=span_of(meta), obj=children[0], attr=children[1].id)
+        return _new(ir.Attr, span=span_of(meta), obj=children[0], attr=children[1].id)
 
     def index(self, meta, children):
-        return ir.Index(span=span_of(meta), obj=children[0], index=children[1])
+        return _new(ir.Index, span=span_of(meta), obj=children[0], index=children[1])
 
     def neg(self, meta, children):
-        return ir.Unary(span=span_of(meta), op="-", operand=children[0])
+        return _new(ir.Unary, span=span_of(meta), op="-", operand=children[0])
 
     def not_(self, meta, children):
-        return ir.Unary(span=span_of(meta), op="not", operand=children[0])
+        return _new(ir.Unary, span=span_of(meta), op="not", operand=children[0])
 
     def _binary(self, meta, op, left, right):
-        return ir.Binary(span=span_of(meta), op=op, left=left, right=right)
+        return _new(ir.Binary, span=span_of(meta), op=op, left=left, right=right)
 
     def binary(self, meta, children):
         left, op, right = children
@@ -171,15 +179,15 @@ class _Lower(Transformer):
 
     def if_then_else(self, meta, children):
         cond, then, orelse = children
-        return ir.IfElse(span=span_of(meta), cond=cond, then=then, orelse=orelse)
+        return _new(ir.IfElse, span=span_of(meta), cond=cond, then=then, orelse=orelse)
 
     # ---- settings and values -----------------------------------------------------------
 
     def true(self, meta, children):
-        return ir.Bool(span=span_of(meta), value=True)
+        return _new(ir.Bool, span=span_of(meta), value=True)
 
     def false(self, meta, children):
-        return ir.Bool(span=span_of(meta), value=False)
+        return _new(ir.Bool, span=span_of(meta), value=False)
 
     def bare_name(self, meta, children):
         return children[0]
@@ -192,11 +200,11 @@ class _Lower(Transformer):
 
     def setting_value(self, meta, children):
         key, value = children
-        return ir.Setting(span=span_of(meta), key=key.id, value=value)
+        return _new(ir.Setting, span=span_of(meta), key=key.id, value=value)
 
     def setting_block(self, meta, children):
         key, block = children
-        return ir.Setting(span=span_of(meta), key=key.id, block=block)
+        return _new(ir.Setting, span=span_of(meta), key=key.id, block=block)
 
     def block(self, meta, children):
         return tuple(children)
@@ -214,7 +222,7 @@ class _Lower(Transformer):
 
     def axis_value(self, meta, children):
         name, description = children
-        return ir.AxisValue(span=span_of(meta), name=name.id,
+        return _new(ir.AxisValue, span=span_of(meta), name=name.id,
                             description=description.value if description else None)
 
     def axis_train(self, meta, children):
@@ -241,7 +249,7 @@ class _Lower(Transformer):
                     fields[key].append(part)
             else:
                 fields[item[0]] = item[1]
-        return ir.Axis(
+        return _new(ir.Axis, 
             span=span_of(meta), name=name.id, type=type_, domain=domain,
             values=tuple(fields.pop("values")),
             holdout_intervals=tuple(fields.pop("holdout_intervals")),
@@ -253,7 +261,7 @@ class _Lower(Transformer):
 
     def _template(group):
         def build(self, meta, children):
-            return (group, [ir.Template(span=children[0].span, text=children[0].value)])
+            return (group, [_new(ir.Template, span=children[0].span, text=children[0].value)])
         return build
 
     description = _template("descriptions")
@@ -265,11 +273,11 @@ class _Lower(Transformer):
     # ---- data ---------------------------------------------------------------------------
 
     def src_generate(self, meta, children):
-        return ir.Source(span=span_of(meta), type="generate")
+        return _new(ir.Source, span=span_of(meta), type="generate")
 
     def _src(self, type_):
         def build(meta, children):
-            return ir.Source(span=span_of(meta), type=type_, arg=children[0].value)
+            return _new(ir.Source, span=span_of(meta), type=type_, arg=children[0].value)
         return build
 
     def src_jsonl(self, meta, children):
@@ -289,17 +297,17 @@ class _Lower(Transformer):
 
     def field(self, meta, children):
         name, type_, expr, fallback = children
-        return ir.DataField(span=span_of(meta), name=name.id, type=type_.id, type_span=type_.span,
+        return _new(ir.DataField, span=span_of(meta), name=name.id, type=type_.id, type_span=type_.span,
                             expr=expr, fallback=fallback)
 
     def assign(self, meta, children):
-        return ir.Assign(span=span_of(meta), name=children[0].id, expr=children[1])
+        return _new(ir.Assign, span=span_of(meta), name=children[0].id, expr=children[1])
 
     def data(self, meta, children):
         name, source, *items = children
-        return ir.DataBlock(
+        return _new(ir.DataBlock, 
             span=span_of(meta), name=name.id,
-            source=source or ir.Source(span=name.span, type="generate"),
+            source=source or _new(ir.Source, span=name.span, type="generate"),
             fields=tuple(i for i in items if isinstance(i, ir.DataField)),
             assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
             settings=_setting_list(items),
@@ -308,14 +316,14 @@ class _Lower(Transformer):
     # ---- response, feedback ---------------------------------------------------------------
 
     def response_choice(self, meta, children):
-        return ir.Response(span=span_of(meta), type="choice",
+        return _new(ir.Response, span=span_of(meta), type="choice",
                            choices=tuple(c.value for c in children if c is not None))
 
     def response_text(self, meta, children):
-        return ir.Response(span=span_of(meta), type="text", settings=children[0] or ())
+        return _new(ir.Response, span=span_of(meta), type="text", settings=children[0] or ())
 
     def feedback(self, meta, children):
-        return ir.Feedback(span=span_of(meta), assigns=tuple(children))
+        return _new(ir.Feedback, span=span_of(meta), assigns=tuple(children))
 
     # ---- monitors -----------------------------------------------------------------------
 
@@ -344,7 +352,7 @@ class _Lower(Transformer):
         return {"type": "enum", "values": tuple(c.id for c in children)}
 
     def verdict_field(self, meta, children):
-        return ir.VerdictField(span=span_of(meta), name=children[0].id, **children[1])
+        return _new(ir.VerdictField, span=span_of(meta), name=children[0].id, **children[1])
 
     def returns(self, meta, children):
         return ("returns", tuple(children))
@@ -352,7 +360,7 @@ class _Lower(Transformer):
     def monitor(self, meta, children):
         name, kind, *items = children
         returns = [i for i in items if isinstance(i, tuple)]
-        return ir.Monitor(
+        return _new(ir.Monitor, 
             span=span_of(meta), name=name.id, **kind,
             settings=_setting_list(items),
             returns=returns[-1][1] if returns else (),
@@ -364,8 +372,8 @@ class _Lower(Transformer):
         def build(meta, children):
             value = children[0]
             if isinstance(value, ir.Name) and key != "filter" and key != "label_fixed":
-                return ir.ArmPart(span=span_of(meta), key=key, word=value.id)
-            return ir.ArmPart(span=span_of(meta), key=key, expr=value)
+                return _new(ir.ArmPart, span=span_of(meta), key=key, word=value.id)
+            return _new(ir.ArmPart, span=span_of(meta), key=key, expr=value)
         return build
 
     def arm_label(self, meta, children):
@@ -388,7 +396,7 @@ class _Lower(Transformer):
 
     def arm(self, meta, children):
         name, *parts = children
-        return ir.Arm(span=span_of(meta), name=name.id, parts=tuple(parts))
+        return _new(ir.Arm, span=span_of(meta), name=name.id, parts=tuple(parts))
 
     def arms(self, meta, children):
         return ("arms", tuple(children))
@@ -396,17 +404,17 @@ class _Lower(Transformer):
     # ---- profiles ------------------------------------------------------------------------
 
     def model_tiny(self, meta, children):
-        return ir.Model(span=span_of(meta), type="tiny", settings=children[0] or ())
+        return _new(ir.Model, span=span_of(meta), type="tiny", settings=children[0] or ())
 
     def model_hf(self, meta, children):
-        return ir.Model(span=span_of(meta), type="hf", path=children[0].value, settings=children[1] or ())
+        return _new(ir.Model, span=span_of(meta), type="hf", path=children[0].value, settings=children[1] or ())
 
     def default_mark(self, meta, children):
         return True
 
     def profile(self, meta, children):
         name, default, *items = children
-        return ir.Profile(
+        return _new(ir.Profile, 
             span=span_of(meta), name=name.id, default=bool(default),
             models=tuple(i for i in items if isinstance(i, ir.Model)),
             settings=_setting_list(items),
@@ -416,21 +424,21 @@ class _Lower(Transformer):
 
     def metric(self, meta, children):
         name, expr, where = children
-        return ir.Metric(span=span_of(meta), name=name.id if isinstance(name, ir.Name) else str(name), expr=expr, where=where)
+        return _new(ir.Metric, span=span_of(meta), name=name.id if isinstance(name, ir.Name) else str(name), expr=expr, where=where)
 
     def sweep_range(self, meta, children):
         axis, low, high, step = children
-        return ir.Sweep(span=span_of(meta), axis=axis.id, low=low.value, high=high.value, step=step.value)
+        return _new(ir.Sweep, span=span_of(meta), axis=axis.id, low=low.value, high=high.value, step=step.value)
 
     def sweep_values(self, meta, children):
         axis, *values = children
-        return ir.Sweep(span=span_of(meta), axis=axis.id, values=tuple(v for v in values if v is not None))
+        return _new(ir.Sweep, span=span_of(meta), axis=axis.id, values=tuple(v for v in values if v is not None))
 
     def arm_pair(self, meta, children):
         return (children[0], children[1])
 
     def compare(self, meta, children):
-        return ir.Comparison(
+        return _new(ir.Comparison, 
             span=span_of(meta),
             pairs=tuple(c for c in children if isinstance(c, tuple)),
             metrics=tuple(c for c in children if isinstance(c, ir.Name)),
@@ -438,13 +446,13 @@ class _Lower(Transformer):
 
     def probe(self, meta, children):
         name, *items = children
-        return ir.Probe(
+        return _new(ir.Probe, 
             span=span_of(meta), name=name.id, settings=_setting_list(items),
             assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
         )
 
     def evaluate(self, meta, children):
-        return ir.Evaluate(
+        return _new(ir.Evaluate, 
             span=span_of(meta),
             probes=tuple(c for c in children if isinstance(c, ir.Probe)),
             metrics=tuple(c for c in children if isinstance(c, ir.Metric)),
@@ -462,7 +470,7 @@ class _Lower(Transformer):
             groups.setdefault(self._group_of(item), []).extend(
                 item[1] if isinstance(item, tuple) else [item]
             )
-        return ir.Experiment(span=span_of(meta), name=name.id, **{k: tuple(v) for k, v in groups.items()})
+        return _new(ir.Experiment, span=span_of(meta), name=name.id, **{k: tuple(v) for k, v in groups.items()})
 
     def _group_of(self, item) -> str:
         if isinstance(item, tuple):
@@ -470,7 +478,7 @@ class _Lower(Transformer):
         return _GROUPS[type(item)]
 
     def start(self, meta, children):
-        return ir.Spec(span=span_of(meta), experiments=tuple(children))
+        return _new(ir.Spec, span=span_of(meta), experiments=tuple(children))
 
 
 _GROUPS = {
