@@ -1,10 +1,10 @@
-"""lower: lark tree -> IR. One short method per grammar rule; spans come from lark's meta."""
+"""lower: lark tree -> IR. One short method per grammar rule; spans come from the tokens."""
 
 from __future__ import annotations
 
 import functools
 import textwrap
-from typing import Any
+from typing import Any, Optional
 
 from lark import Token, Tree
 
@@ -43,15 +43,15 @@ def _new(cls, **fields):
 
 def span_of(meta_or_token: Any) -> Span:
     m = meta_or_token
-    if getattr(m, "empty", False):
-        return NO_SPAN
+    if type(m) is Span:
+        return m
     return _new(Span, line=m.line, column=m.column, end_line=m.end_line, end_column=m.end_column)
 
 
 def lower(tree: Tree) -> ir.Spec:
     """Lower a parse tree to the IR; raise CompileError for malformed literals."""
     lowerer = _Lower()
-    spec = lowerer.walk(tree)
+    spec, _ = lowerer.walk(tree)
     if lowerer.diagnostics:
         raise CompileError(lowerer.diagnostics)
     return spec
@@ -65,16 +65,48 @@ class _Lower:
     """One method per grammar rule, called bottom-up with (meta, lowered children)."""
 
     def __init__(self) -> None:
-        self.diagnostics: list[Diagnostic] = []
+        from .parse import tree_shape
 
-    def walk(self, tree: Tree):
-        # What lark's Transformer with v_args(meta=True) does, without re-wrapping the method
-        # (functools.update_wrapper) on every node: that wrapper was a third of lowering time.
-        children = [self.walk(c) if type(c) is Tree else c for c in tree.children]
+        self.diagnostics: list[Diagnostic] = []
+        self.anonymous, self.keep_tokens, self.inline = tree_shape()
+
+    def walk(self, tree: Tree) -> tuple[Any, Optional[Span]]:
+        """(lowered value, span of the subtree's text) of a tree parsed with every token kept.
+
+        Spans run from the first token to the last, keywords and brackets included, which is
+        what lark's propagate_positions gives, at a fraction of its cost. Anonymous tokens are
+        then dropped unless the rule is a `!rule`, and `?rules` left with one child are inlined,
+        so the methods below see the children lark's default tree would have.
+        (A plain walk rather than lark's Transformer: its v_args wrapper re-wraps the method
+        with functools.update_wrapper on every node.)"""
+        children = []
+        first = last = None
+        keep = tree.data in self.keep_tokens
+        for child in tree.children:
+            if child is None:
+                children.append(None)
+                continue
+            if type(child) is Tree:
+                value, where = self.walk(child)
+                children.append(value)
+                if where is None:
+                    continue
+                start = end = where
+            else:
+                start = end = child
+                if keep or child.type not in self.anonymous:
+                    children.append(child)
+            if first is None:
+                first = start
+            last = end
+        span = None if first is None else _new(
+            Span, line=first.line, column=first.column, end_line=last.end_line, end_column=last.end_column)
         method = getattr(self, tree.data, None)
         if method is None:
-            return Tree(tree.data, children, tree.meta)
-        return method(tree.meta, children)
+            if tree.data in self.inline and len(children) == 1:
+                return children[0], span
+            raise AssertionError(f"no lowering for grammar rule `{tree.data}`")
+        return method(span or NO_SPAN, children), span
 
     # ---- terminals and small pieces --------------------------------------------------
 
@@ -325,7 +357,12 @@ class _Lower:
         return children[0]
 
     def field(self, meta, children):
-        name, type_, expr, fallback = children
+        # `["=" expr ["fallback" expr]]`: with every token kept, lark leaves a placeholder per
+        # absent symbol, keywords included, so count the present values rather than slots.
+        name, type_, *optional = children
+        present = [c for c in optional if c is not None]
+        expr = present[0] if present else None
+        fallback = present[1] if len(present) > 1 else None
         return _new(ir.DataField, span=span_of(meta), name=name.id, type=type_.id, type_span=type_.span,
                             expr=expr, fallback=fallback)
 
@@ -333,7 +370,9 @@ class _Lower:
         return _new(ir.Assign, span=span_of(meta), name=children[0].id, expr=children[1])
 
     def data(self, meta, children):
-        name, source, *items = children
+        name, *rest = children
+        source = next((c for c in rest if isinstance(c, ir.Source)), None)
+        items = [c for c in rest if c is not None and c is not source]
         return _new(ir.DataBlock, 
             span=span_of(meta), name=name.id,
             source=source or _new(ir.Source, span=name.span, type="generate"),
@@ -452,7 +491,8 @@ class _Lower:
     # ---- evaluation ----------------------------------------------------------------------
 
     def metric(self, meta, children):
-        name, expr, where = children
+        name, expr, *optional = children
+        where = next((c for c in optional if c is not None), None)
         return _new(ir.Metric, span=span_of(meta), name=name.id if isinstance(name, ir.Name) else str(name), expr=expr, where=where)
 
     def sweep_range(self, meta, children):

@@ -6,7 +6,7 @@ import functools
 import re
 from pathlib import Path
 
-from lark import Lark, Tree
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import CompileError, Diagnostic, Span
@@ -26,22 +26,98 @@ _FRIENDLY = {
 @functools.lru_cache(maxsize=1)
 def parser() -> Lark:
     # cache=True stores the built LALR tables on disk, which keeps a cold `ectc check` fast.
+    # keep_all_tokens instead of propagate_positions: lark's position propagation was two
+    # thirds of parse time; with every token kept, `lower` computes spans itself as it walks
+    # the tree and drops the tokens lark would have dropped (see `tree_shape`).
     return Lark(
         GRAMMAR_PATH.read_text(),
         parser="lalr",
         lexer="basic",
-        propagate_positions=True,
+        keep_all_tokens=True,
         maybe_placeholders=True,
         cache=True,
     )
 
 
+@functools.lru_cache(maxsize=1)
+def tree_shape() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """What lark's tree builder would do without keep_all_tokens, for `lower` to do instead:
+    (anonymous terminals it filters out, `!rules` that keep them, `?rules` it inlines when
+    they have a single child). Read from the grammar's text: with keep_all_tokens on, lark
+    marks every rule as keeping its tokens."""
+    text = GRAMMAR_PATH.read_text()
+    marked = re.findall(r"^([!?]+)(\w+)\s*:", text, re.M)
+    named_terminals = set(re.findall(r"^([A-Z_][A-Z0-9_]*)(?:\.\d+)?\s*:", text, re.M))
+    anonymous = frozenset(t.name for t in parser().terminals
+                          if t.pattern.type == "str" and t.name not in named_terminals)
+    keep = frozenset(name for marks, name in marked if "!" in marks)
+    inline = frozenset(name for marks, name in marked if "?" in marks)
+    return anonymous, keep, inline
+
+
 def parse(text: str) -> Tree:
     """Parse spec text; raise CompileError with one syntax diagnostic on failure."""
     try:
-        return parser().parse(text)
+        interactive = parser().parse_interactive(start="start")
+        last = None
+        for last in tokens(text):
+            interactive.feed_token(last)
+        if last is None:
+            last = Token("$END", "", 0, 1, 1, 1, 1, 0)
+        return interactive.feed_eof(last)
     except UnexpectedInput as err:
         raise CompileError([_syntax_diagnostic(text, err)]) from None
+
+
+@functools.lru_cache(maxsize=1)
+def _scanner() -> tuple[re.Pattern, dict[str, str]]:
+    """One regex: skip blanks and comments, then one named group per terminal in the order
+    lark's basic lexer tries them. Keywords are left to NAME and told apart by a dict, as lark
+    does."""
+    lark = parser()
+    terminals = sorted(lark.terminals, key=lambda t: (-t.priority, -t.pattern.max_width,
+                                                      -len(t.pattern.value), t.name))
+    name_re = re.compile(lark.get_terminal("NAME").pattern.to_regexp())
+    keywords = {t.pattern.value: t.name for t in terminals
+                if t.pattern.type == "str" and name_re.fullmatch(t.pattern.value)}
+    ignored = set(lark.lexer_conf.ignore)
+    skip = "|".join(lark.get_terminal(name).pattern.to_regexp() for name in sorted(ignored))
+    alternatives = "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals
+                            if t.name not in ignored
+                            and not (t.pattern.type == "str" and t.pattern.value in keywords))
+    return re.compile(f"(?:{skip})*(?:{alternatives})?"), keywords
+
+
+def tokens(text: str):
+    """The tokens of `text`, exactly as lark's basic lexer makes them (tests/test_parse.py
+    compares the two), in half the time: lark's lexer keeps a line-counter object per token
+    and matches the blanks between tokens as tokens of their own."""
+    pattern, keywords = _scanner()
+    match, count, rfind = pattern.match, text.count, text.rfind
+    pos, line, line_start, end = 0, 1, 0, len(text)
+    while pos < end:
+        m = match(text, pos)
+        kind = m.lastgroup
+        start = m.start(kind) if kind else m.end()
+        if start != pos and "\n" in text[pos:start]:
+            line += count("\n", pos, start)
+            line_start = rfind("\n", pos, start) + 1
+        if kind is None:
+            if start < end:
+                raise UnexpectedCharacters(text, start, line, start - line_start + 1,
+                                           terminals_by_name=parser()._terminals_dict)
+            return
+        value = m.group(kind)
+        pos = m.end()
+        end_line, end_line_start = line, line_start
+        if kind == "NAME":
+            kind = keywords.get(value, "NAME")
+        elif kind == "LONG_STRING" and "\n" in value:
+            end_line = line + value.count("\n")
+            end_line_start = start + value.rindex("\n") + 1
+        yield Token(kind, value, start, line, start - line_start + 1, end_line,
+                    pos - end_line_start + 1, pos)
+        line, line_start = end_line, end_line_start
 
 
 def _describe(terminal: str) -> str:

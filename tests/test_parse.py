@@ -1,0 +1,59 @@
+"""parse: the hand-driven lexer makes exactly the tokens lark's basic lexer makes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lark.exceptions import UnexpectedCharacters
+
+from ectc.parse import parser, tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from compiler_speed import spec_of_lines  # noqa: E402
+
+
+def _key(tok):
+    return (tok.type, str(tok), tok.start_pos, tok.line, tok.column, tok.end_line, tok.end_column, tok.end_pos)
+
+
+def _lark_tokens(text):
+    try:
+        return [_key(t) for t in parser().lex(text)], None
+    except UnexpectedCharacters as err:
+        return None, (err.pos_in_stream, err.line, err.column)
+
+
+def _our_tokens(text):
+    try:
+        return [_key(t) for t in tokens(text)], None
+    except UnexpectedCharacters as err:
+        return None, (err.pos_in_stream, err.line, err.column)
+
+
+TEXTS = [p.read_text() for p in sorted((ROOT / "specs").glob("*.ect"))] + [spec_of_lines(500)] + [
+    'x = """a\nb\n  c""" y\n\n# note "q"\n  z',
+    "data d {\n  a: int = 1 # c\n}\n",
+    "a @ b",
+    'rubric "unterminated\n',
+    "",
+    "   \n\n  ",
+    "a == b != c <= d >= e < f > g % h .. i",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=range(len(TEXTS)))
+def test_same_tokens_as_lark(text):
+    assert _our_tokens(text) == _lark_tokens(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list('ab9_ .,"#\n\t\\{}[]()=<>!-+*/%:|@$') + ["if", '"""', "data", "1e5", "2.5"]),
+                max_size=40).map("".join))
+def test_same_tokens_as_lark_on_any_text(text):
+    assert _our_tokens(text) == _lark_tokens(text)
