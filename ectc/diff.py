@@ -680,7 +680,7 @@ def diff_sources(old_src: str, new_src: str, old_label: str = "OLD", new_label: 
 
     old_spec, old_err = _lower(old_src, old_label)
     new_spec, new_err = _lower(new_src, new_label)
-    old_dump, new_dump = old_spec.model_dump(mode="json"), new_spec.model_dump(mode="json")
+    old_dump, new_dump = ir.to_data(old_spec), ir.to_data(new_spec)
     old_plain, new_plain = strip_spans(old_dump), strip_spans(new_dump)
     errors = [e for e in (old_err, new_err) if e]
     if old_plain == new_plain:
@@ -700,7 +700,7 @@ def diff_sources(old_src: str, new_src: str, old_label: str = "OLD", new_label: 
                 ch.consequence = overall
                 continue
             try:
-                hybrid = ir.Spec.model_validate(apply_change(old_dump, new_dump, ch.action))
+                hybrid = ir.from_data(ir.Spec, apply_change(old_dump, new_dump, ch.action))
                 from .check import check
 
                 if any(d.severity == "error" for d in check(hybrid)):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import textwrap
 from typing import Any, Optional
 
@@ -14,31 +13,9 @@ from .errors import NO_SPAN, CompileError, Diagnostic, Span
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "{": "\\{", "}": "\\}"}
 
 
-_MISSING = object()
-_set = object.__setattr__
-
-
-@functools.cache
-def _field_defaults(cls) -> tuple[tuple[str, Any], ...]:
-    return tuple((name, _MISSING if field.is_required() else field.get_default(call_default_factory=True))
-                 for name, field in cls.__pydantic_fields__.items())
-
-
-def _new(cls, **fields):
-    """`cls.model_construct(**fields)`, four times faster.
-
-    The lowerer builds every node from parsed tokens with the right types, so it skips
-    pydantic's validation (building the validators costs ~190 ms in a cold `ectc check`) and
-    model_construct's alias handling (the IR has no aliases): a 500-line spec makes ~10,000
-    nodes. tests/test_ir.py validates the lowered IR of real specs to keep this honest.
-    """
-    node = cls.__new__(cls)
-    _set(node, "__dict__", {name: fields[name] if name in fields else default
-                            for name, default in _field_defaults(cls)})
-    _set(node, "__pydantic_fields_set__", set(fields))
-    _set(node, "__pydantic_extra__", None)
-    _set(node, "__pydantic_private__", None)
-    return node
+# The lowerer builds every node from parsed tokens with the right types, so it skips
+# pydantic's validation (see ir.construct); tests/test_ir.py validates what it builds.
+_new = ir.construct
 
 
 def span_of(meta_or_token: Any) -> Span:

@@ -37,6 +37,16 @@ def test_lowered_ir_is_what_validation_would_build(name, text):
     assert validated.model_dump_json() == spec.model_dump_json()
 
 
+@pytest.mark.parametrize("name,text", list(_texts()), ids=lambda v: v if isinstance(v, str) and len(v) < 40 else "")
+def test_fast_dump_and_load_match_pydantic(name, text):
+    spec = lower(parse(text))
+    data = ir.to_data(spec)
+    assert data == spec.model_dump(mode="json")
+    loaded = ir.from_data(ir.Spec, data)
+    assert loaded == ir.Spec.model_validate(data) == spec
+    assert hash(loaded) == hash(spec)
+
+
 def test_a_wrong_type_is_caught_by_validation():
     # The check above must be able to fail: a node built with a list where the IR wants a
     # tuple compares unequal to its validated copy.
