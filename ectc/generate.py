@@ -47,8 +47,9 @@ def _experiment_files(exp: ir.Experiment, spec_path: str, sha: str) -> dict[str,
     plan = _plan(exp, spec_path, sha, sorted(templates))
     files["experiment.json"] = _json({"_generated": head, **plan})
     for profile in exp.profiles:
+        resolved = resolve_profile(exp, profile)  # once per profile, not per arm
         for arm in exp.arms:
-            config = resolve_train_config(exp, profile, arm)
+            config = resolve_train_config(exp, profile, arm, resolved)
             files[f"train/{profile.name}/{arm.name}.json"] = _json({"_generated": head, **config})
     manifest = {
         "_generated": head,
@@ -516,7 +517,8 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
     return resolved
 
 
-def resolve_train_config(exp: ir.Experiment, profile: ir.Profile, arm: ir.Arm) -> dict[str, Any]:
-    resolved = resolve_profile(exp, profile)
+def resolve_train_config(exp: ir.Experiment, profile: ir.Profile, arm: ir.Arm,
+                         resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+    resolved = dict(resolved or resolve_profile(exp, profile))
     resolved.pop("default")
     return {"experiment": exp.name, "profile": profile.name, "arm": _arm_plan(exp, arm), **resolved}
