@@ -55,8 +55,8 @@ import textwrap
 import threading
 from dataclasses import dataclass, field
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedInput
+from ._lark import Lark, Token, Tree
+from ._lark import UnexpectedInput
 
 from .parse import GRAMMAR_PATH
 from .parse import parse as _checked_parse

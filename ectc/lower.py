@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any, Optional
 
-from lark import Token, Tree
+from ._lark import Token, Tree
 
 from . import ir
 from .errors import NO_SPAN, CompileError, Diagnostic, Span

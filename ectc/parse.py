@@ -6,8 +6,8 @@ import functools
 import re
 from pathlib import Path
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from ._lark import Lark, Token, Tree
+from ._lark import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import CompileError, Diagnostic, Span
 

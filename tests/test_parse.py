@@ -57,3 +57,14 @@ def test_same_tokens_as_lark(text):
                 max_size=40).map("".join))
 def test_same_tokens_as_lark_on_any_text(text):
     assert _our_tokens(text) == _lark_tokens(text)
+
+
+def test_compiler_loads_lark_without_the_regex_module():
+    import subprocess
+
+    code = ("import sys; from ectc.compile import compile_text; "
+            "compile_text(open('specs/sycophancy.ect').read()); "
+            "assert 'regex' not in sys.modules, 'regex imported'; "
+            "import regex; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
