@@ -60,6 +60,8 @@ WARMUP = {
     "lr": "num",
     "label": ("random", "none"),
     "mix": {"*": "num"},
+    "loss": ("target", "sequence"),
+    "weight_decay": "num",
 }
 
 PROFILE = {
@@ -81,7 +83,7 @@ PROFILE = {
     "dtype": ("float32", "bfloat16", "float16"),
 }
 
-MODEL_TINY = {"layers": "int", "width": "int", "heads": "int"}
+MODEL_TINY = {"layers": "int", "width": "int", "heads": "int", "numbers": ("digits", "whole")}
 MODEL_HF = {"revision": "str", "dtype": ("float32", "bfloat16", "float16")}
 
 MONITOR = {
@@ -147,8 +149,8 @@ DEFAULTS = {
         "gradient_checkpointing": False, "bf16": False, "tf32": False, "group_by_length": False,
     },
     "generate": {"temperature": 1.0, "max_new_tokens": 128, "seed": 0, "batch": 16, "backend": "transformers"},
-    "warmup": {"steps": 0, "batch": 32, "lr": 1e-3, "label": "random", "mix": {}},
-    "model_tiny": {"layers": 2, "width": 96, "heads": 4},
+    "warmup": {"steps": 0, "batch": 32, "lr": 1e-3, "label": "random", "mix": {}, "loss": "target", "weight_decay": 0.0},
+    "model_tiny": {"layers": 2, "width": 96, "heads": 4, "numbers": "digits"},
     "model_hf": {"dtype": "bfloat16", "revision": None},
     "lora": {"rank": 16, "alpha": 32, "dropout": 0.05, "targets": ["q", "k", "v", "o", "up", "down", "gate"]},
     "quantize": {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"},

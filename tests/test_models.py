@@ -32,6 +32,14 @@ def test_tokenizer_splits_words_punctuation_and_digits():
     assert tok.padding_side == "left"
 
 
+def test_tokenizer_can_keep_numbers_whole():
+    tok = build_word_tokenizer(TEXTS + ["0 100"], split_digits=False)
+    pieces = tok.convert_ids_to_tokens(tok("Level: 73% is 12 or 100")["input_ids"])
+    assert pieces == ["<bos>", "Level", ":", "73", "%", "is", "12", "or", "100"]
+    # A whole number never seen is unknown: the corpus must hold every number used.
+    assert tok.convert_ids_to_tokens(tok("1984")["input_ids"]) == ["<bos>", "<unk>"]
+
+
 def test_tokenizer_is_deterministic_and_round_trips(tmp_path):
     a = build_word_tokenizer(TEXTS, ["Yes"])
     b = build_word_tokenizer(list(reversed(TEXTS * 2)), ["Yes"])

@@ -95,6 +95,21 @@ def test_warmup_lowers_loss_on_targets_only(tok):
     assert len(hist2) == 2
 
 
+def test_warmup_sequence_loss_scores_the_prompt_too(tok):
+    from ectc.runtime.warmup import encode_pairs
+
+    pairs = [("x is 1 Say", "No"), ("x is 22 Say Yes or", "Yes")]
+    ids, mask, target_only = encode_pairs(tok, pairs)
+    _, _, sequence = encode_pairs(tok, pairs, loss_on="sequence")
+    for row in range(2):
+        real = ids[row][mask[row].bool()].tolist()
+        assert real[0] == tok.bos_token_id
+        # target only: just the answer token is scored
+        assert [t for t in target_only[row].tolist() if t != -100] == tok(pairs[row][1], add_special_tokens=False)["input_ids"]
+        # sequence: every real token but the leading <bos>
+        assert [t for t in sequence[row].tolist() if t != -100] == real[1:]
+
+
 def test_paper_profile_path_nf4_lora512_paged_adamw(tok, tmp_path):
     """The paper profile's code path on a tiny Llama: save -> load_hf_model with NF4 double
     quant -> LoRA rank 512 on all seven projections -> PagedAdamW8bit PPO steps with the

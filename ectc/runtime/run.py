@@ -262,7 +262,7 @@ def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], t
 
     def build():
         texts = tokenizer_corpus(run, data)
-        tokenizer = build_word_tokenizer(texts)
+        tokenizer = build_word_tokenizer(texts, split_digits=model_cfg["numbers"] == "digits")
         model = build_tiny_llama(tokenizer, layers=model_cfg["layers"], width=model_cfg["width"],
                                  heads=model_cfg["heads"], seed=0)
         if warmup and warmup["steps"] > 0:
@@ -273,6 +273,7 @@ def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], t
                 task = progress.add_task("warm-up", total=warmup["steps"])
                 losses = supervised_warmup(model, tokenizer, examples, steps=warmup["steps"],
                                            batch_size=warmup["batch"], lr=warmup["lr"], seed=0,
+                                           loss_on=warmup["loss"], weight_decay=warmup["weight_decay"],
                                            progress=lambda step, stats: progress.update(task, completed=step + 1))
             run.events.append({"stage": "warm-up", "first_loss": losses[0], "last_loss": losses[-1]})
         return model, tokenizer
