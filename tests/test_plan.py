@@ -25,10 +25,11 @@ ARMS = ["baseline", "ect", "prompt_only"]
 def tiny_spec() -> str:
     text = (ROOT / "specs" / "sycophancy.ect").read_text()
     text = text.replace("split { train 2560 test 500 }", "split { train 48 test 12 }")
-    text = text.replace("split { train 20000 }", "split { train 40 }")
+    text = text.replace("split { train 20000 }", "split { train 40 }").replace("split { train 5000 }", "split { train 40 }")
     text = re.sub(r"model tiny \{[^}]*\}", "model tiny { layers 1 width 16 heads 2 }", text, count=1)
-    text = text.replace("steps 3000", "steps 2").replace("batch 64", "batch 8")
-    text = text.replace("steps 600", "steps 1").replace("batch 128\n      minibatch 128", "batch 8\n      minibatch 8")
+    text = re.sub(r"(warmup \{\s*\n\s*steps )\d+", r"\g<1>2", text).replace("batch 64", "batch 8")
+    text = re.sub(r"(rl \{\s*\n\s*steps )\d+", r"\g<1>1", text, count=1)
+    text = text.replace("batch 128\n      minibatch 128", "batch 8\n      minibatch 8")
     text = text.replace("step 0.1", "step 0.5")
     return text
 
@@ -134,7 +135,7 @@ def test_plan_reasons(tmp_path: Path) -> None:
     folder = _fake_run(tmp_path / "runs", source)
     assert {s for s, _ in _plan(tmp_path / "runs", source).values()} == {"reused"}
 
-    lr = source.replace("      lr 1e-3\n", "      lr 5e-4\n")
+    lr = source.replace("      lr 1e-4\n", "      lr 5e-4\n")
     plan = _plan(tmp_path / "runs", lr)
     assert plan["data"] == ("reused", "stage key unchanged")
     assert plan["train ect seed 0"] == ("ran", "stage key changed because the training config changed")

@@ -301,9 +301,11 @@ def _warmup_examples(run: Run, data: dict, tokenizer, warmup: dict):
         for block in rng.choices(blocks, weights=weights, k=n):
             row = rng.choice(data[block]["train"])
             if block == main:
-                if warmup["label"] == "random":
+                if warmup["label"] == "random" and rng.random() >= 0.1:
                     # Labels at random axis values, unrelated to the answer: the model learns
-                    # the task with the label slot present but uninformative.
+                    # the task with the label slot present but uninformative. One time in ten
+                    # the unlabeled filler instead, so the no-label arms start from a base
+                    # that has read their prompt too.
                     label = exp.label_text(_random_axis_value(exp, rng), "text", profile)
                 else:
                     label = exp.unlabeled_text(profile)
