@@ -62,8 +62,8 @@ CASES = [
     ("arm changed", SYC, ("    ect:         label true\n", "    ect:         label true, encode number\n"),
      "~ sycophancy.arm.ect: label true -> label true, encode number",
      "forces re-training of arm ect"),
-    ("profile rl lr", SYC, ("      lr 1e-4\n", "      lr 5e-4\n"),
-     "~ sycophancy.profile.tiny.rl.lr: 0.0001 -> 0.0005",
+    ("profile rl lr", SYC, ("      lr 1e-3\n", "      lr 5e-4\n"),
+     "~ sycophancy.profile.tiny.rl.lr: 0.001 -> 0.0005",
      "profile tiny: forces re-training of all arms"),
     # The train config (hashed into each train key) holds the profile's seed list, so the
     # runtime re-trains every seed when the count changes: the diff says what the runtime does.
