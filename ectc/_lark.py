@@ -19,5 +19,7 @@ from lark import Lark, Token, Tree  # noqa: E402
 from lark.exceptions import (  # noqa: E402
     UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
 )
+from lark.parsers.lalr_analysis import Shift  # noqa: E402  (the LALR table's shift action)
 
-__all__ = ["Lark", "Token", "Tree", "UnexpectedCharacters", "UnexpectedEOF", "UnexpectedInput", "UnexpectedToken"]
+__all__ = ["Lark", "Shift", "Token", "Tree", "UnexpectedCharacters", "UnexpectedEOF", "UnexpectedInput",
+           "UnexpectedToken"]

@@ -52,15 +52,11 @@ from __future__ import annotations
 import bisect
 import functools
 import textwrap
-import threading
 from dataclasses import dataclass, field
 
-from ._lark import Lark, Token, Tree
-from ._lark import UnexpectedInput
-
-from .parse import GRAMMAR_PATH
+from ._lark import Lark, Token, Tree, UnexpectedInput
+from .parse import GRAMMAR_PATH, feed
 from .parse import parse as _checked_parse
-from .parse import parser as _project_parser
 
 __all__ = ["format_spec", "WIDTH", "INDENT"]
 
@@ -68,32 +64,20 @@ WIDTH = 100
 INDENT = "  "
 _BLOCK_STRING_MIN_LINES = 4
 
-_lock = threading.Lock()
-_comments: list[Token] = []
-
-
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    """The project's grammar, with a callback that records the comments the lexer ignores."""
-    return Lark(
-        GRAMMAR_PATH.read_text(),
-        parser="lalr",
-        lexer=_project_parser().options.lexer,
-        propagate_positions=True,
-        maybe_placeholders=True,
-        lexer_callbacks={"COMMENT": _comments.append},
-    )
+    """The project's grammar with lark's default tree shape and positions (the printer's input;
+    `ectc.parse` builds a leaner tree for the compiler)."""
+    return Lark(GRAMMAR_PATH.read_text(), parser="lalr", lexer="basic", propagate_positions=True,
+                maybe_placeholders=True, cache=True)
 
 
 def _parse_with_comments(text: str) -> tuple[Tree, list[Token]]:
-    with _lock:
-        _comments.clear()
-        try:
-            tree = _parser().parse(text)
-        except UnexpectedInput:
-            tree = None
-        found = list(_comments)
-        _comments.clear()
+    found: list[Token] = []
+    try:
+        tree = feed(_parser(), text, on_comment=found.append)
+    except UnexpectedInput:
+        tree = None
     if tree is None:
         _checked_parse(text)  # raises CompileError with the friendly syntax diagnostic
         raise AssertionError("the formatter's parser and ectc.parse disagree")  # pragma: no cover

@@ -6,7 +6,7 @@ import functools
 import re
 from pathlib import Path
 
-from ._lark import Lark, Token, Tree
+from ._lark import Lark, Shift, Token, Tree
 from ._lark import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import CompileError, Diagnostic, Span
@@ -58,29 +58,71 @@ def tree_shape() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
 def parse(text: str) -> Tree:
     """Parse spec text; raise CompileError with one syntax diagnostic on failure."""
     try:
-        interactive = parser().parse_interactive(start="start")
-        last = None
-        for last in tokens(text):
-            interactive.feed_token(last)
-        if last is None:
-            last = Token("$END", "", 0, 1, 1, 1, 1, 0)
-        return interactive.feed_eof(last)
+        return feed(parser(), text)
     except UnexpectedInput as err:
         raise CompileError([_syntax_diagnostic(text, err)]) from None
 
 
 @functools.lru_cache(maxsize=1)
-def _scanner() -> tuple[re.Pattern, dict[str, str]]:
-    """One regex: skip blanks and comments, then one named group per terminal in the order
-    lark's basic lexer tries them. Keywords are left to NAME and told apart by a dict, as lark
-    does."""
+def soft_keywords() -> frozenset[str]:
+    """Terminal types of the keywords that may also serve as names (the grammar's `//soft`
+    lines): with them as alternatives of `name`, the LALR table was four times larger and took
+    ~40 ms of every cold start to load."""
+    words = " ".join(re.findall(r"^//soft (.*)$", GRAMMAR_PATH.read_text(), re.M)).split()
+    keywords = _scanner()[1]
+    return frozenset(keywords[w] for w in words if w in keywords)
+
+
+def feed(lark: Lark, text: str, on_comment=None) -> Tree:
+    """Parse `text` with `lark` (a LALR parser of grammar/ect.lark): the tokens come from
+    `tokens`; a soft keyword the parser cannot take where it can take a NAME is handed over as
+    a NAME; comments go to `on_comment` when given."""
+    interactive = lark.parse_interactive(start="start")
+    state = interactive.parser_state
+    actions = state.parse_conf.states
+    soft = soft_keywords()
+    last = None
+    for tok in tokens(text, comments=on_comment is not None):
+        if tok.type == "COMMENT":
+            on_comment(tok)
+            continue
+        if tok.type in soft and not _shifts(actions, state.state_stack, tok.type) \
+                and _shifts(actions, state.state_stack, "NAME"):
+            tok = Token.new_borrow_pos("NAME", tok, tok)
+        interactive.feed_token(tok)
+        last = tok
+    return interactive.feed_eof(last if last is not None else Token("$END", "", 0, 1, 1, 1, 1, 0))
+
+
+def _shifts(actions: dict, stack: list, terminal: str) -> bool:
+    """Whether the LALR parser with this state stack would shift `terminal`, after the
+    reductions it calls for (the current state alone is not enough: LALR merges the lookaheads
+    of states with the same items, so a reduction may be allowed where the shift is not)."""
+    stack = list(stack)
+    while True:
+        action = actions[stack[-1]].get(terminal)
+        if action is None:
+            return False
+        kind, arg = action
+        if kind is Shift:
+            return True
+        if arg.expansion:
+            del stack[-len(arg.expansion):]
+        stack.append(actions[stack[-1]][arg.origin.name][1])
+
+
+@functools.lru_cache(maxsize=2)
+def _scanner(comments: bool = False) -> tuple[re.Pattern, dict[str, str]]:
+    """One regex: skip blanks and comments (or, with `comments`, only blanks), then one named
+    group per terminal in the order lark's basic lexer tries them. Keywords are left to NAME
+    and told apart by a dict, as lark does."""
     lark = parser()
     terminals = sorted(lark.terminals, key=lambda t: (-t.priority, -t.pattern.max_width,
                                                       -len(t.pattern.value), t.name))
     name_re = re.compile(lark.get_terminal("NAME").pattern.to_regexp())
     keywords = {t.pattern.value: t.name for t in terminals
                 if t.pattern.type == "str" and name_re.fullmatch(t.pattern.value)}
-    ignored = set(lark.lexer_conf.ignore)
+    ignored = set(lark.lexer_conf.ignore) - ({"COMMENT"} if comments else set())
     skip = "|".join(lark.get_terminal(name).pattern.to_regexp() for name in sorted(ignored))
     alternatives = "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals
                             if t.name not in ignored
@@ -88,11 +130,11 @@ def _scanner() -> tuple[re.Pattern, dict[str, str]]:
     return re.compile(f"(?:{skip})*(?:{alternatives})?"), keywords
 
 
-def tokens(text: str):
+def tokens(text: str, comments: bool = False):
     """The tokens of `text`, exactly as lark's basic lexer makes them (tests/test_parse.py
     compares the two), in half the time: lark's lexer keeps a line-counter object per token
     and matches the blanks between tokens as tokens of their own."""
-    pattern, keywords = _scanner()
+    pattern, keywords = _scanner(comments)
     match, count, rfind = pattern.match, text.count, text.rfind
     pos, line, line_start, end = 0, 1, 0, len(text)
     while pos < end:

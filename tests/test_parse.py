@@ -68,3 +68,21 @@ def test_compiler_loads_lark_without_the_regex_module():
             "import regex; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_soft_keywords_serve_as_names_where_a_name_is_expected():
+    from ectc.errors import CompileError
+    from ectc.lower import lower
+    from ectc.parse import parse
+
+    spec = lower(parse('experiment data {\n  data label {\n    text: int = randint(0, 9)\n'
+                       '    data: int = text + 1\n  }\n  evaluate { at deploy }\n}\n'))
+    exp = spec.experiments[0]
+    assert exp.name == "data" and exp.data[0].name == "label"
+    assert [f.name for f in exp.data[0].fields] == ["text", "data"]
+    assert exp.data[0].fields[1].expr.left.id == "text"
+    assert exp.evaluates[0].settings[0].value.id == "deploy"
+    # Reserved keywords stay reserved.
+    with pytest.raises(CompileError) as err:
+        parse("experiment x {\n  data d {\n    if: int = 1\n  }\n}\n")
+    assert err.value.diagnostics[0].code == "E005"
