@@ -27,7 +27,7 @@ SHRINK = [
     ("split { train 2560 test 500 }", "split { train 128 test 32 }"),
     ("split { train 20000 }", "split { train 64 }"),
     ("split { train 5000 }", "split { train 64 }"),
-    ("seeds 3", "seeds 2"),
+    ("seeds 7", "seeds 2"),
     ("steps 5000", "steps 4"),
     ("steps 400\n", "steps 12\n"),
     ("batch 128\n      minibatch 128", "batch 16\n      minibatch 16"),
