@@ -91,6 +91,34 @@ def test_rerun_reuses_every_stage(syco):
     assert (run / "metrics.json").read_text() == before
 
 
+def test_sweep_change_evaluates_only_the_new_label_conditions(syco, tmp_path):
+    import shutil
+
+    project = tmp_path / "copy"
+    shutil.copytree(syco[0], project)
+    run = project / "runs/sycophancy/tiny"
+    before = {json.dumps(s, sort_keys=True) for s in _samples(run, "ect", 0)}
+    spec = project / "specs/sycophancy.ect"
+    spec.write_text(spec.read_text().replace("step 0.75", "step 0.5"))  # 0, .75, 1.5 -> 0, .5, 1, 1.5
+    from ectc.build import build
+
+    build(project, [str(spec)], project / "generated", check_only=False)
+    ectc_run(project, "specs/sycophancy.ect")
+    events = {e["stage"]: e for e in json.loads((run / "stages.json").read_text())["events"] if "status" in e}
+    ect = events["evaluate ect seed 0"]
+    assert ect["status"] == "ran" and "3 reused" in ect["detail"], ect  # deploy, sweep 0.0 and 1.5
+    assert all(events[f"train {a} seed {s}"]["status"] == "reused" for a in ("baseline", "shuffled", "ect") for s in (0, 1))
+    after = _samples(run, "ect", 0)
+    assert sorted({s["condition"] for s in after}) == ["deploy", "sweep=0.0", "sweep=0.5", "sweep=1.0", "sweep=1.5"]
+    kept = [s for s in after if s["condition"] in ("deploy", "sweep=0.0", "sweep=1.5")]
+    assert kept and {json.dumps(s, sort_keys=True) for s in kept} <= before
+
+
+def _samples(run: Path, arm: str, seed: int) -> list[dict]:
+    path = run / "eval" / arm / f"seed{seed}" / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def test_killed_run_resumes_with_same_numbers(syco, tmp_path):
     project, _ = syco
     reference = json.loads((project / "runs/sycophancy/tiny/metrics.json").read_text())

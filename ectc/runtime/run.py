@@ -591,16 +591,28 @@ def stage_probes(run: Run, data_key: str, base_key: str, data: dict, load_base) 
     return out
 
 
-def eval_key(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, probe_values: dict) -> str:
+def _eval_inputs(run: Run, arm: Arm, trained_key: str, data_key: str, probe_values: dict) -> dict:
+    """What an evaluation's samples depend on, besides the label conditions."""
     exp = run.exp
     ev = exp.plan["evaluate"]
-    return json_hash({
-        "train": trained_key, "data": data_key, "arm": arm.__dict__, "conditions": conditions(run, arm),
+    return {
+        "train": trained_key, "data": data_key, "arm": arm.__dict__,
         "split": ev["split"], "samples": ev.get("samples"), "generate": run.profile["generate"],
         "feedback": exp.file_hash("feedback.py"), "probes": json_hash(probe_values),
         "monitors": exp.plan["monitors"],
         "templates": exp.templates,
-    })
+    }
+
+
+def eval_key(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, probe_values: dict) -> str:
+    return json_hash({**_eval_inputs(run, arm, trained_key, data_key, probe_values),
+                      "conditions": conditions(run, arm)})
+
+
+def _condition_keys(run: Run, arm: Arm, trained_key: str, data_key: str, probe_values: dict) -> dict[str, str]:
+    """A key per label condition: a changed sweep re-evaluates only the conditions it adds."""
+    inputs = json_hash(_eval_inputs(run, arm, trained_key, data_key, probe_values))
+    return {name: json_hash({"inputs": inputs, "condition": [name, value]}) for name, value in conditions(run, arm)}
 
 
 def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, data: dict,
@@ -621,8 +633,14 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, d
     rows = eval_rows(run, data)
     samples: list[dict] = []
     conds = conditions(run, arm)
+    cond_keys = _condition_keys(run, arm, trained_key, data_key, probe_values)
+    previous = _reusable_conditions(folder, cond_keys)
     task = progress.add_task(f"evaluate {arm.name} seed {seed}", total=len(conds))
     for name, value in conds:
+        if name in previous:
+            samples.extend(previous[name])
+            progress.update(task, advance=1)
+            continue
         labels = [exp.inference_label(arm, value if name not in ("true", "none") else r[exp.axis["name"]], run.profile)
                   for r in rows]
         messages = [exp.messages(r, l, run.profile) for r, l in zip(rows, labels)]
@@ -652,10 +670,28 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, d
 
     run_monitors(run, samples)
     write_jsonl(folder / "samples.jsonl", samples)
-    mark_done(folder, key, samples=len(samples))
-    run.log(f"evaluate {arm.name} seed {seed}", "ran", f"{len(samples)} samples, {len(conds)} label condition(s)",
-            time.perf_counter() - t0)
+    mark_done(folder, key, samples=len(samples), conditions=cond_keys)
+    reused = f", {len(previous)} reused" if previous else ""
+    run.log(f"evaluate {arm.name} seed {seed}", "ran",
+            f"{len(samples)} samples, {len(conds)} label condition(s){reused}", time.perf_counter() - t0)
     return key, samples
+
+
+def _reusable_conditions(folder: Path, cond_keys: dict[str, str]) -> dict[str, list[dict]]:
+    """The samples of a finished earlier evaluation, per label condition whose key still holds."""
+    try:
+        done = json.loads((folder / STAGE_FILE).read_text())
+        old_keys = done.get("conditions") or {}
+        same = {name for name, key in cond_keys.items() if old_keys.get(name) == key}
+        if not same:
+            return {}
+        by_condition: dict[str, list[dict]] = {}
+        for sample in read_jsonl(folder / "samples.jsonl"):
+            if sample["condition"] in same:
+                by_condition.setdefault(sample["condition"], []).append(sample)
+        return by_condition
+    except (OSError, ValueError, KeyError):
+        return {}  # no complete earlier evaluation: evaluate everything
 
 
 # ---- the run -------------------------------------------------------------------------
