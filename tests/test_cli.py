@@ -51,7 +51,7 @@ def test_explain_renders_labels_and_arms(capsys):
     out = capsys.readouterr().out
     assert "Suggestibility Level: 0%" in out and "Suggestibility Level: 100%" in out
     assert "prompt_only" in out and "reuses baseline" in out
-    assert "3 arm(s) x 3 seed(s)" in out
+    assert "3 arm(s) x 7 seed(s)" in out
 
 
 def test_check_reports_unreadable_file(capsys):
