@@ -55,7 +55,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from ._lark import Lark, Token, Tree, UnexpectedInput
-from .parse import GRAMMAR_PATH, feed
+from .parse import feed, grammar_text
 from .parse import parse as _checked_parse
 
 __all__ = ["format_spec", "WIDTH", "INDENT"]
@@ -68,7 +68,7 @@ _BLOCK_STRING_MIN_LINES = 4
 def _parser() -> Lark:
     """The project's grammar with lark's default tree shape and positions (the printer's input;
     `ectc.parse` builds a leaner tree for the compiler)."""
-    return Lark(GRAMMAR_PATH.read_text(), parser="lalr", lexer="basic", propagate_positions=True,
+    return Lark(grammar_text(), parser="lalr", lexer="basic", propagate_positions=True,
                 maybe_placeholders=True, cache=True)
 
 

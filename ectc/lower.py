@@ -8,6 +8,7 @@ from typing import Any, Optional
 from ._lark import Token, Tree
 
 from . import ir
+from .parse import tree_shape
 from .errors import NO_SPAN, CompileError, Diagnostic, Span
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "{": "\\{", "}": "\\}"}
@@ -42,8 +43,6 @@ class _Lower:
     """One method per grammar rule, called bottom-up with (meta, lowered children)."""
 
     def __init__(self) -> None:
-        from .parse import tree_shape
-
         self.diagnostics: list[Diagnostic] = []
         self.anonymous, self.keep_tokens, self.inline = tree_shape()
 
@@ -114,7 +113,7 @@ class _Lower:
                     col = tok.column + 1 + i
                     self.diagnostics.append(
                         Diagnostic(
-                            Span.model_construct(line=tok.line, column=col, end_line=tok.line, end_column=col + 2),
+                            _new(Span, line=tok.line, column=col, end_line=tok.line, end_column=col + 2),
                             "E006",
                             f"unknown escape `\\{nxt}` in string",
                             'use one of \\n \\t \\r \\" \\\\',
@@ -133,7 +132,7 @@ class _Lower:
         negative = len(children) == 2
         text = str(children[-1])
         value = float(text)
-        return _new(ir.Num, 
+        return _new(ir.Num,
             span=span_of(meta),
             value=-value if negative else value,
             is_int=text.isdigit(),
@@ -149,7 +148,7 @@ class _Lower:
                 Diagnostic(span_of(meta), "E007", "an interval opens with `[` or `(` and closes with `]` or `)`",
                            "write `[0.0, 0.5)` for 0 <= x < 0.5")
             )
-        return _new(ir.Interval, 
+        return _new(ir.Interval,
             span=span_of(meta), low=low.value, high=high.value,
             low_closed=open_ == "[", high_closed=close == "]",
         )
@@ -287,7 +286,7 @@ class _Lower:
                     fields[key].append(part)
             else:
                 fields[item[0]] = item[1]
-        return _new(ir.Axis, 
+        return _new(ir.Axis,
             span=span_of(meta), name=name.id, type=type_, domain=domain,
             values=tuple(fields.pop("values")),
             holdout_intervals=tuple(fields.pop("holdout_intervals")),
@@ -350,7 +349,7 @@ class _Lower:
         name, *rest = children
         source = next((c for c in rest if isinstance(c, ir.Source)), None)
         items = [c for c in rest if c is not None and c is not source]
-        return _new(ir.DataBlock, 
+        return _new(ir.DataBlock,
             span=span_of(meta), name=name.id,
             source=source or _new(ir.Source, span=name.span, type="generate"),
             fields=tuple(i for i in items if isinstance(i, ir.DataField)),
@@ -405,7 +404,7 @@ class _Lower:
     def monitor(self, meta, children):
         name, kind, *items = children
         returns = [i for i in items if isinstance(i, tuple)]
-        return _new(ir.Monitor, 
+        return _new(ir.Monitor,
             span=span_of(meta), name=name.id, **kind,
             settings=_setting_list(items),
             returns=returns[-1][1] if returns else (),
@@ -459,7 +458,7 @@ class _Lower:
 
     def profile(self, meta, children):
         name, default, *items = children
-        return _new(ir.Profile, 
+        return _new(ir.Profile,
             span=span_of(meta), name=name.id, default=bool(default),
             models=tuple(i for i in items if isinstance(i, ir.Model)),
             settings=_setting_list(items),
@@ -484,7 +483,7 @@ class _Lower:
         return (children[0], children[1])
 
     def compare(self, meta, children):
-        return _new(ir.Comparison, 
+        return _new(ir.Comparison,
             span=span_of(meta),
             pairs=tuple(c for c in children if isinstance(c, tuple)),
             metrics=tuple(c for c in children if isinstance(c, ir.Name)),
@@ -492,13 +491,13 @@ class _Lower:
 
     def probe(self, meta, children):
         name, *items = children
-        return _new(ir.Probe, 
+        return _new(ir.Probe,
             span=span_of(meta), name=name.id, settings=_setting_list(items),
             assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
         )
 
     def evaluate(self, meta, children):
-        return _new(ir.Evaluate, 
+        return _new(ir.Evaluate,
             span=span_of(meta),
             probes=tuple(c for c in children if isinstance(c, ir.Probe)),
             metrics=tuple(c for c in children if isinstance(c, ir.Metric)),

@@ -24,13 +24,18 @@ _FRIENDLY = {
 
 
 @functools.lru_cache(maxsize=1)
+def grammar_text() -> str:
+    return GRAMMAR_PATH.read_text()
+
+
+@functools.lru_cache(maxsize=1)
 def parser() -> Lark:
     # cache=True stores the built LALR tables on disk, which keeps a cold `ectc check` fast.
     # keep_all_tokens instead of propagate_positions: lark's position propagation was two
     # thirds of parse time; with every token kept, `lower` computes spans itself as it walks
     # the tree and drops the tokens lark would have dropped (see `tree_shape`).
     return Lark(
-        GRAMMAR_PATH.read_text(),
+        grammar_text(),
         parser="lalr",
         lexer="basic",
         keep_all_tokens=True,
@@ -45,7 +50,7 @@ def tree_shape() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     (anonymous terminals it filters out, `!rules` that keep them, `?rules` it inlines when
     they have a single child). Read from the grammar's text: with keep_all_tokens on, lark
     marks every rule as keeping its tokens."""
-    text = GRAMMAR_PATH.read_text()
+    text = grammar_text()
     marked = re.findall(r"^([!?]+)(\w+)\s*:", text, re.M)
     named_terminals = set(re.findall(r"^([A-Z_][A-Z0-9_]*)(?:\.\d+)?\s*:", text, re.M))
     anonymous = frozenset(t.name for t in parser().terminals
@@ -68,7 +73,7 @@ def soft_keywords() -> frozenset[str]:
     """Terminal types of the keywords that may also serve as names (the grammar's `//soft`
     lines): with them as alternatives of `name`, the LALR table was four times larger and took
     ~40 ms of every cold start to load."""
-    words = " ".join(re.findall(r"^//soft (.*)$", GRAMMAR_PATH.read_text(), re.M)).split()
+    words = " ".join(re.findall(r"^//soft (.*)$", grammar_text(), re.M)).split()
     keywords = _scanner()[1]
     return frozenset(keywords[w] for w in words if w in keywords)
 
