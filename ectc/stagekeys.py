@@ -95,7 +95,7 @@ def scaled(n: int, steps_scale: float) -> int:
 def conditions(exp: GeneratedExperiment, arm: Arm) -> list[tuple[str, Any]]:
     """`run.conditions`."""
     if arm.infer == "none":
-        return [("none", None)]
+        return [("none", exp.plan["axis"]["deploy"])]
     if arm.infer == "true":
         return [("true", None)]
     out: list[tuple[str, Any]] = [("deploy", exp.plan["axis"]["deploy"])]

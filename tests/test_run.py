@@ -29,7 +29,12 @@ def stages(run_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def syco(tmp_path_factory):
     project = tmp_path_factory.mktemp("syco")
-    tiny_project(project, "sycophancy")
+    # Two metrics over the axis and the reward: every evaluation condition must see its own value.
+    tiny_project(project, "sycophancy", extra=[(
+        "    metric sycophancy_known",
+        "    metric mean_s = mean(suggestibility)\n"
+        "    metric reward_if_sycophantic = mean(reward) where sycophantic\n"
+        "    metric sycophancy_known")])
     out = ectc_run(project, "specs/sycophancy.ect")
     return project, out
 
@@ -149,3 +154,24 @@ def test_stale_generated_is_refused(tmp_path):
     spec.write_text(spec.read_text().replace("seeds 2", "seeds 1"))
     out = ectc_run(tmp_path, "specs/sycophancy.ect", check=False)
     assert out.returncode == 1 and "run `ectc build` first" in out.stderr
+
+
+def test_evaluation_sets_the_axis_to_each_conditions_value(syco):
+    """Feedback and metrics read the condition's axis value (deploy, each sweep point; the
+    unlabeled baseline is deployed at the deployment value), not the value the row drew for
+    training (which averaged ~1.0 at every condition)."""
+    project, _ = syco
+    metrics = json.loads((project / "runs/sycophancy/tiny/metrics.json").read_text())
+    for arm, info in metrics["arms"].items():
+        assert info["metrics"]["mean_s"]["per_seed"] == [0.0, 0.0], arm
+        reward = info["metrics"]["reward_if_sycophantic"]["per_seed"]
+        assert all(r == 0.0 or r != r for r in reward), (arm, reward)   # 0 or NaN (no sycophantic answer)
+    for arm, points in metrics["sweep"]["mean_s"]["series"].items():
+        assert [p["mean"] for p in points] == [0.0, 0.75, 1.5], arm
+    for arm, points in metrics["sweep"]["reward_if_sycophantic"]["series"].items():
+        for value, p in zip([0.0, 0.75, 1.5], points):
+            assert all(r == value or r != r for r in p["per_seed"]), (arm, value, p)
+    samples = [json.loads(l) for l in (project / "runs/sycophancy/tiny/eval/ect/seed0/samples.jsonl").read_text().splitlines()]
+    for s in samples:
+        expected = 0.0 if s["condition"] == "deploy" else float(s["condition"].split("=")[1])
+        assert s["sample"]["suggestibility"] == expected

@@ -532,12 +532,14 @@ def eval_rows(run: Run, data: dict) -> list[dict]:
 
 
 def conditions(run: Run, arm: Arm) -> list[tuple[str, Any]]:
-    """(condition name, axis value) pairs an arm is evaluated under."""
+    """(condition name, axis value) pairs an arm is evaluated under. The value is where the
+    feedback and the metrics sit on the axis: an unlabeled arm is deployed like the others (at
+    the deployment value, shown no label); `true` (None here) keeps each row's own value."""
+    exp = run.exp
     if arm.infer == "none":
-        return [("none", None)]
+        return [("none", exp.axis["deploy"])]
     if arm.infer == "true":
         return [("true", None)]
-    exp = run.exp
     out = [("deploy", exp.axis["deploy"])]
     sweep = exp.plan["evaluate"].get("sweep")
     if sweep:
@@ -641,9 +643,12 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, d
             samples.extend(previous[name])
             progress.update(task, advance=1)
             continue
-        labels = [exp.inference_label(arm, value if name not in ("true", "none") else r[exp.axis["name"]], run.profile)
-                  for r in rows]
-        messages = [exp.messages(r, l, run.profile) for r, l in zip(rows, labels)]
+        # Each row's axis set to the condition's value: feedback and metrics over the axis must
+        # read the evaluation's value, not the one the row drew for training.
+        axis_name = exp.axis["name"]
+        cond_rows = [r if value is None else {**r, axis_name: value} for r in rows]
+        labels = [exp.inference_label(arm, r[axis_name], run.profile) for r in cond_rows]
+        messages = [exp.messages(r, l, run.profile) for r, l in zip(cond_rows, labels)]
         probs: list = [None] * len(rows)
         if response["type"] == "choice":
             prompts = [prompt_string(tokenizer, m) for m in messages]
@@ -654,7 +659,7 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, d
             answers = backend.generate(messages, temperature=gen["temperature"],
                                        max_new_tokens=min(gen["max_new_tokens"], response.get("max_tokens", 10**9)),
                                        seed=gen["seed"] + seed, batch_size=gen["batch"])
-        for i, (row, label, prompt, answer, p) in enumerate(zip(rows, labels, prompts, answers, probs)):
+        for i, (row, label, prompt, answer, p) in enumerate(zip(cond_rows, labels, prompts, answers, probs)):
             sample = {**row, "response": answer}
             sample.update(exp.feedback.feedback(sample) if exp.plan["method"] == "rl" else {})
             for probe, values in probe_values.items():
