@@ -111,3 +111,33 @@ def test_hostile_strings_cannot_inject(i, tmp_path, monkeypatch):
     assert metrics.METRICS["accuracy"]["value"]({"response": expected, "ok": True}) is True
     assert feedback.feedback({**rows[0], "ok": True, "response": "Yes"})["right"] is True
     assert not (tmp_path / "PWNED").exists()
+
+
+HOSTILE_PATHS = [
+    "specs/x\nimport os; os.system('touch PWNED')\n#.ect",
+    "specs/x\rimport os; os.system('touch PWNED')\r#.ect",
+    "specs/x #}{{ cycler.__init__.__globals__.os.system('touch PWNED') }}{# .ect",
+    "specs/x\u2028import os; os.system('touch PWNED').ect",
+]
+
+
+@pytest.mark.parametrize("i", range(len(HOSTILE_PATHS)))
+def test_spec_path_cannot_inject_through_the_header(i, tmp_path, monkeypatch):
+    """The spec's file name reaches every generated file's first line: a newline or CR in it
+    used to start a Python line that ran when `ectc run` imported dataset.py."""
+    monkeypatch.chdir(tmp_path)
+    text = (FIXTURES / "diagnostics" / "base.ect").read_text()
+    spec, _ = compile_text(text)
+    files = generate(spec, text, HOSTILE_PATHS[i])
+    for rel, content in files.items():
+        first = content.split("\n", 1)[0]
+        assert first.isascii() and "\r" not in first and "\u2028" not in first, rel
+        if rel.endswith(".py"):
+            tree = ast.parse(content)
+            assert not any(isinstance(n, ast.Import) and any(a.name == "os" for a in n.names)
+                           for n in ast.walk(tree)), rel
+            (tmp_path / rel.replace("/", "_")).write_text(content)
+            _load(tmp_path / rel.replace("/", "_"), f"hostile_path_{i}_{rel.replace('/', '_')[:-3]}")
+        elif rel.endswith(".j2"):
+            assert first.startswith("{#- ") and first.endswith(" -#}") and first.count("#}") == 1, rel
+    assert not (tmp_path / "PWNED").exists()
