@@ -54,7 +54,17 @@ def git_show(path: str, ref: str, cwd: Optional[Path] = None) -> str:
         rel = (where / path).resolve().relative_to(Path(top).resolve()).as_posix()
     except ValueError:
         raise SideError(f"{path}@{ref}: {path} is outside the repository {top}") from None
-    proc = subprocess.run(["git", "show", f"{ref}:{rel}"], cwd=top, capture_output=True, text=True)
+    # The ref is user input that reaches git's command line: one starting with "-" would be an
+    # option (`--output=FILE` made git write a file). Refuse it, then resolve the ref to a commit
+    # id, so what git show receives starts with hex digits whatever the user typed.
+    if ref.startswith("-"):
+        raise SideError(f"{path}@{ref}: a git ref cannot start with '-'")
+    resolved = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
+                              cwd=top, capture_output=True, text=True)
+    if resolved.returncode != 0:
+        raise SideError(f"{path}@{ref}: unknown git revision {ref!r}")
+    proc = subprocess.run(["git", "show", f"{resolved.stdout.strip()}:{rel}", "--"], cwd=top,
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise SideError(f"{path}@{ref}: {proc.stderr.strip() or 'git show failed'}")
     return proc.stdout

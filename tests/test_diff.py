@@ -220,6 +220,13 @@ def test_git_refs(tmp_path, capsys, monkeypatch):
     assert main(["diff", "specs/s.ect@nope", "specs/s.ect"]) == 1
     assert "specs/s.ect@nope" in capsys.readouterr().err
 
+    # A ref is never an option to git: `--output=FILE` made `git show` write FILE.
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for side in ("@--output=PWNED", "specs/s.ect@--output=PWNED", "specs/s.ect@-p"):
+        assert main(["diff", side, "specs/s.ect"]) == 1
+        assert side in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
 
 def test_diff_does_not_import_torch(tmp_path):
     a, b = tmp_path / "a.ect", tmp_path / "b.ect"
