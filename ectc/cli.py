@@ -79,7 +79,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import build
+    from .build import OutputFolderError, build
     from .errors import CompileError
 
     root = Path.cwd()
@@ -87,6 +87,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         result = build(root, args.specs, Path(args.out), check_only=args.check)
     except CompileError as err:
         _report_compile_error(err, err.path, err.source)  # type: ignore[attr-defined]
+        return EXIT_ERROR
+    except OutputFolderError as err:
+        sys.stderr.write(f"error: {err}\n")
         return EXIT_ERROR
     except OSError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -35,15 +35,55 @@ def test_build_writes_then_check_detects_staleness(tmp_path, monkeypatch, capsys
     assert main(["build"]) == 0
     assert main(["build", "--check"]) == 0
     capsys.readouterr()
-    # A hand edit and a stray file are both stale.
+    # A hand edit is stale and rebuilt.
     (tmp_path / "generated/mini/feedback.py").write_text("# edited\n")
-    (tmp_path / "generated/mini/stray.py").write_text("")
     assert main(["build", "--check"]) == 1
-    err = capsys.readouterr().err
-    assert "stale: generated/mini/feedback.py" in err and "stale: generated/mini/stray.py" in err
+    assert "stale: generated/mini/feedback.py" in capsys.readouterr().err
     assert main(["build"]) == 0
-    assert not (tmp_path / "generated/mini/stray.py").exists()
     assert main(["build", "--check"]) == 0
+    # A file build did not write is never removed: build refuses and writes nothing.
+    (tmp_path / "generated/mini/feedback.py").write_text("# edited\n")
+    (tmp_path / "generated/mini/notes.py").write_text("mine")
+    capsys.readouterr()
+    assert main(["build"]) == 1
+    assert capsys.readouterr().err == (
+        "error: generated/ holds 1 file(s) that ectc build did not write: generated/mini/notes.py; build "
+        "writes and removes nothing there. Remove them, or pass --out to an empty folder\n")
+    assert (tmp_path / "generated/mini/notes.py").read_text() == "mine"
+    assert (tmp_path / "generated/mini/feedback.py").read_text() == "# edited\n"
+    (tmp_path / "generated/mini/notes.py").unlink()
+    assert main(["build"]) == 0
+    # A deleted spec's folder, written by build, is removed whole.
+    (tmp_path / "specs/mini.ect").rename(tmp_path / "specs/other.ect")
+    text = (tmp_path / "specs/other.ect").read_text()
+    (tmp_path / "specs/other.ect").write_text(text.replace("experiment mini", "experiment other", 1))
+    assert main(["build"]) == 0
+    assert not (tmp_path / "generated/mini").exists() and (tmp_path / "generated/other/manifest.json").exists()
+
+
+def test_build_out_never_deletes_what_it_did_not_write(tmp_path, monkeypatch, capsys):
+    """`ectc build --out .` on a clone removed 294 of 295 files, .git included."""
+    (tmp_path / "specs").mkdir()
+    shutil.copy(ROOT / "tests/fixtures/diagnostics/base.ect", tmp_path / "specs/mini.ect")
+    (tmp_path / "README.md").write_text("readme")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git/HEAD").write_text("ref")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs/a.md").write_text("a")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert main(["build", "--out", "."]) == 1
+    assert "README.md" in capsys.readouterr().err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    # A symlinked experiment folder is not followed out of the output folder.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen/mini").symlink_to(outside)
+    assert main(["build", "--out", "gen"]) == 1
+    assert "gen/mini (a symbolic link)" in capsys.readouterr().err
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
 
 
 def test_explain_renders_labels_and_arms(capsys):
