@@ -128,6 +128,30 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .compile import compile_text
+    from .errors import CompileError
+    from .runflags import check_plan_flags, check_run_flags, read_plan
+
+    # Every flag is checked before the runtime (torch) is imported or anything runs.
+    problems = check_run_flags(args, Path.cwd())
+    if Path(args.spec).is_file():
+        try:
+            source = Path(args.spec).read_text()
+            spec, _ = compile_text(source)
+        except CompileError as err:
+            _report_compile_error(err, args.spec, source)
+            return EXIT_ERROR
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"cannot read {args.spec}: {exc}")
+        else:
+            for exp in spec.experiments:
+                plan = read_plan(Path(args.generated), exp.name)
+                if plan is not None:
+                    problems += check_plan_flags(args, plan)
+    if problems:
+        for problem in problems:
+            sys.stderr.write(f"error: {problem}\n")
+        return EXIT_ERROR
     from .runtime.run import main as run_main
 
     return run_main(args)

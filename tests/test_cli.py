@@ -97,3 +97,40 @@ def test_explain_renders_labels_and_arms(capsys):
 def test_check_reports_unreadable_file(capsys):
     assert main(["check", "does/not/exist.ect"]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_run_flags_are_checked_before_torch_with_did_you_mean(tmp_path):
+    """Every bad flag at once, before anything slow: `--profile gpu` was a KeyError traceback,
+    `--device tpu` warmed a model for 30 s first, `--run-id ../../x` wrote outside runs/."""
+    code = ("import sys\nfrom ectc.cli import main\nrc = main(sys.argv[1:])\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\nsys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code, "run", str(ROOT / "specs/sycophancy.ect"),
+                           "--profile", "tiy", "--arms", "ect,shuffld", "--seeds", "0", "--steps-scale", "-1",
+                           "--device", "tpu", "--run-id", "../../x"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: --run-id '../../x': a run id is a name (letters, digits, '.', '_', '-'; at most 100 "
+        "characters; no '/' or '..'), used as a folder under runs/<experiment>/",
+        "error: --seeds 0: need between 1 and 1000 seeds",
+        "error: --steps-scale -1.0: need a positive factor (at most 1000)",
+        "error: --device 'tpu': use auto, cpu, cuda, cuda:N or mps",
+        "error: --profile 'tiy': sycophancy has no such profile (it has tiny, paper); did you mean `tiny`?",
+        "error: --arms: sycophancy has no arm 'shuffld' (it has baseline, shuffled, ect, prompt_only); "
+        "did you mean `shuffled`?",
+    ]
+    assert not (tmp_path.parent / "x").exists()
+    for run_id in ("/abs", "a/b", "..", ".hidden", "x" * 101):
+        assert main(["run", str(ROOT / "specs/sycophancy.ect"), "--run-id", run_id]) == 1
+
+
+def test_run_resolves_generated_and_runs_from_the_specs_project(tmp_path):
+    from ectc.runflags import project_root
+
+    (tmp_path / "proj/specs").mkdir(parents=True)
+    (tmp_path / "proj/generated").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    spec = tmp_path / "proj/specs/s.ect"
+    spec.write_text("")
+    assert project_root(spec, tmp_path / "elsewhere") == (tmp_path / "proj").resolve()
+    assert project_root(tmp_path / "elsewhere" / "s.ect", tmp_path / "elsewhere") == tmp_path / "elsewhere"

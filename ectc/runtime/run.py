@@ -815,12 +815,7 @@ def main(args) -> int:
         if not manifest.exists() or json.loads(manifest.read_text()).get("spec_sha256") != sha:
             sys.stderr.write(f"error: {folder}/ is missing or stale for {args.spec}: run `ectc build` first\n")
             return 1
-        exp = Experiment(folder)
-        if opts.arms:
-            unknown = [a for a in opts.arms if a not in {x.name for x in exp.arms}]
-            if unknown:
-                sys.stderr.write(f"error: unknown arm(s) {', '.join(unknown)}\n")
-                return 1
+        exp = Experiment(folder)  # the flags naming its profile and arms were checked by the CLI
         if getattr(args, "launcher", "none") == "accelerate" or getattr(args, "executor", "local") != "local":
             from .scale import dispatch
 

@@ -1,0 +1,78 @@
+"""`ectc run`'s flags, checked before anything slow: no torch import, no data, no model.
+
+Every problem is collected and reported at once, with a did-you-mean where a name is close.
+Relative `--generated` and `--runs-dir` are taken from the spec's project (the nearest folder
+above the spec that holds `generated/`), so `ectc run /abs/path/specs/x.ect` works from anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import did_you_mean
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def project_root(spec: Path, cwd: Path) -> Path:
+    """The nearest folder above the spec that holds `generated/`; else the current folder."""
+    for folder in spec.resolve().parents:
+        if (folder / "generated").is_dir():
+            return folder
+    return cwd
+
+
+def check_run_flags(args: Any, cwd: Path) -> list[str]:
+    """Problems with the run's flags (empty when all is well). Resolves `args.generated` and
+    `args.runs_dir` against the project root as a side effect on `args`."""
+    problems: list[str] = []
+    if args.run_id is not None and (not RUN_ID.fullmatch(args.run_id) or ".." in args.run_id):
+        problems.append(f"--run-id {args.run_id!r}: a run id is a name (letters, digits, '.', '_', '-'; "
+                        "at most 100 characters; no '/' or '..'), used as a folder under runs/<experiment>/")
+    if args.seeds is not None and not 1 <= args.seeds <= 1000:
+        problems.append(f"--seeds {args.seeds}: need between 1 and 1000 seeds")
+    if not (math.isfinite(args.steps_scale) and 0 < args.steps_scale <= 1000):
+        problems.append(f"--steps-scale {args.steps_scale}: need a positive factor (at most 1000)")
+    if not DEVICE.fullmatch(args.device):
+        problems.append(f"--device {args.device!r}: use auto, cpu, cuda, cuda:N or mps")
+    if getattr(args, "processes", 1) < 1:
+        problems.append(f"--processes {args.processes}: need at least 1")
+    spec = Path(args.spec)
+    if not spec.is_file():
+        problems.append(f"cannot read {args.spec}: no such file")
+        return problems
+    root = project_root(spec, cwd)
+    for attr in ("generated", "runs_dir"):
+        if not Path(getattr(args, attr)).is_absolute():
+            setattr(args, attr, str(root / getattr(args, attr)))
+    return problems
+
+
+def check_plan_flags(args: Any, plan: dict) -> list[str]:
+    """Flags that name things in the compiled experiment: the profile and the arms."""
+    problems = []
+    profiles = list(plan["profiles"])
+    if args.profile is not None and args.profile not in profiles:
+        hint = did_you_mean(args.profile, profiles)
+        problems.append(f"--profile {args.profile!r}: {plan['name']} has no such profile (it has "
+                        f"{', '.join(profiles)})" + (f"; {hint}" if hint else ""))
+    if args.arms:
+        names = [a["name"] for a in plan["arms"]]
+        for arm in args.arms.split(","):
+            if arm not in names:
+                hint = did_you_mean(arm, names)
+                problems.append(f"--arms: {plan['name']} has no arm {arm!r} (it has {', '.join(names)})"
+                                + (f"; {hint}" if hint else ""))
+    return problems
+
+
+def read_plan(generated: Path, experiment: str) -> dict | None:
+    try:
+        return json.loads((generated / experiment / "experiment.json").read_text())
+    except (OSError, ValueError):
+        return None
