@@ -17,6 +17,11 @@ from .generate import generate
 from .runtime.cache import atomic_write_text as atomic_write  # torch-free: one atomic writer for all
 
 
+class BuildError(Exception):
+    """A build that cannot go ahead (an unreadable spec, an output folder holding something
+    build did not write): it writes and removes nothing."""
+
+
 @dataclass
 class BuildResult:
     written: list[str] = field(default_factory=list)
@@ -43,8 +48,12 @@ def expected_files(specs: list[Path], root: Path, result: BuildResult) -> dict[s
     """Compile every spec; raise CompileError (with `.path`/`.source`) on the first that fails."""
     files: dict[str, str] = {}
     for path in specs:
-        source = path.read_text()
         shown = display_path(path, root)
+        try:
+            source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise BuildError(f"{shown}: cannot read: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                                    f"at offset {exc.start})") from None
         try:
             spec, warnings = compile_text(source)
         except CompileError as err:
@@ -53,10 +62,6 @@ def expected_files(specs: list[Path], root: Path, result: BuildResult) -> dict[s
         result.warnings.extend((shown, source, w) for w in warnings)
         files.update(generate(spec, source, shown))
     return files
-
-
-class OutputFolderError(Exception):
-    """The output folder holds something build did not write: it writes and removes nothing."""
 
 
 def _walk_files(folder: Path) -> tuple[set[str], list[str]]:
@@ -117,7 +122,7 @@ def build(root: Path, named: list[str], out_dir: Path, check_only: bool) -> Buil
     foreign = sorted(present - owned - set(files))
     if links or foreign:
         shown = [f"{out_dir / p} (a symbolic link)" for p in links] + [str(out_dir / p) for p in foreign]
-        raise OutputFolderError(
+        raise BuildError(
             f"{out_dir}/ holds {len(shown)} file(s) that ectc build did not write: "
             + ", ".join(shown[:5]) + (", ..." if len(shown) > 5 else "")
             + f"; build writes and removes nothing there. Remove them, or pass --out to an empty folder")

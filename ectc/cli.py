@@ -23,17 +23,27 @@ def _report_compile_error(err, path: str, source: str) -> None:
     sys.stderr.write(f"{path}: {errors} error(s), {warnings} warning(s)\n")
 
 
+def read_spec(name: str) -> str | None:
+    """A spec's text, or None after saying on stderr why it cannot be read (missing, a folder,
+    not UTF-8): never a traceback."""
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        sys.stderr.write(f"{name}: cannot read: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                         f"{exc.start})\n")
+    except OSError as exc:
+        sys.stderr.write(f"{name}: cannot read: {exc.strerror or exc}\n")
+    return None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .compile import compile_text
     from .errors import CompileError
 
     status = EXIT_OK
     for name in args.specs:
-        path = Path(name)
-        try:
-            source = path.read_text()
-        except OSError as exc:
-            sys.stderr.write(f"{name}: cannot read: {exc.strerror}\n")
+        source = read_spec(name)
+        if source is None:
             status = EXIT_ERROR
             continue
         try:
@@ -57,7 +67,10 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for name in args.specs:
         path = Path(name)
-        source = path.read_text()
+        source = read_spec(name)
+        if source is None:
+            status = EXIT_ERROR
+            continue
         try:
             formatted = format_spec(source)
         except CompileError as err:
@@ -79,7 +92,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import OutputFolderError, build
+    from .build import BuildError, build
     from .errors import CompileError
 
     root = Path.cwd()
@@ -88,7 +101,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     except CompileError as err:
         _report_compile_error(err, err.path, err.source)  # type: ignore[attr-defined]
         return EXIT_ERROR
-    except OutputFolderError as err:
+    except BuildError as err:
         sys.stderr.write(f"error: {err}\n")
         return EXIT_ERROR
     except OSError as exc:
@@ -117,12 +130,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .errors import CompileError
     from .explain import explain
 
-    source = Path(args.spec).read_text()
+    from .errors import did_you_mean
+
+    source = read_spec(args.spec)
+    if source is None:
+        return EXIT_ERROR
     try:
         spec, _ = compile_text(source)
     except CompileError as err:
         _report_compile_error(err, args.spec, source)
         return EXIT_ERROR
+    if args.profile is not None:
+        names = sorted({p.name for exp in spec.experiments for p in exp.profiles})
+        if args.profile not in names:
+            hint = did_you_mean(args.profile, names)
+            sys.stderr.write(f"error: --profile {args.profile!r}: {args.spec} has no such profile (it has "
+                             f"{', '.join(names)})" + (f"; {hint}" if hint else "") + "\n")
+            return EXIT_ERROR
     explain(spec, _console(), profile=args.profile)
     return EXIT_OK
 
@@ -135,14 +159,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Every flag is checked before the runtime (torch) is imported or anything runs.
     problems = check_run_flags(args, Path.cwd())
     if Path(args.spec).is_file():
+        source = read_spec(args.spec)
+        if source is None:
+            return EXIT_ERROR
         try:
-            source = Path(args.spec).read_text()
             spec, _ = compile_text(source)
         except CompileError as err:
             _report_compile_error(err, args.spec, source)
             return EXIT_ERROR
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"cannot read {args.spec}: {exc}")
         else:
             for exp in spec.experiments:
                 plan = read_plan(Path(args.generated), exp.name)

@@ -37,7 +37,10 @@ def read_side(arg: str, cwd: Optional[Path] = None) -> str:
     path, ref = split_ref(arg)
     if ref is None:
         try:
-            return Path(cwd or ".", path).read_text()
+            return Path(cwd or ".", path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise SideError(f"cannot read {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                            f"{exc.start})") from None
         except OSError as exc:
             raise SideError(f"cannot read {path}: {exc.strerror}") from None
     return git_show(path, ref, cwd)

@@ -134,3 +134,27 @@ def test_run_resolves_generated_and_runs_from_the_specs_project(tmp_path):
     spec.write_text("")
     assert project_root(spec, tmp_path / "elsewhere") == (tmp_path / "proj").resolve()
     assert project_root(tmp_path / "elsewhere" / "s.ect", tmp_path / "elsewhere") == tmp_path / "elsewhere"
+
+
+def test_unreadable_specs_are_reported_by_every_command(tmp_path, monkeypatch, capsys):
+    """Invalid UTF-8 and missing files were tracebacks in every command."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs/bad.ect").write_bytes(b"experiment x {\xff}")
+    for command in (["check"], ["fmt"], ["explain"], ["run"]):
+        assert main([*command, "specs/bad.ect"]) == 1
+        assert capsys.readouterr().err == "specs/bad.ect: cannot read: not UTF-8 text (byte 0xff at offset 14)\n"
+    for command in (["check"], ["fmt"], ["explain"]):
+        assert main([*command, "specs/none.ect"]) == 1
+        assert capsys.readouterr().err == "specs/none.ect: cannot read: No such file or directory\n"
+    assert main(["build"]) == 1
+    assert capsys.readouterr().err == "error: specs/bad.ect: cannot read: not UTF-8 text (byte 0xff at offset 14)\n"
+    assert main(["diff", "specs/bad.ect", "specs/bad.ect"]) == 1
+    assert "cannot read specs/bad.ect: not UTF-8 text (byte 0xff at offset 14)" in capsys.readouterr().err
+
+
+def test_explain_refuses_an_unknown_profile(capsys):
+    assert main(["explain", str(ROOT / "specs/sycophancy.ect"), "--profile", "tiyn"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.endswith("has no such profile (it has paper, tiny); did you mean `tiny`?\n")

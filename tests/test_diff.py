@@ -39,7 +39,8 @@ CASES = [
      "no effect on runs"),
     ("deploy", SYC, ("deploy  0.0", "deploy  0.25"),
      "~ sycophancy.axis.suggestibility.deploy: 0.0 -> 0.25",
-     "re-evaluation only (arms shuffled, ect, prompt_only)"),
+     # the unlabeled baseline is evaluated at the deployment value too (its feedback reads it)
+     "re-evaluation only"),
     ("label template", SYC, ('label "Suggestibility Level: {{', 'label "Suggestibility: {{'),
      '~ sycophancy.label: "Suggestibility Level: {{ (suggestibility / 1.5 * 100) | round | int }… '
      '-> "Suggestibility: {{ (suggestibility / 1.5 * 100) | round | int }}%"',
