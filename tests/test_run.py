@@ -175,3 +175,25 @@ def test_evaluation_sets_the_axis_to_each_conditions_value(syco):
     for s in samples:
         expected = 0.0 if s["condition"] == "deploy" else float(s["condition"].split("=")[1])
         assert s["sample"]["suggestibility"] == expected
+
+
+def test_a_second_run_of_the_same_folder_is_refused(syco):
+    """Two `ectc run` of one spec and run id both did all the work; the second now refuses,
+    naming the process that holds the folder, and a killed holder leaves no stale lock."""
+    from ectc.runtime.lock import run_folder_lock
+
+    project, _ = syco
+    with run_folder_lock(project / "runs/sycophancy/tiny"):
+        out = ectc_run(project, "specs/sycophancy.ect", check=False)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: ") and f"is in use by process {os.getpid()} (since " in out.stderr
+    assert "pass another --run-id" in out.stderr
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from ectc.runtime.lock import run_folder_lock\n"
+                               "with run_folder_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+                               str(project / "runs/sycophancy/tiny")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    out = ectc_run(project, "specs/sycophancy.ect")
+    assert "reused" in out.stdout and out.returncode == 0

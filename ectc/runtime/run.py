@@ -702,9 +702,13 @@ def _reusable_conditions(folder: Path, cond_keys: dict[str, str]) -> dict[str, l
 # ---- the run -------------------------------------------------------------------------
 
 
+def run_folder(exp: Experiment, opts: Options) -> Path:
+    return opts.runs_dir / exp.name / (opts.run_id or exp.profile(opts.profile)[0])
+
+
 def prepare(exp: Experiment, spec_source: str, opts: Options, console) -> Run:
     profile_name, profile = exp.profile(opts.profile)
-    folder = opts.runs_dir / exp.name / (opts.run_id or profile_name)
+    folder = run_folder(exp, opts)
     folder.mkdir(parents=True, exist_ok=True)
     seeds = list(profile["seeds"])
     if opts.seeds is not None:
@@ -821,9 +825,16 @@ def main(args) -> int:
 
             status = max(status, dispatch(args, exp, source, opts, console))
             continue
-        run = prepare(exp, source, opts, console)
-        console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device}")
-        console.print(f"run folder: {run.folder}")
-        with flush_denormals():
-            execute(run)
+        from .lock import RunFolderBusy, run_folder_lock
+
+        try:
+            with run_folder_lock(run_folder(exp, opts)):
+                run = prepare(exp, source, opts, console)
+                console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device}")
+                console.print(f"run folder: {run.folder}")
+                with flush_denormals():
+                    execute(run)
+        except RunFolderBusy as busy:
+            sys.stderr.write(f"error: {busy}\n")
+            return 1
     return status
