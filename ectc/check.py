@@ -424,11 +424,10 @@ def monitor_fields(m: ir.Monitor) -> dict[str, str]:
 # ---- templates -----------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
 def _jinja_env() -> jinja2.Environment:
-    from jinja2.sandbox import SandboxedEnvironment
+    from .sandbox import environment
 
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    return environment()
 
 
 def check_template(text: str, span: Span, allowed: set[str], what: str) -> list[Diagnostic]:
@@ -438,12 +437,38 @@ def check_template(text: str, span: Span, allowed: set[str], what: str) -> list[
         undeclared = jinja2.meta.find_undeclared_variables(ast)
     except jinja2.TemplateSyntaxError as exc:
         return [_err(span, "E301", f"{what} is not a valid jinja2 template: {exc.message}")]
-    out = []
+    out = [_err(span, "E305", f"{what} asks for too much work: {problem}",
+                "ectc bounds what a template may compute; use smaller numbers")
+           for problem in _constant_work(ast)]
     for name in sorted(undeclared):
         if name not in allowed:
             out.append(_err(span, "E302", f"{what} uses undeclared variable `{name}`",
                             did_you_mean(name, allowed) or f"declared: {', '.join(sorted(allowed)) or 'none'}"))
     return out
+
+
+def _constant_work(ast) -> list[str]:
+    """Operations on constants that the sandbox would refuse at render time (`9 ** 999999999`,
+    `'%999999999d' | format(1)`): found now, by asking the sandbox itself, not during a run."""
+    from jinja2 import nodes
+    from jinja2.sandbox import SecurityError
+
+    env = _jinja_env()
+    problems = []
+    for node in ast.find_all((nodes.BinExpr, nodes.Filter)):
+        try:
+            if isinstance(node, nodes.BinExpr) and node.operator in env.intercepted_binops:
+                if isinstance(node.left, nodes.Const) and isinstance(node.right, nodes.Const):
+                    env.call_binop(None, node.operator, node.left.value, node.right.value)
+            elif (isinstance(node, nodes.Filter) and isinstance(node.node, nodes.Const) and node.name in env.filters
+                  and all(isinstance(a, nodes.Const) for a in node.args) and not node.kwargs):
+                if node.name in ("format", "center", "indent"):
+                    env.filters[node.name](node.node.value, *(a.value for a in node.args))
+        except SecurityError as exc:
+            problems.append(str(exc))
+        except Exception:
+            pass  # any other failure is the template's own, met when it renders
+    return problems
 
 
 def template_uses(text: str) -> set[str]:

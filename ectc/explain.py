@@ -10,8 +10,7 @@ from .generate import _plan, resolve_profile
 
 def label_examples(plan: dict[str, Any], label: str, count: int = 5) -> list[tuple[Any, str]]:
     """The label rendered at a few axis values: deployment, held out, and across training."""
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
+    from .sandbox import environment
 
     axis = plan["axis"]
     if axis["type"] == "enum":
@@ -21,7 +20,7 @@ def label_examples(plan: dict[str, Any], label: str, count: int = 5) -> list[tup
         lo, hi = axis["domain"]
         values = sorted({axis["deploy"], *[round(lo + (hi - lo) * i / (count - 1), 4) for i in range(count)]})
         describe = {}
-    template = SandboxedEnvironment(undefined=StrictUndefined).from_string(label)
+    template = environment().from_string(label)
     out = []
     for value in values:
         context = {axis["name"]: value, f"{axis['name']}_description": describe.get(value, value)}

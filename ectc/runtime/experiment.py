@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
+from ..sandbox import environment
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined)
+_ENV = environment()
 
 
 def content_hash(text: str) -> str:

@@ -335,10 +335,9 @@ def _env():
     global _jinja_env
     with _jinja_lock:
         if _jinja_env is None:
-            from jinja2 import StrictUndefined
-            from jinja2.sandbox import SandboxedEnvironment
+            from ..sandbox import environment
 
-            _jinja_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+            _jinja_env = environment(keep_trailing_newline=True)
         return _jinja_env
 
 
