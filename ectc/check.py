@@ -8,7 +8,7 @@ E6xx profiles and settings, E7xx evaluation, E8xx data and feedback; W for warni
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import jinja2
 import jinja2.meta
@@ -430,7 +430,24 @@ def _jinja_env() -> jinja2.Environment:
     return environment()
 
 
+MAX_TEMPLATE_NESTING = 32   # jinja's parser recurses ~15 frames per bracket level
+
+
+def _bracket_depth(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def check_template(text: str, span: Span, allowed: set[str], what: str) -> list[Diagnostic]:
+    if _bracket_depth(text) > MAX_TEMPLATE_NESTING:
+        return [_err(span, "E305", f"{what} nests brackets deeper than {MAX_TEMPLATE_NESTING} levels",
+                     "ectc bounds what a template may compute; flatten the expression")]
     try:
         ast = _jinja_env().parse(text)
         # Unknown filters surface here, not in parse: same error, same code.
@@ -472,6 +489,8 @@ def _constant_work(ast) -> list[str]:
 
 
 def template_uses(text: str) -> set[str]:
+    if _bracket_depth(text) > MAX_TEMPLATE_NESTING:
+        return set()  # check_template reports it
     try:
         return set(jinja2.meta.find_undeclared_variables(_jinja_env().parse(text)))
     except jinja2.TemplateSyntaxError:
@@ -634,7 +653,7 @@ def _check_enum_axis(exp: ir.Experiment, axis: ir.Axis) -> list[Diagnostic]:
                         "add `train uniform(a, b, ...)` over the trained values"))
     else:
         Typer(scope, "axis_train", out).expect(axis.train, (axis_type(axis),), "the training distribution")
-        trained = _enum_names(axis.train)
+        trained = enum_names(axis.train)
     for h in axis.holdout_values:
         if h.id not in names:
             out.append(_err(h.span, "E113", f"unknown value `{h.id}` of axis `{axis.name}`", did_you_mean(h.id, names)))
@@ -650,13 +669,14 @@ def _check_enum_axis(exp: ir.Experiment, axis: ir.Axis) -> list[Diagnostic]:
     return out
 
 
-def _enum_names(e: ir.Expr) -> set[str]:
+def enum_names(e: ir.Expr) -> set[str]:
+    """The enum values a training distribution names: `uniform(a, b)`, `choice([a, b])`, `a`."""
     if isinstance(e, ir.Name):
         return {e.id}
     if isinstance(e, ir.Call):
-        return set().union(*(_enum_names(a) for a in e.args)) if e.args else set()
+        return set().union(*(enum_names(a) for a in e.args)) if e.args else set()
     if isinstance(e, ir.ListExpr):
-        return set().union(*(_enum_names(a) for a in e.items)) if e.items else set()
+        return set().union(*(enum_names(a) for a in e.items)) if e.items else set()
     return set()
 
 
@@ -702,7 +722,8 @@ def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
     fields = template_vars(exp, block)
     axis_vars = axis_template_vars(exp)
     for t in exp.labels:
-        out.extend(check_template(t.text, t.span, axis_vars | fields, "the label"))
+        problems = check_template(t.text, t.span, axis_vars | fields, "the label")
+        out.extend(problems or _label_render_problems(exp, t))
     prompt_vars = fields | {"label"}
     sources = [("prompt", t) for t in exp.prompts] + [("system prompt", t) for t in exp.systems]
     sources += [(f"profile `{p.name}`'s {s.key}", s.value) for p in exp.profiles for s in p.settings
@@ -720,10 +741,36 @@ def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
         out.extend(check_template(t.text, t.span, set(), "`unlabeled`"))
     if exp.prompts and exp.labels:
         used = set().union(*(template_uses(t.text) for t in exp.prompts + exp.systems))
-        if "label" not in used:
+        if "label" not in used and all(_bracket_depth(t.text) <= MAX_TEMPLATE_NESTING for t in exp.prompts + exp.systems):
             out.append(_err(exp.prompts[0].span, "E304", "neither the prompt nor the system prompt shows the label",
                             "put `{{ label }}` where the evaluation label goes"))
     return out
+
+
+def _label_render_problems(exp: ir.Experiment, label: ir.Template) -> list[Diagnostic]:
+    """Render the label at the axis's values (enum) or its ends, middle and deployment value,
+    so that a label that fails (`{{ 1 / 0 }}`, a bounded-work refusal) is found by check, not
+    by `explain` or in the middle of a run. Labels that read data fields are left to the run."""
+    axis = exp.axis
+    if axis is None or template_uses(label.text) - axis_template_vars(exp):
+        return []
+    if axis.type == "enum":
+        values: list[Any] = [(v.name, v.description or v.name) for v in axis.values]
+    elif axis.domain is not None:
+        lo, hi = axis.domain.low, axis.domain.high
+        numbers = [lo, (lo + hi) / 2, hi] + ([_number(axis.deploy)] if _number(axis.deploy) is not None else [])
+        values = [(int(x) if axis.type == "int" else x, None) for x in numbers]
+    else:
+        return []
+    template = None
+    for value, description in values:
+        try:
+            template = template or _jinja_env().from_string(label.text)
+            template.render({axis.name: value, f"{axis.name}_description": description})
+        except Exception as exc:  # noqa: BLE001 (any failure of the user's template is reported)
+            return [_err(label.span, "E306", f"the label fails to render at {axis.name} = {value}: "
+                         f"{type(exc).__name__}: {exc}", "check renders the label at the axis's values before any run")]
+    return []
 
 
 def check_data(exp: ir.Experiment) -> list[Diagnostic]:
@@ -1091,6 +1138,53 @@ def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
     return out
 
 
+MAX_SEEDS = 1000
+MAX_SWEEP_VALUES = 1000
+
+
+def _constant(e: ir.Expr) -> bool:
+    """A value written out: what the generated plan stores as data, not code to evaluate."""
+    if isinstance(e, (ir.Num, ir.Str, ir.Bool, ir.Name)):
+        return True
+    if isinstance(e, ir.Unary) and e.op == "-":
+        return isinstance(e.operand, ir.Num)
+    if isinstance(e, ir.ListExpr):
+        return all(_constant(i) for i in e.items)
+    return False
+
+
+def check_bounds(exp: ir.Experiment) -> list[Diagnostic]:
+    """Values the plan stores as data must be written out (`0.5 + 0.5` is an expression, and
+    `s` a name, where a number is meant), and what a run would expand stays bounded."""
+    out: list[Diagnostic] = []
+    axis = exp.axis
+    numeric = axis is not None and axis.type != "enum"
+    hint = "write the number itself" if numeric else "write the value's name"
+    if axis is not None and axis.train is not None:
+        train = axis.train
+        args = train.args if isinstance(train, ir.Call) else (train,)
+        for a in args:
+            if not _constant(a) or (numeric and isinstance(a, ir.Name)):
+                out.append(_err(a.span, "E115", "the training distribution takes values written out, not expressions", hint))
+    fixed = [p.expr for arm in exp.arms for p in arm.parts if p.key == "label_fixed" and p.expr is not None]
+    deploy = [axis.deploy] if axis is not None and axis.deploy is not None else []
+    for e, what in [(e, "the deployment value") for e in deploy] + [(e, "a fixed label") for e in fixed]:
+        if not _constant(e) or isinstance(e, ir.ListExpr) or (numeric and isinstance(e, ir.Name)):
+            out.append(_err(e.span, "E115", f"{what} must be a value written out, not an expression", hint))
+    for p in exp.profiles:
+        seeds = setting_map(p.settings).get("seeds")
+        if seeds is not None and isinstance(seeds.value, ir.Num) and not 1 <= seeds.value.value <= MAX_SEEDS:
+            out.append(_err(seeds.value.span, "E612", f"`seeds` must be between 1 and {MAX_SEEDS}"))
+    ev = exp.evaluate
+    for sweep in ev.sweeps if ev is not None else ():
+        if None not in (sweep.low, sweep.high, sweep.step) and sweep.step > 0:
+            count = (sweep.high - sweep.low) / sweep.step + 1
+            if count > MAX_SWEEP_VALUES:
+                out.append(_err(sweep.span, "E706", f"the sweep has {count:.3g} values; at most {MAX_SWEEP_VALUES}",
+                                "use a larger step"))
+    return out
+
+
 CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [
     check_structure,
     check_axis,
@@ -1101,4 +1195,5 @@ CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [
     check_arms,
     check_profiles,
     check_evaluate,
+    check_bounds,
 ]

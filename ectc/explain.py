@@ -29,13 +29,15 @@ def label_examples(plan: dict[str, Any], label: str, count: int = 5) -> list[tup
 
 
 def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
+    # User text (descriptions, labels, paths) is shown as written, never read as rich markup.
     for exp in spec.experiments:
         plan = _plan(exp, "", "", [])
         console.rule(f"[bold]experiment {exp.name}")
         if plan["description"]:
-            console.print(plan["description"])
+            console.print(escape(plan["description"]))
         axis = plan["axis"]
         if axis["type"] == "enum":
             console.print(f"axis [bold]{axis['name']}[/] (enum): trains on {', '.join(axis['train_values'])}; "
@@ -49,7 +51,7 @@ def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
             table.add_column(axis["name"])
             table.add_column("label")
             for value, text in label_examples(plan, exp.label.text):
-                table.add_row(str(value), text)
+                table.add_row(escape(str(value)), escape(text))
             console.print(table)
         table = Table(title="Arms")
         for col in ("arm", "trains with label", "encoding", "data filter", "asked at inference with"):
@@ -87,7 +89,7 @@ def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
         table.add_column("value")
         for key in ("model", "quantize", "lora", "warmup", plan["method"], "generate"):
             if resolved.get(key):
-                table.add_row(key, ", ".join(f"{k}={v}" for k, v in resolved[key].items()))
+                table.add_row(key, escape(", ".join(f"{k}={v}" for k, v in resolved[key].items())))
         console.print(table)
 
 

@@ -86,6 +86,7 @@ def _parse_with_comments(text: str) -> tuple[Tree, list[Token]]:
 
 def format_spec(text: str) -> str:
     """The canonical layout of spec `text`; raise CompileError when it does not parse."""
+    _checked_parse(text)  # the syntax and the stated limits (nesting, sizes) before the printer recurses
     tree, comments = _parse_with_comments(text)
     return _Printer(text, comments).run(tree)
 

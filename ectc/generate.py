@@ -17,7 +17,7 @@ from typing import Any, Optional
 import jinja2
 
 from . import __version__, ir, schema
-from .check import setting_map
+from .check import enum_names, setting_map
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -390,8 +390,7 @@ def _axis_plan(axis: ir.Axis) -> dict[str, Any]:
     plan: dict[str, Any] = {"name": axis.name, "type": axis.type}
     if axis.type == "enum":
         plan["values"] = [{"name": v.name, "description": v.description} for v in axis.values]
-        plan["train_values"] = sorted({a.id for a in axis.train.args} if isinstance(axis.train, ir.Call) else set(),
-                                      key=[v.name for v in axis.values].index)
+        plan["train_values"] = sorted(enum_names(axis.train), key=[v.name for v in axis.values].index)
         plan["holdout"] = [h.id for h in axis.holdout_values]
         plan["deploy"] = axis.deploy.id if isinstance(axis.deploy, ir.Name) else None
     else:

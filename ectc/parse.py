@@ -60,12 +60,95 @@ def tree_shape() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     return anonymous, keep, inline
 
 
+# Stated limits (README, "Security and limits"): a spec beyond them gets a diagnostic, never a
+# traceback, a hang or gigabytes of memory. Nesting is bounded below Python's own limits, both
+# the interpreter's recursion (lower, check, diff walk the tree) and the generated code's parser
+# (200 nested parentheses).
+MAX_SPEC_CHARS = 1_000_000
+MAX_SPEC_LINES = 20_000
+MAX_NESTING = 120           # levels of the parse tree: expressions, blocks, settings
+MAX_STRING_CHARS = 100_000
+MAX_NUMBER_DIGITS = 18      # an integer literal fits in 64 bits
+
+
 def parse(text: str) -> Tree:
-    """Parse spec text; raise CompileError with one syntax diagnostic on failure."""
+    """Parse spec text; raise CompileError with the syntax diagnostic, or with every literal
+    and nesting beyond the stated limits."""
+    lines = text.count("\n") + 1
+    if len(text) > MAX_SPEC_CHARS or lines > MAX_SPEC_LINES:
+        raise CompileError([Diagnostic(Span(line=1, column=1, end_line=1, end_column=2), "E008",
+                                       f"the spec is too large ({len(text)} characters, {lines} lines)",
+                                       f"ectc reads specs of at most {MAX_SPEC_CHARS} characters and "
+                                       f"{MAX_SPEC_LINES} lines")])
     try:
-        return feed(parser(), text)
+        tree = feed(parser(), text)
     except UnexpectedInput as err:
         raise CompileError([_syntax_diagnostic(text, err)]) from None
+    problems = _beyond_limits(tree)
+    if problems:
+        raise CompileError(problems)
+    return tree
+
+
+def _token_span(token: Token) -> Span:
+    return Span(line=token.line, column=token.column, end_line=token.end_line or token.line,
+                end_column=token.end_column or token.column + 1)
+
+
+def _first_token(tree: Tree) -> Token | None:
+    node = tree
+    while isinstance(node, Tree):
+        present = [c for c in node.children if c is not None]
+        if not present:
+            return None
+        node = present[0]
+    return node
+
+
+def _beyond_limits(tree: Tree) -> list[Diagnostic]:
+    """One iterative walk (no recursion, so any depth is safe): literals out of range and the
+    first place where the tree nests deeper than MAX_NESTING."""
+    out: list[Diagnostic] = []
+    stack: list[tuple[Tree | Token, int]] = [(tree, 1)]
+    too_deep = False
+    while stack:
+        node, depth = stack.pop()
+        if node is None:  # an absent optional part
+            continue
+        if isinstance(node, Token):
+            out.extend(_literal_problems(node))
+            continue
+        if depth > MAX_NESTING and not too_deep:
+            too_deep = True
+            token = _first_token(node)
+            span = _token_span(token) if token is not None else Span(line=1, column=1, end_line=1, end_column=2)
+            out.append(Diagnostic(span, "E009", f"the spec nests deeper than {MAX_NESTING} levels here",
+                                  "split the expression or the block: long chains of `and`, `+` or "
+                                  "parentheses nest one level per term"))
+        if not too_deep:
+            stack.extend((child, depth + 1) for child in reversed(node.children))
+        else:
+            stack.extend((child, depth + 1) for child in reversed(node.children) if isinstance(child, Token))
+    out.sort(key=lambda d: (d.span.line, d.span.column))
+    return out
+
+
+def _literal_problems(token: Token) -> list[Diagnostic]:
+    if token.type == "NUMBER":
+        digits = token.value.split(".")[0].split("e")[0].split("E")[0]
+        value = float(token.value)
+        if len(digits.lstrip("0")) > MAX_NUMBER_DIGITS or value == float("inf"):
+            return [Diagnostic(_token_span(token), "E010", f"the number {token.value[:24]}"
+                               + ("..." if len(token.value) > 24 else "") + " is out of range",
+                               f"numbers in a spec have at most {MAX_NUMBER_DIGITS} digits before the point "
+                               "and stay finite")]
+        if value != 0.0 and abs(value) < 1e-300:
+            return [Diagnostic(_token_span(token), "E010", f"the number {token.value} is out of range",
+                               "numbers closer to zero than 1e-300 lose their precision")]
+    elif token.type in ("STRING", "LONG_STRING") and len(token.value) > MAX_STRING_CHARS:
+        return [Diagnostic(_token_span(token), "E010", f"this string is {len(token.value)} characters long",
+                           f"strings in a spec have at most {MAX_STRING_CHARS} characters")]
+    return []
 
 
 @functools.lru_cache(maxsize=1)

@@ -46,3 +46,15 @@ def test_shipped_specs_check_clean(capsys):
     assert len(specs) >= 2
     assert main(["check", *specs]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_spec_beyond_the_size_limit_is_refused_before_lexing(tmp_path, capsys):
+    """A 10 MB string needed 3.7 GB to lex; the stated limit comes first."""
+    from ectc.parse import MAX_SPEC_CHARS
+
+    spec = tmp_path / "big.ect"
+    spec.write_text("experiment x {\n  description \"" + "x" * MAX_SPEC_CHARS + "\"\n}\n")
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert f"error[E008]: the spec is too large ({MAX_SPEC_CHARS + 34} characters, 4 lines)" in err
+    assert "ectc reads specs of at most 1000000 characters and 20000 lines" in err

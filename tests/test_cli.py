@@ -158,3 +158,17 @@ def test_explain_refuses_an_unknown_profile(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.endswith("has no such profile (it has paper, tiny); did you mean `tiny`?\n")
+
+
+def test_explain_shows_user_text_as_written(tmp_path, capsys):
+    """Rich markup in a description or label (`[/bold]`) raised MarkupError in explain."""
+    text = (ROOT / "tests/fixtures/diagnostics/base.ect").read_text().replace(
+        "experiment mini {", 'experiment mini {\n  description "closing [/bold] and [red]open"', 1).replace(
+        'label "Level:', 'label "[/] Level:', 1)
+    spec = tmp_path / "s.ect"
+    spec.write_text(text)
+    assert main(["check", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "closing [/bold] and [red]open" in out and "[/] Level: 0%" in out
