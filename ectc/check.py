@@ -1174,13 +1174,13 @@ def check_bounds(exp: ir.Experiment) -> list[Diagnostic]:
     for p in exp.profiles:
         seeds = setting_map(p.settings).get("seeds")
         if seeds is not None and isinstance(seeds.value, ir.Num) and not 1 <= seeds.value.value <= MAX_SEEDS:
-            out.append(_err(seeds.value.span, "E612", f"`seeds` must be between 1 and {MAX_SEEDS}"))
+            out.append(_err(seeds.value.span, "E620", f"`seeds` must be between 1 and {MAX_SEEDS}"))
     ev = exp.evaluate
     for sweep in ev.sweeps if ev is not None else ():
         if None not in (sweep.low, sweep.high, sweep.step) and sweep.step > 0:
             count = (sweep.high - sweep.low) / sweep.step + 1
             if count > MAX_SWEEP_VALUES:
-                out.append(_err(sweep.span, "E706", f"the sweep has {count:.3g} values; at most {MAX_SWEEP_VALUES}",
+                out.append(_err(sweep.span, "E707", f"the sweep has {count:.3g} values; at most {MAX_SWEEP_VALUES}",
                                 "use a larger step"))
     return out
 
