@@ -119,17 +119,18 @@ def _dtype(name: str | None):
 
 
 def load_hf_model(name_or_path: str, quantize: dict | None = None, dtype: str = "bfloat16",
-                  gradient_checkpointing: bool = False):
-    """Load a causal LM and its tokenizer. `quantize` like
+                  gradient_checkpointing: bool = False, revision: str | None = None):
+    """Load a causal LM and its tokenizer at `revision` (a hub branch, tag or commit; None: the
+    default branch; a local folder has no revisions and ignores it). `quantize` like
     {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"} loads it
     through bitsandbytes and prepares it for k-bit training (norms in fp32, input grads on)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    kwargs = {"dtype": _dtype(dtype)}
+    kwargs = {"dtype": _dtype(dtype), "revision": revision}
     if quantize:
         from transformers import BitsAndBytesConfig
 

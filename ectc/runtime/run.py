@@ -242,7 +242,7 @@ def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], t
             from .models import load_hf_model
 
             return load_hf_model(model_cfg["path"], quantize=profile["quantize"],
-                                 dtype=model_cfg.get("dtype") or "bfloat16",
+                                 dtype=model_cfg.get("dtype") or "bfloat16", revision=model_cfg.get("revision"),
                                  gradient_checkpointing=bool(profile.get("sft", {}).get("gradient_checkpointing")))
         return key, load_hf
 
@@ -503,7 +503,7 @@ def _generation_backend(run: Run, arm: Arm, seed: int, load_base):
         lora = run.profile.get("lora")
         if lora:
             return make_backend("vllm", model_path=run.profile["model"]["path"], adapter_path=str(final),
-                                max_lora_rank=lora["rank"])
+                                revision=run.profile["model"].get("revision"), max_lora_rank=lora["rank"])
         return make_backend("vllm", model_path=str(final))
     model, tokenizer = load_trained(run, arm.trained_as, seed, load_base)
     return make_backend("transformers", model=model, tokenizer=tokenizer)
