@@ -1,6 +1,6 @@
 """generate: checked IR -> {relative path: text} for `generated/<experiment>/`.
 
-Pure and deterministic. Decisions are made here; the jinja2 templates in `templates/` only lay
+Pure and deterministic. Decisions are made here; the jinja2 templates in `ectc/templates/` only lay
 out what this module prepared. User text reaches generated Python only through `repr()` of
 validated primitives, and names only as dict keys (also through `repr()`) or behind a fixed
 prefix, so no spec can inject code.
@@ -19,7 +19,7 @@ import jinja2
 from . import __version__, ir, schema
 from .check import setting_map
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data, like the grammar
 
 
 def header(spec_path: str, sha: str) -> str:
