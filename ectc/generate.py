@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import jinja2
 
-from . import __version__, ir, schema
+from . import __version__, ir, jsonio, schema
 from .check import setting_map
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data, like the grammar
@@ -63,7 +62,7 @@ def _experiment_files(exp: ir.Experiment, spec_path: str, sha: str) -> dict[str,
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    return jsonio.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
 
 @functools.lru_cache(maxsize=1)

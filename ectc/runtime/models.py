@@ -17,6 +17,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from .. import jsonio
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 
 # Short LoRA target names (as a spec writes them) -> the module names Llama/Qwen/Mistral use.
@@ -195,7 +197,7 @@ def save_model_atomic(model, tokenizer, directory: str | os.PathLike, recipe: di
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if recipe is not None:
-            (tmp / "recipe.json").write_text(json.dumps(recipe, sort_keys=True, indent=1, default=str))
+            (tmp / "recipe.json").write_text(jsonio.dumps(recipe, sort_keys=True, indent=1, default=str))
         try:
             os.rename(tmp, directory)
         except OSError:

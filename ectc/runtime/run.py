@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import jsonio
 from .cache import atomic_write_text
 from .experiment import Arm, Experiment, json_hash, prompt_string, training_identity
 
@@ -30,11 +31,11 @@ STAGE_FILE = "stage.json"
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+    atomic_write_text(path, jsonio.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+    atomic_write_text(path, "".join(jsonio.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:
