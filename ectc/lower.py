@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Any, Optional
 
@@ -128,10 +129,17 @@ class _Lower:
             i += 1
         return "".join(out)
 
+    def _float(self, meta, text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):  # 1e999: no float holds it, and JSON has no Infinity
+            self.diagnostics.append(Diagnostic(span_of(meta), "E008", f"number `{text}` is too large",
+                                               "a number must stay below 1.8e308"))
+        return value
+
     def signed_number(self, meta, children):
         negative = len(children) == 2
         text = str(children[-1])
-        value = float(text)
+        value = self._float(meta, text)
         return _new(ir.Num,
             span=span_of(meta),
             value=-value if negative else value,
@@ -157,7 +165,7 @@ class _Lower:
 
     def number(self, meta, children):
         text = str(children[0])
-        return _new(ir.Num, span=span_of(meta), value=float(text), is_int=text.isdigit())
+        return _new(ir.Num, span=span_of(meta), value=self._float(meta, text), is_int=text.isdigit())
 
     def string_lit(self, meta, children):
         return children[0]
