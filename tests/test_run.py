@@ -188,7 +188,8 @@ def test_one_seed_run_writes_strict_json(syco, tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
     listed = subprocess.run([sys.executable, "-m", "ectc", "runs", "--json"], cwd=project, env=env,
                             capture_output=True, text=True, check=True)
-    assert "sycophancy/tiny" in _strict(listed.stdout)[0]["run"]
+    [info] = [r for r in _strict(listed.stdout) if r["run"] == "sycophancy/tiny"]
+    assert info["seeds"] == [0] and info["headline"].startswith("sycophancy: ")
     other = str(syco[0] / "runs/sycophancy/tiny")  # two seeds: intervals on that side
     compare = [sys.executable, "-m", "ectc", "compare", "sycophancy/tiny", other]
     as_json = subprocess.run([*compare, "--json"], cwd=project, env=env, capture_output=True, text=True, check=True)
