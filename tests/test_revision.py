@@ -82,6 +82,6 @@ def test_spec_revision_reaches_every_load(tmp_path, hub_cache):
     env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), REPO], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     lines = [line for line in out.stdout.splitlines() if line.startswith(("spec ", "default ", "vllm "))]
     assert lines == ["spec 32 revisionword", "default 64 mainword", f"vllm {REPO} v1 v1 revisionword"]
