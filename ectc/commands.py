@@ -6,8 +6,9 @@ Registered by `ectc/cli.py` when this module exists. None of them imports torch.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from . import jsonio
 
 EXIT_OK, EXIT_ERROR, EXIT_DIFFERENT = 0, 1, 2
 
@@ -40,7 +41,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 sys.stderr.write(e.render(src, label) + "\n")
         return EXIT_ERROR
     if args.json:
-        sys.stdout.write(json.dumps(res.to_json(), indent=1) + "\n")
+        sys.stdout.write(jsonio.dumps(res.to_json(), indent=1) + "\n")
     elif args.md:
         sys.stdout.write(render_md(res))
     else:

@@ -1,6 +1,6 @@
 """generate: checked IR -> {relative path: text} for `generated/<experiment>/`.
 
-Pure and deterministic. Decisions are made here; the jinja2 templates in `templates/` only lay
+Pure and deterministic. Decisions are made here; the jinja2 templates in `ectc/templates/` only lay
 out what this module prepared. User text reaches generated Python only through `repr()` of
 validated primitives, and names only as dict keys (also through `repr()`) or behind a fixed
 prefix, so no spec can inject code.
@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import jinja2
 
-from . import __version__, ir, schema
+from . import __version__, ir, jsonio, schema
 from .check import enum_names, setting_map
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data, like the grammar
 
 
 _PLAIN_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/+@=, ")
@@ -72,7 +71,7 @@ def _experiment_files(exp: ir.Experiment, spec_path: str, sha: str) -> dict[str,
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    return jsonio.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
 
 @functools.lru_cache(maxsize=1)

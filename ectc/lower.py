@@ -131,7 +131,7 @@ class _Lower:
     def signed_number(self, meta, children):
         negative = len(children) == 2
         text = str(children[-1])
-        value = float(text)
+        value = float(text)  # parse refused literals out of range (E010)
         return _new(ir.Num,
             span=span_of(meta),
             value=-value if negative else value,

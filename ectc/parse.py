@@ -11,7 +11,8 @@ from ._lark import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, Unexpec
 
 from .errors import CompileError, Diagnostic, Span
 
-GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar" / "ect.lark"
+# Inside the package, so an installed ectc (not only a checkout) can parse a spec.
+GRAMMAR_PATH = Path(__file__).resolve().parent / "grammar" / "ect.lark"
 
 # How expected terminals are named to a user.
 _FRIENDLY = {
@@ -162,7 +163,7 @@ def soft_keywords() -> frozenset[str]:
 
 
 def feed(lark: Lark, text: str, on_comment=None) -> Tree:
-    """Parse `text` with `lark` (a LALR parser of grammar/ect.lark): the tokens come from
+    """Parse `text` with `lark` (a LALR parser of ectc/grammar/ect.lark): the tokens come from
     `tokens`; a soft keyword the parser cannot take where it can take a NAME is handed over as
     a NAME; comments go to `on_comment` when given."""
     interactive = lark.parse_interactive(start="start")

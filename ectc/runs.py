@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from . import jsonio
+
 PART_NAMES = {
     "dataset": "dataset.py", "data": "the data", "llm": "the LLM data mode", "model": "the model",
     "warmup": "the warm-up", "templates": "prompt templates", "profile_templates": "the profile's templates",
@@ -161,7 +163,7 @@ def main_plan(args) -> int:
     if args.json:
         out = {name: {"folder": str(folder), "stages": [p.__dict__ for p in plans], "generated_stale": name in stale}
                for name, (folder, plans) in result.items()}
-        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+        sys.stdout.write(jsonio.dumps(out, indent=1) + "\n")
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -232,7 +234,7 @@ def headline(metrics: dict) -> str:
 def main_runs(args) -> int:
     runs = [run_info(f) for f in find_runs(Path(args.runs_dir))]
     if args.json:
-        sys.stdout.write(json.dumps(runs, indent=1) + "\n")
+        sys.stdout.write(jsonio.dumps(runs, indent=1) + "\n")
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -305,7 +307,7 @@ def main_compare(args) -> int:
         sys.stderr.write(f"warning: no spec diff: {exc}\n")
     comps = {"a": (ma or {}).get("comparisons", []), "b": (mb or {}).get("comparisons", [])}
     if args.json:
-        sys.stdout.write(json.dumps({"a": str(fa), "b": str(fb), "metrics": rows, "comparisons": comps,
+        sys.stdout.write(jsonio.dumps({"a": str(fa), "b": str(fb), "metrics": rows, "comparisons": comps,
                                      "spec_diff": spec_diff.to_json() if spec_diff else None},
                                     indent=1, default=str) + "\n")
         return 0

@@ -63,6 +63,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ectc import jsonio  # noqa: E402
 from ectc.runtime.models import build_tiny_llama, build_word_tokenizer, get_or_build  # noqa: E402
 from ectc.runtime.rl import RLConfig, choice_distribution, train_choice_rl  # noqa: E402
 from ectc.runtime.warmup import supervised_warmup  # noqa: E402
@@ -286,7 +287,7 @@ def main():
               "rl": cfg_kwargs, "summary": summary, "results": results}
     print("SUMMARY", json.dumps(summary), flush=True)
     with open(args.log, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(jsonio.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

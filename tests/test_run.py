@@ -197,3 +197,51 @@ def test_a_second_run_of_the_same_folder_is_refused(syco):
     holder.wait()
     out = ectc_run(project, "specs/sycophancy.ect")
     assert "reused" in out.stdout and out.returncode == 0
+
+
+def _strict(text: str):
+    """JSON as RFC 8259 has it: bare NaN/Infinity are errors (Python's json reads them)."""
+    def refuse(constant):
+        raise ValueError(f"bare {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_one_seed_run_writes_strict_json(syco, tmp_path):
+    """One seed: no interval over seeds. Every JSON file still parses strictly, the missing
+    bounds are null with the reason beside them, and the readers (report, `ectc runs`,
+    `ectc compare`) take the nulls."""
+    import shutil
+
+    project = tmp_path / "copy"
+    shutil.copytree(syco[0], project)
+    ectc_run(project, "specs/sycophancy.ect", "--seeds", "1")
+    files = [p for p in (project / "runs").rglob("*") if p.suffix in (".json", ".jsonl")]
+    assert len(files) > 40
+    for path in files:
+        text = path.read_text()
+        rows = text.splitlines() if path.suffix == ".jsonl" else [text]
+        for row in rows:
+            try:
+                _strict(row)
+            except ValueError as exc:
+                raise AssertionError(f"{path.relative_to(project)}: {exc}") from None
+    run = project / "runs/sycophancy/tiny"
+    metrics = _strict((run / "metrics.json").read_text())
+    acc = metrics["arms"]["ect"]["metrics"]["accuracy"]
+    assert len(acc["per_seed"]) == 1 and 0.0 <= acc["mean"] <= 1.0
+    assert acc["low"] is None and acc["high"] is None and acc["note"] == "one seed: no interval"
+    point = metrics["sweep"]["sycophancy"]["series"]["ect"][0]
+    assert point["low"] is None and point["note"] == "one seed: no interval"
+    assert f"{acc['mean']:.3f} (one seed: no interval) (n=48)" in (run / "report.md").read_text()
+    env = {**os.environ, "COLUMNS": "200"}
+    listed = subprocess.run([sys.executable, "-m", "ectc", "runs", "--json"], cwd=project, env=env,
+                            capture_output=True, text=True, check=True)
+    [info] = [r for r in _strict(listed.stdout) if r["run"] == "sycophancy/tiny"]
+    assert info["seeds"] == [0] and info["headline"].startswith("sycophancy: ")
+    other = str(syco[0] / "runs/sycophancy/tiny")  # two seeds: intervals on that side
+    compare = [sys.executable, "-m", "ectc", "compare", "sycophancy/tiny", other]
+    as_json = subprocess.run([*compare, "--json"], cwd=project, env=env, capture_output=True, text=True, check=True)
+    ect = next(r for r in _strict(as_json.stdout)["metrics"] if r["arm"] == "ect" and r["metric"] == "accuracy")
+    assert ect["a_ci"] == [None, None] and None not in ect["b_ci"]
+    as_text = subprocess.run(compare, cwd=project, env=env, capture_output=True, text=True)
+    assert as_text.returncode == 0 and "accuracy" in as_text.stdout, as_text.stderr[-2000:]

@@ -31,6 +31,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from .. import jsonio
+
 __all__ = [
     "canonical_json",
     "cache_key",
@@ -43,8 +45,8 @@ _MISSING = object()
 
 
 def canonical_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, compact separators, no NaN, UTF-8 text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Deterministic JSON: sorted keys, compact separators, NaN as null, UTF-8 text."""
+    return jsonio.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def cache_key(identity: Any) -> str:
@@ -91,7 +93,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
     """Serialise ``obj`` as JSON (sorted keys, trailing newline) and write it atomically."""
-    text = json.dumps(obj, sort_keys=True, indent=indent, ensure_ascii=False, allow_nan=False)
+    text = jsonio.dumps(obj, sort_keys=True, indent=indent, ensure_ascii=False)
     atomic_write_text(path, text + "\n")
 
 

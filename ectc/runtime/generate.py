@@ -192,15 +192,18 @@ class VLLMBackend:
         self.lora_request = lora_request
 
     @classmethod
-    def load(cls, model_path: str, adapter_path: str | None = None, **engine_kwargs):
-        """A vLLM engine on `model_path`, with the LoRA adapter at `adapter_path` if given."""
+    def load(cls, model_path: str, adapter_path: str | None = None, revision: str | None = None,
+             **engine_kwargs):
+        """A vLLM engine on `model_path` at `revision` (hub branch, tag or commit; None: default),
+        with the LoRA adapter at `adapter_path` if given."""
         from transformers import AutoTokenizer
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
-        engine = LLM(model=model_path, enable_lora=adapter_path is not None, **engine_kwargs)
+        engine = LLM(model=model_path, revision=revision, tokenizer_revision=revision,
+                     enable_lora=adapter_path is not None, **engine_kwargs)
         lora = LoRARequest("adapter", 1, adapter_path) if adapter_path else None
-        return cls(engine, AutoTokenizer.from_pretrained(model_path), lora_request=lora)
+        return cls(engine, AutoTokenizer.from_pretrained(model_path, revision=revision), lora_request=lora)
 
     def generate(self, prompts, *, temperature, max_new_tokens, seed, batch_size=8, progress=None,
                  top_p=1.0, top_k=0):

@@ -17,6 +17,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from .. import jsonio
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 
 # Short LoRA target names (as a spec writes them) -> the module names Llama/Qwen/Mistral use.
@@ -119,17 +121,18 @@ def _dtype(name: str | None):
 
 
 def load_hf_model(name_or_path: str, quantize: dict | None = None, dtype: str = "bfloat16",
-                  gradient_checkpointing: bool = False):
-    """Load a causal LM and its tokenizer. `quantize` like
+                  gradient_checkpointing: bool = False, revision: str | None = None):
+    """Load a causal LM and its tokenizer at `revision` (a hub branch, tag or commit; None: the
+    default branch; a local folder has no revisions and ignores it). `quantize` like
     {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"} loads it
     through bitsandbytes and prepares it for k-bit training (norms in fp32, input grads on)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    kwargs = {"dtype": _dtype(dtype)}
+    kwargs = {"dtype": _dtype(dtype), "revision": revision}
     if quantize:
         from transformers import BitsAndBytesConfig
 
@@ -194,7 +197,7 @@ def save_model_atomic(model, tokenizer, directory: str | os.PathLike, recipe: di
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if recipe is not None:
-            (tmp / "recipe.json").write_text(json.dumps(recipe, sort_keys=True, indent=1, default=str))
+            (tmp / "recipe.json").write_text(jsonio.dumps(recipe, sort_keys=True, indent=1, default=str))
         try:
             os.rename(tmp, directory)
         except OSError:

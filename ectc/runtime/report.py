@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonio import missing
 from . import plots, stats
 from .experiment import Arm, json_hash
 
@@ -45,17 +46,43 @@ def aggregate(kind: str, values: list[float]) -> float:
 
 
 def _ci(per_seed: list[float]) -> dict:
+    """Mean over seeds with a 95% t-interval. What cannot be estimated is None (null in
+    metrics.json, which is strict JSON) with the reason in `note`: a seed with nothing scored
+    (NaN from `aggregate`), no seed at all, or a single seed (no spread to estimate)."""
     finite = [x for x in per_seed if not math.isnan(x)]
+    out: dict[str, Any] = {"mean": None, "low": None, "high": None, "n_seeds": len(finite),
+                           "per_seed": [None if math.isnan(x) else x for x in per_seed]}
     if not finite:
-        return {"mean": math.nan, "low": math.nan, "high": math.nan, "n_seeds": 0, "per_seed": per_seed}
+        out["note"] = "no seed scored anything" if per_seed else "no seeds"
+        return out
+    notes = []
+    if len(finite) < len(per_seed):
+        notes.append(f"{len(per_seed) - len(finite)} of {len(per_seed)} seeds scored nothing")
     ci = stats.mean_ci(finite)
-    return {"mean": ci.estimate, "low": ci.low, "high": ci.high, "n_seeds": len(finite), "per_seed": per_seed}
+    out["mean"] = ci.estimate
+    if len(finite) == 1:
+        notes.append("one seed: no interval")
+    else:
+        out["low"], out["high"] = ci.low, ci.high
+    if notes:
+        out["note"] = "; ".join(notes)
+    return out
 
 
 def _fmt(x: float, pct: bool) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{x:.1%}" if pct else f"{x:.3g}"
+
+
+def _interval(d: dict, digits: int = 3) -> str:
+    """`mean [low, high]`, the mean alone with the reason when there is no interval, or n/a.
+    Reads a `_ci` dict, fresh or from a metrics.json (null there; NaN in one written before)."""
+    if missing(d.get("mean")):
+        return "n/a" + (f" ({d['note']})" if d.get("note") else "")
+    if missing(d.get("low")) or missing(d.get("high")):
+        return f"{d['mean']:.3f}" + (f" ({d['note']})" if d.get("note") else "")
+    return f"{d['mean']:.3f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
 
 
 def stage_report(run, arms: list[Arm], eval_samples: dict, eval_keys: dict, elapsed: float) -> dict:
@@ -191,11 +218,16 @@ def _agreement(exp, eval_samples: dict) -> list[dict]:
                             pairs[field].append((va[field], vb[field]))
             for field, values in sorted(pairs.items()):
                 xs, ys = [x for x, _ in values], [y for _, y in values]
+                g = {"a": a, "b": b, "field": field, "n": len(xs)}
                 if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs + ys):
-                    rho = stats.spearman(xs, ys)
-                    out.append({"a": a, "b": b, "field": field, "n": len(xs), "spearman": rho.rho})
+                    g["spearman"] = stats.spearman(xs, ys).rho
                 elif all(isinstance(x, str) for x in xs + ys):
-                    out.append({"a": a, "b": b, "field": field, "n": len(xs), "kappa": stats.cohen_kappa(xs, ys)})
+                    g["kappa"] = stats.cohen_kappa(xs, ys)
+                else:
+                    continue
+                if missing(g.get("spearman", g.get("kappa"))):
+                    g["note"] = "a monitor gave one value throughout: agreement undefined"
+                out.append(g)
     return out
 
 
@@ -221,6 +253,11 @@ def _compare(exp, a: str, b: str, m: str, item_values, seed_items, seeds) -> dic
     return out
 
 
+def _num(x: float | None) -> float:
+    """A missing value as NaN, which matplotlib leaves undrawn."""
+    return math.nan if x is None else x
+
+
 def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
     exp = run.exp
     folder = run.folder / "plots"
@@ -229,21 +266,21 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
         names = [a.name for a in arms]
         data = [result["arms"][n]["metrics"][m] for n in names]
         path = folder / f"{m}.png"
-        plots.bar_with_ci(path, names, [d["mean"] for d in data], [d["low"] for d in data],
-                          [d["high"] for d in data], title=f"{m} at the deployment label (95% CI over seeds)",
+        plots.bar_with_ci(path, names, [_num(d["mean"]) for d in data], [_num(d["low"]) for d in data],
+                          [_num(d["high"]) for d in data], title=f"{m} at the deployment label (95% CI over seeds)",
                           ylabel=m)
         files.append(str(path.relative_to(run.folder)))
     axis = exp.axis
     for m, sw in result["sweep"].items():
         if not sw["series"]:
             continue
-        series = {arm: ([p["mean"] for p in pts], [p["low"] for p in pts], [p["high"] for p in pts])
+        series = {arm: ([_num(p["mean"]) for p in pts], [_num(p["low"]) for p in pts], [_num(p["high"]) for p in pts])
                   for arm, pts in sw["series"].items()}
         for arm in arms:
             if arm.infer == "none":  # an unlabeled arm is flat across the sweep
                 d = result["arms"][arm.name]["metrics"][m]
                 n = len(sw["values"])
-                series[f"{arm.name} (no label)"] = ([d["mean"]] * n, [d["low"]] * n, [d["high"]] * n)
+                series[f"{arm.name} (no label)"] = ([_num(d["mean"])] * n, [_num(d["low"])] * n, [_num(d["high"])] * n)
         if axis["type"] == "enum":
             shown = set(sw["values"])
             train = [v for v in axis["train_values"] if v in shown]
@@ -284,8 +321,7 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
         cells = []
         for m in metric_names:
             d = info["metrics"][m]
-            cells.append(f"{d['mean']:.3f} [{d['low']:.3f}, {d['high']:.3f}] (n={d['n_items']})"
-                         if not math.isnan(d["mean"]) else "n/a")
+            cells.append(_interval(d) + (f" (n={d['n_items']})" if not missing(d["mean"]) else ""))
         asked = {"none": "no label", "deploy": "deployment label", "true": "true label"}[info["condition"]]
         lines.append(f"| {arm} | {asked} | " + " | ".join(cells) + " |")
     if result["comparisons"]:
@@ -315,7 +351,7 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
             for i, v in enumerate(sw["values"]):
                 held = " (held out)" if _held_out(axis, v) else ""
                 lines.append(f"| {v}{held} | " + " | ".join(
-                    f"{pts[i]['mean']:.3f}" if not math.isnan(pts[i]["mean"]) else "n/a"
+                    f"{pts[i]['mean']:.3f}" if not missing(pts[i]["mean"]) else "n/a"
                     for pts in sw["series"].values()) + " |")
             lines.append("")
     shares = {a: s for a, s in result["shares"].items() if s}
@@ -337,7 +373,8 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
     if result.get("agreement"):
         lines += ["## Agreement between monitors (same samples)", ""]
         for g in result["agreement"]:
-            measure = (f"Spearman {g['spearman']:.3f}" if "spearman" in g else f"Cohen's kappa {g['kappa']:.3f}")
+            name, value = ("Spearman", g["spearman"]) if "spearman" in g else ("Cohen's kappa", g["kappa"])
+            measure = f"{name} {value:.3f}" if not missing(value) else f"{name} n/a ({g.get('note')})"
             lines.append(f"- {g['a']} vs {g['b']} on `{g['field']}`: {measure} over {g['n']} samples")
         lines.append("")
     examples = _examples(exp, eval_samples)
@@ -391,10 +428,7 @@ def _summary_table(run, result: dict) -> None:
     for m in exp.metrics.METRICS:
         table.add_column(m, justify="right")
     for arm, info in result["arms"].items():
-        table.add_row(arm, *[
-            "n/a" if math.isnan(d["mean"]) else
-            f"{d['mean']:.3f} [{d['low']:.2f}, {d['high']:.2f}]" if not math.isnan(d["low"]) else f"{d['mean']:.3f}"
-            for d in (info["metrics"][m] for m in exp.metrics.METRICS)])
+        table.add_row(arm, *[_interval(info["metrics"][m], digits=2) for m in exp.metrics.METRICS])
     run.console.print(table)
     for c in result["comparisons"]:
         if "diff" in c:

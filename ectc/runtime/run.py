@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import jsonio
 from .cache import atomic_write_text
 from .experiment import Arm, Experiment, json_hash, prompt_string, training_identity
 
@@ -30,11 +31,11 @@ STAGE_FILE = "stage.json"
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+    atomic_write_text(path, jsonio.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+    atomic_write_text(path, "".join(jsonio.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -242,7 +243,7 @@ def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], t
             from .models import load_hf_model
 
             return load_hf_model(model_cfg["path"], quantize=profile["quantize"],
-                                 dtype=model_cfg.get("dtype") or "bfloat16",
+                                 dtype=model_cfg.get("dtype") or "bfloat16", revision=model_cfg.get("revision"),
                                  gradient_checkpointing=bool(profile.get("sft", {}).get("gradient_checkpointing")))
         return key, load_hf
 
@@ -503,7 +504,7 @@ def _generation_backend(run: Run, arm: Arm, seed: int, load_base):
         lora = run.profile.get("lora")
         if lora:
             return make_backend("vllm", model_path=run.profile["model"]["path"], adapter_path=str(final),
-                                max_lora_rank=lora["rank"])
+                                revision=run.profile["model"].get("revision"), max_lora_rank=lora["rank"])
         return make_backend("vllm", model_path=str(final))
     model, tokenizer = load_trained(run, arm.trained_as, seed, load_base)
     return make_backend("transformers", model=model, tokenizer=tokenizer)

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from .. import jsonio
 from .generate import format_prompt
 
 # Every key train_sft understands, with its default. Defaults suit a tiny CPU model; a paper
@@ -218,7 +219,7 @@ def _save_final_atomic(trainer, tokenizer, final_dir: Path, metrics: dict) -> No
     try:
         trainer.model.save_pretrained(str(tmp))  # adapter only for a PeftModel
         tokenizer.save_pretrained(str(tmp))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        (tmp / "metrics.json").write_text(jsonio.dumps(metrics, indent=1, sort_keys=True))
         if final_dir.exists():  # a forced re-train replaces the old result
             old = final_dir.with_name(f".old.{final_dir.name}.{os.getpid()}")
             os.rename(final_dir, old)
@@ -254,7 +255,7 @@ def _check_same_run(output_dir: Path, cfg: dict, examples: list[dict], resume: b
         return
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".run.json.{os.getpid()}")
-    tmp.write_text(json.dumps(fp, indent=1, sort_keys=True))
+    tmp.write_text(jsonio.dumps(fp, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
 
