@@ -225,7 +225,7 @@ def headline(metrics: dict) -> str:
     text = f"{first}: " + ", ".join(f"{a} {_f(v['metrics'].get(first, {}).get('mean'))}" for a, v in arms.items())
     if comps:
         c = comps[0]
-        text += f"; {c['a']}−{c['b']} {_ci(c.get('diff'), [c.get('low'), c.get('high')])}"
+        text += f"; {c['a']}−{c['b']} {_ci(c.get('diff'), _comparison_ci(c))}"
     return text
 
 
@@ -277,6 +277,11 @@ def compare_metrics(a: dict, b: dict) -> list[dict]:
     return rows
 
 
+def _comparison_ci(c: dict) -> list:
+    """A comparison's primary interval: the t over seeds ("low"/"high" in runs written before it)."""
+    return [c.get("t_low", c.get("low")), c.get("t_high", c.get("high"))]
+
+
 def _ci(mean: Any, ci: list) -> str:
     if mean is None:
         return "—"
@@ -326,7 +331,7 @@ def main_compare(args) -> int:
     cmp_rows = []
     for side in ("a", "b"):
         for c in comps[side]:
-            cmp_rows.append((side.upper(), f"{c['a']} vs {c['b']}", c["metric"], _ci(c.get("diff"), [c.get("low"), c.get("high")])))
+            cmp_rows.append((side.upper(), f"{c['a']} vs {c['b']}", c["metric"], _ci(c.get("diff"), _comparison_ci(c))))
     if cmp_rows:
         t2 = Table(title="within-run comparisons (difference, 95% CI)", title_justify="left")
         for col in ("run", "pair", "metric", "diff"):
