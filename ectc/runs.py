@@ -278,8 +278,9 @@ def compare_metrics(a: dict, b: dict) -> list[dict]:
 
 
 def _comparison_ci(c: dict) -> list:
-    """A comparison's primary interval: the t over seeds ("low"/"high" in runs written before it)."""
-    return [c.get("t_low", c.get("low")), c.get("t_high", c.get("high"))]
+    """A comparison's primary interval, the t over seeds. Runs written before it had only an item
+    bootstrap ("low"/"high") that ignored seed variance: they show the difference alone."""
+    return [c.get("t_low"), c.get("t_high")]
 
 
 def _ci(mean: Any, ci: list) -> str:

@@ -179,6 +179,8 @@ def test_report_comparison_fields_and_one_seed():
     assert c["permutation_p"] == S.seed_sign_flip_test(a[kept], b[kept]).pvalue
     assert c["permutation_min_p"] == 2 / 64
     assert c["a_lower"] + c["ties"] + c["a_higher"] == c["n_items"] == 200
+    none = report.compare("a", "b", "m", *cal.seed_items(a[2:3], b[2:3]))
+    assert none == {"a": "a", "b": "b", "metric": "m", "n_items": 0, "note": "no item scored by both arms in any seed"}
     one = report.compare("a", "b", "m", *cal.seed_items(a[:1], b[:1]))
     assert one["n_seeds"] == 1 and one["note"].startswith("one seed")
     assert all(math.isnan(one[k]) for k in ("t_low", "t_high", "boot_low", "boot_high", "permutation_p"))

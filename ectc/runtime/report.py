@@ -222,12 +222,14 @@ def compare(a: str, b: str, m: str, seed_items: dict, seeds: list[int], n_boot: 
     Seeds are the unit of replication (each is a separately trained model): the primary interval
     is the t-interval over per-seed paired differences, the second a hierarchical bootstrap, the
     test an exact sign-flip permutation test over seeds (binary and continuous metrics alike)."""
-    items = sorted({i for s in seeds for i in seed_items[(a, m, s)]} & {i for s in seeds for i in seed_items[(b, m, s)]})
+    scored = {arm: {i for s in seeds for i in seed_items[(arm, m, s)]} for arm in (a, b)}
+    items = sorted(scored[a] & scored[b])
     out: dict[str, Any] = {"a": a, "b": b, "metric": m, "n_items": len(items)}
-    grid = {arm: np.array([[seed_items[(arm, m, s)].get(i, np.nan) for i in items] for s in seeds]).reshape(len(seeds), len(items))
-            for arm in (a, b)}
+    # (seeds, items) matrices, NaN where an arm's seed has no value for the item
+    grid = {arm: np.array([[seed_items[(arm, m, s)].get(i, np.nan) for i in items] for s in seeds],
+                          dtype=float).reshape(len(seeds), len(items)) for arm in (a, b)}
     both = ~np.isnan(grid[a]) & ~np.isnan(grid[b])
-    kept = both.any(axis=1)
+    kept = both.any(axis=1)  # a seed where the arms share no item has no paired difference
     if not kept.any():
         out["note"] = "no item scored by both arms in any seed"
         return out
@@ -342,8 +344,8 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
                          f"{_fmt(c['permutation_p'], False)} | {_fmt(c['relative_reduction'], True)} | "
                          f"{c['a_lower']} / {c['ties']} / {c['a_higher']} |")
             if c["n_seeds"] > 1 and c["permutation_min_p"] >= 0.05:
-                notes.append(f"- {c['a']} vs {c['b']} on {c['metric']}: with {c['n_seeds']} seeds the sign-flip "
-                             f"test cannot go below p = {c['permutation_min_p']:.3g}")
+                notes.append(f"- with {c['n_seeds']} seeds the sign-flip test cannot go below "
+                             f"p = {c['permutation_min_p']:.3g}")
         if notes:
             lines += [""] + list(dict.fromkeys(notes))
     if result["sweep"]:
