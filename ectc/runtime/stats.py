@@ -17,8 +17,9 @@ Conventions, used throughout:
 * an interval that cannot be estimated (one seed, no data) has NaN bounds rather than a
   zero-width interval that would overstate certainty.
 
-scipy does the distribution work (t quantiles, bootstrap resampling, binomial tests, Wilson
-intervals, Spearman); only Cohen's kappa and small bookkeeping are written out here.
+scipy does the distribution work (t quantiles, bootstrap resampling, the sign-flip permutation
+test, binomial tests, Wilson intervals, Spearman); only Cohen's kappa, the two-level (seeds, then
+items) bootstrap, which scipy has no form of, and small bookkeeping are written out here.
 """
 
 from __future__ import annotations
