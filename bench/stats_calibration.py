@@ -18,7 +18,7 @@ and the rejection rate at 0.05 (type-I error; the truth is zero) of
   * the t-test over seeds (zero outside the t-interval).
 The new figures come from ectc.runtime.report.compare, the function the report calls.
 
-Run: .venv/bin/python bench/stats_calibration.py [--experiments 2000] [--json]   (about 10 minutes)
+Run: .venv/bin/python bench/stats_calibration.py [--experiments 2000] [--json]   (about 15 minutes on 2 busy cores)
 """
 
 from __future__ import annotations
