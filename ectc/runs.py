@@ -227,7 +227,7 @@ def headline(metrics: dict) -> str:
     text = f"{first}: " + ", ".join(f"{a} {_f(v['metrics'].get(first, {}).get('mean'))}" for a, v in arms.items())
     if comps:
         c = comps[0]
-        text += f"; {c['a']}−{c['b']} {_ci(c.get('diff'), [c.get('low'), c.get('high')])}"
+        text += f"; {c['a']}−{c['b']} {_ci(c.get('diff'), _comparison_ci(c))}"
     return text
 
 
@@ -279,6 +279,12 @@ def compare_metrics(a: dict, b: dict) -> list[dict]:
     return rows
 
 
+def _comparison_ci(c: dict) -> list:
+    """A comparison's primary interval, the t over seeds. Runs written before it had only an item
+    bootstrap ("low"/"high") that ignored seed variance: they show the difference alone."""
+    return [c.get("t_low"), c.get("t_high")]
+
+
 def _ci(mean: Any, ci: list) -> str:
     if mean is None:
         return "—"
@@ -328,7 +334,7 @@ def main_compare(args) -> int:
     cmp_rows = []
     for side in ("a", "b"):
         for c in comps[side]:
-            cmp_rows.append((side.upper(), f"{c['a']} vs {c['b']}", c["metric"], _ci(c.get("diff"), [c.get("low"), c.get("high")])))
+            cmp_rows.append((side.upper(), f"{c['a']} vs {c['b']}", c["metric"], _ci(c.get("diff"), _comparison_ci(c))))
     if cmp_rows:
         t2 = Table(title="within-run comparisons (difference, 95% CI)", title_justify="left")
         for col in ("run", "pair", "metric", "diff"):

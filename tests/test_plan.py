@@ -164,7 +164,7 @@ def _metrics(ect: float) -> dict:
     arm = lambda m: {"condition": "deploy", "metrics": {"sycophancy": {"mean": m, "low": m - 0.1, "high": m + 0.1}}}
     return {"arms": {"baseline": arm(0.9), "ect": arm(ect)},
             "comparisons": [{"a": "ect", "b": "baseline", "metric": "sycophancy", "diff": ect - 0.9,
-                             "low": ect - 1.0, "high": ect - 0.8}]}
+                             "t_low": ect - 1.0, "t_high": ect - 0.8}]}
 
 
 def test_runs_and_compare(tmp_path: Path, capsys) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ectc.runtime.report import COMPARISON_NOTE
 from tiny import tiny_project
 
 ROOT = Path(__file__).parent.parent
@@ -66,8 +67,12 @@ def test_sycophancy_run_writes_everything(syco):
     assert all("Suggestibility Level: 0%" in s["prompt"] for s in deploy)
     base = [json.loads(l) for l in (run / "eval/baseline/seed0/samples.jsonl").read_text().splitlines()]
     assert all("Suggestibility Level: none" in s["prompt"] for s in base)
+    comp = next(c for c in metrics["comparisons"] if (c["a"], c["b"], c["metric"]) == ("ect", "shuffled", "sycophancy"))
+    assert comp["n_seeds"] == 2 and len(comp["per_seed_diff"]) == 2 and comp["permutation_min_p"] == 0.5
+    assert {"t_low", "t_high", "boot_low", "boot_high", "permutation_p"} <= set(comp) and "mcnemar" not in comp
     report = (run / "report.md").read_text()
-    assert "| ect vs shuffled | sycophancy |" in report and "(held out)" in report
+    assert "| ect vs shuffled | sycophancy | 2 |" in report and "(held out)" in report
+    assert COMPARISON_NOTE in report and "the sign-flip test cannot go below p = 0.5" in report
     assert "ect" in out.stdout and "report:" in out.stdout
 
 

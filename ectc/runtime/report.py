@@ -69,6 +69,25 @@ def _ci(per_seed: list[float]) -> dict:
     return out
 
 
+# What report.md says about the comparison figures (docs quote it; keep them in step).
+COMPARISON_NOTE = (
+    "a − b is the mean over seeds of each seed's paired difference (arm a's model of seed k against "
+    "arm b's model of seed k, on the items both scored). Seeds are the unit of replication, since each "
+    "seed is a separately trained model, and items vary too: the primary 95% CI is a t-interval over "
+    "the per-seed differences, which carries both, because each seed's mean already includes its item "
+    "noise. The hierarchical bootstrap (resample seeds, then items within each seed) is a second "
+    "figure; with few seeds it runs narrow. p is an exact sign-flip permutation test over seeds (all "
+    "2^k sign patterns of the k per-seed differences), for binary and continuous metrics alike; no "
+    "figure treats (item, seed) pairs as independent. An interval needs two seeds or more (n/a with "
+    "one). Reduction = 1 − a/b; a lower / tie / higher counts items on their seed-averaged values.")
+
+
+def _interval(low: float, high: float) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return "n/a"  # not "[n/a]": rich would read it as markup
+    return f"[{low:+.3f}, {high:+.3f}]"
+
+
 def _fmt(x: float, pct: bool) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -109,7 +128,6 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_keys: dict, elap
 
     result: dict[str, Any] = {"experiment": exp.name, "profile": run.profile_name, "seeds": run.seeds,
                               "arms": {}, "comparisons": [], "sweep": {}, "unscored": {}, "shares": {}}
-    item_values: dict[tuple[str, str], dict[int, list[float]]] = {}
     seed_items: dict[tuple[str, str, int], dict[int, float]] = {}
     for arm in arms:
         cond = main_condition(arm)
@@ -117,15 +135,13 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_keys: dict, elap
         for m in metric_names:
             agg = exp.metrics.METRICS[m]["aggregate"]
             per_seed, unscored = [], 0
-            items: dict[int, list[float]] = defaultdict(list)
+            items: set[int] = set()
             for seed in run.seeds:
                 values, n_unscored = metric_values(exp, m, by[(arm.name, seed, cond)])
                 unscored += n_unscored
                 per_seed.append(aggregate(agg, list(values.values())))
                 seed_items[(arm.name, m, seed)] = values
-                for item, v in values.items():
-                    items[item].append(v)
-            item_values[(arm.name, m)] = items
+                items.update(values)
             result["arms"][arm.name]["metrics"][m] = {**_ci(per_seed), "n_items": len(items), "unscored": unscored}
         result["unscored"][arm.name] = _unscored(by, arm.name, run.seeds, cond)
         result["shares"][arm.name] = _verdict_shares(exp, by, arm.name, run.seeds, cond)
@@ -135,7 +151,7 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_keys: dict, elap
             if a not in result["arms"] or b not in result["arms"]:
                 continue
             for m in comp["metrics"]:
-                result["comparisons"].append(_compare(exp, a, b, m, item_values, seed_items, run.seeds))
+                result["comparisons"].append(compare(a, b, m, seed_items, run.seeds))
 
     sweep = exp.plan["evaluate"].get("sweep")
     if sweep:
@@ -231,25 +247,46 @@ def _agreement(exp, eval_samples: dict) -> list[dict]:
     return out
 
 
-def _compare(exp, a: str, b: str, m: str, item_values, seed_items, seeds) -> dict:
-    ia, ib = item_values[(a, m)], item_values[(b, m)]
-    common = sorted(set(ia) & set(ib))
-    out: dict[str, Any] = {"a": a, "b": b, "metric": m, "n_items": len(common)}
-    if len(common) < 2:
+def compare(a: str, b: str, m: str, seed_items: dict, seeds: list[int], n_boot: int = 5000) -> dict:
+    """Arm ``a`` against arm ``b`` on metric ``m`` with matched seeds (a's seed k against b's seed k)
+    on the items both scored; ``seed_items[(arm, m, seed)]`` maps item -> per-sample value.
+
+    Seeds are the unit of replication (each is a separately trained model): the primary interval
+    is the t-interval over per-seed paired differences, the second a hierarchical bootstrap, the
+    test an exact sign-flip permutation test over seeds (binary and continuous metrics alike)."""
+    scored = {arm: {i for s in seeds for i in seed_items[(arm, m, s)]} for arm in (a, b)}
+    items = sorted(scored[a] & scored[b])
+    out: dict[str, Any] = {"a": a, "b": b, "metric": m, "n_items": len(items)}
+    # (seeds, items) matrices, NaN where an arm's seed has no value for the item
+    grid = {arm: np.array([[seed_items[(arm, m, s)].get(i, np.nan) for i in items] for s in seeds],
+                          dtype=float).reshape(len(seeds), len(items)) for arm in (a, b)}
+    both = ~np.isnan(grid[a]) & ~np.isnan(grid[b])
+    kept = both.any(axis=1)  # a seed where the arms share no item has no paired difference
+    if not kept.any():
+        out["note"] = "no item scored by both arms in any seed"
         return out
-    va = np.array([np.mean(ia[i]) for i in common])
-    vb = np.array([np.mean(ib[i]) for i in common])
-    diff = stats.paired_bootstrap_diff(va, vb, n_boot=5000, seed=0)
-    wins = stats.paired_win_rate(va, vb, lower_is_better=True)
-    out.update({"a_mean": diff.a_mean, "b_mean": diff.b_mean, "diff": diff.mean_diff, "low": diff.low,
-                "high": diff.high, "relative_reduction": stats.relative_reduction(diff.b_mean, diff.a_mean),
+    va, vb = (np.where(both, grid[arm], np.nan)[kept] for arm in (a, b))
+    used = [s for s, k in zip(seeds, kept) if k]
+    t = stats.seed_paired_t(va, vb)
+    boot = stats.hierarchical_bootstrap_diff(va, vb, n_boot=n_boot, seed=0)
+    perm = stats.seed_sign_flip_test(va, vb)
+    a_mean, b_mean = float(np.nanmean(va, axis=1).mean()), float(np.nanmean(vb, axis=1).mean())
+    on_items = both[kept].any(axis=0)  # win/tie/loss on each item's seed-averaged values
+    wins = stats.paired_win_rate(np.nanmean(va[:, on_items], axis=0), np.nanmean(vb[:, on_items], axis=0))
+    out.update({"n_seeds": len(used), "seeds": used, "a_mean": a_mean, "b_mean": b_mean, "diff": t.estimate,
+                "t_low": t.low, "t_high": t.high, "boot_low": boot.low, "boot_high": boot.high,
+                "per_seed_diff": [float(x) for x in stats.per_seed_diffs(va, vb)],
+                "permutation_p": perm.pvalue, "permutation_min_p": perm.min_pvalue,
+                "relative_reduction": stats.relative_reduction(b_mean, a_mean),
                 "a_lower": wins.wins, "ties": wins.ties, "a_higher": wins.losses})
-    # Binary per-sample values: McNemar over (item, seed) pairs, which are paired by design.
-    pairs = [(seed_items[(a, m, s)][i], seed_items[(b, m, s)][i]) for s in seeds
-             for i in common if i in seed_items[(a, m, s)] and i in seed_items[(b, m, s)]]
-    if pairs and all(x in (0.0, 1.0) and y in (0.0, 1.0) for x, y in pairs):
-        mc = stats.mcnemar([bool(x) for x, _ in pairs], [bool(y) for _, y in pairs])
-        out["mcnemar"] = {"a_only": mc.a_only, "b_only": mc.b_only, "pvalue": mc.pvalue, "method": mc.method}
+    notes = []
+    if len(used) < len(seeds):
+        notes.append("seed(s) " + ", ".join(str(s) for s, k in zip(seeds, kept) if not k)
+                     + " left out: no item scored by both arms")
+    if len(used) == 1:
+        notes.append("one seed: no seed-to-seed spread to estimate an interval or a p-value from")
+    if notes:
+        out["note"] = "; ".join(notes)
     return out
 
 
@@ -325,20 +362,28 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
         asked = {"none": "no label", "deploy": "deployment label", "true": "true label"}[info["condition"]]
         lines.append(f"| {arm} | {asked} | " + " | ".join(cells) + " |")
     if result["comparisons"]:
-        lines += ["", "## Paired comparisons (by item)", "",
-                  "Difference a − b of per-item means (averaged over seeds), paired bootstrap 95% CI; "
-                  "relative reduction = 1 − a/b; McNemar over (item, seed) pairs for binary metrics.", "",
-                  "| a vs b | metric | a | b | a − b [95% CI] | reduction | a lower / tie / higher | McNemar p |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## Paired comparisons (matched seeds, same items)", "", COMPARISON_NOTE, "",
+                  "| a vs b | metric | seeds | a | b | a − b [95% t over seeds] | hierarchical bootstrap | "
+                  "per-seed a − b | sign-flip p | reduction | a lower / tie / higher |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        notes = []
         for c in result["comparisons"]:
             if "diff" not in c:
-                lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | n/a | n/a | too few items | | | |")
+                lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | | n/a | n/a | {c['note']} | | | | | |")
                 continue
-            mc = c.get("mcnemar")
-            lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | {c['a_mean']:.3f} | {c['b_mean']:.3f} | "
-                         f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['relative_reduction']:.1%} | "
-                         f"{c['a_lower']} / {c['ties']} / {c['a_higher']} | "
-                         + (f"{mc['pvalue']:.3g} |" if mc else " |"))
+            if "note" in c:
+                notes.append(f"- {c['a']} vs {c['b']} on {c['metric']}: {c['note']}")
+            lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | {c['n_seeds']} | {c['a_mean']:.3f} | "
+                         f"{c['b_mean']:.3f} | {c['diff']:+.3f} {_interval(c['t_low'], c['t_high'])} | "
+                         f"{_interval(c['boot_low'], c['boot_high'])} | "
+                         f"{', '.join(f'{d:+.3f}' for d in c['per_seed_diff'])} | "
+                         f"{_fmt(c['permutation_p'], False)} | {_fmt(c['relative_reduction'], True)} | "
+                         f"{c['a_lower']} / {c['ties']} / {c['a_higher']} |")
+            if c["n_seeds"] > 1 and c["permutation_min_p"] >= 0.05:
+                notes.append(f"- with {c['n_seeds']} seeds the sign-flip test cannot go below "
+                             f"p = {c['permutation_min_p']:.3g}")
+        if notes:
+            lines += [""] + list(dict.fromkeys(notes))
     if result["sweep"]:
         lines += ["", "## Label sweep", ""]
         for m, sw in result["sweep"].items():
@@ -433,5 +478,7 @@ def _summary_table(run, result: dict) -> None:
     for c in result["comparisons"]:
         if "diff" in c:
             run.console.print(f"  {c['a']} − {c['b']} on {c['metric']}: {c['diff']:+.3f} "
-                              f"[{c['low']:+.3f}, {c['high']:+.3f}] over {c['n_items']} items")
+                              f"{_interval(c['t_low'], c['t_high'])} (95% t over {c['n_seeds']} seed(s), "
+                              f"{c['n_items']} items), sign-flip p {_fmt(c['permutation_p'], False)}"
+                              + (f"; {c['note']}" if "note" in c else ""))
     run.console.print(f"report: {run.folder / 'report.md'}")

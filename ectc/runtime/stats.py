@@ -1,10 +1,15 @@
-"""Statistics for ECT reports: CIs over seeds, paired-by-item comparisons, agreement.
+"""Statistics for ECT reports: CIs over seeds, paired comparisons, agreement.
 
 Pure functions over numpy arrays or lists; nothing here knows about any experiment.
 Conventions, used throughout:
 
 * "paired" inputs ``a`` and ``b`` are aligned by item (topic, problem): ``a[i]`` and
   ``b[i]`` are the same item under two arms.
+* "seed-paired" inputs are (seeds, items) matrices of per-sample values, one per arm, with
+  matched seeds: row k of ``a`` and row k of ``b`` are arm a's and arm b's models trained
+  with seed k, scored on the same items; NaN marks an item missing for that seed. Seeds are
+  the unit of replication (each seed is a separately trained model), so every interval and
+  test over such matrices works on the seeds, never on (item, seed) cells as if independent.
 * differences are ``a - b``; ``relative_reduction(a_mean, b_mean)`` is the reduction
   going from ``a`` (the baseline) to ``b`` (the treatment), ``1 - b/a``.
 * ``paired_win_rate(a, b)`` counts wins *for a*; with ``lower_is_better=True`` a win is
@@ -12,8 +17,9 @@ Conventions, used throughout:
 * an interval that cannot be estimated (one seed, no data) has NaN bounds rather than a
   zero-width interval that would overstate certainty.
 
-scipy does the distribution work (t quantiles, bootstrap resampling, binomial tests, Wilson
-intervals, Spearman); only Cohen's kappa and small bookkeeping are written out here.
+scipy does the distribution work (t quantiles, bootstrap resampling, the sign-flip permutation
+test, binomial tests, Wilson intervals, Spearman); only Cohen's kappa, the two-level (seeds, then
+items) bootstrap, which scipy has no form of, and small bookkeeping are written out here.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ __all__ = [
     "cohen_kappa",
     "category_shares",
     "seed_then_item_ci",
+    "SignFlip",
+    "per_seed_diffs",
+    "seed_paired_t",
+    "hierarchical_bootstrap_diff",
+    "seed_sign_flip_test",
 ]
 
 
@@ -114,6 +125,20 @@ class McNemar:
     statistic: float
     pvalue: float
     method: str  # "exact" (binomial) or "chi2-cc" (chi-square, continuity corrected)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SignFlip:
+    """Exact sign-flip permutation test over seeds of the per-seed paired differences."""
+
+    mean_diff: float
+    pvalue: float
+    n_seeds: int
+    n_patterns: int  # 2 ** n_seeds, every one enumerated
+    min_pvalue: float  # 2 / 2 ** n_seeds: the smallest p this many seeds can give
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -260,24 +285,125 @@ def proportion_ci(successes: int, n: int, level: float = 0.95) -> CI:
     return CI(successes / n, float(ci.low), float(ci.high), n, level, "wilson")
 
 
+def _seed_matrix(matrix: Any, name: str = "matrix") -> np.ndarray:
+    """A (seeds, items) float matrix (a 1-d input is one seed) in which every seed has an item."""
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim == 1:
+        m = m[None, :]
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"{name}: expected a (seeds, items) matrix, got shape {m.shape}")
+    if np.isnan(m).all(axis=1).any():
+        raise ValueError(f"{name}: a seed has no non-missing items")
+    return m
+
+
+def _per_seed_means(m: np.ndarray) -> np.ndarray:
+    return np.nanmean(m, axis=1)
+
+
+def _diff_matrix(a: Any, b: Any) -> np.ndarray:
+    """``a - b`` cell by cell for seed-paired matrices; NaN where either arm lacks the item."""
+    a_m, b_m = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_m.shape != b_m.shape:
+        raise ValueError(f"seed-paired matrices differ in shape: {a_m.shape} vs {b_m.shape}")
+    return _seed_matrix(a_m - b_m, "a - b")
+
+
 def seed_then_item_ci(matrix: Any, level: float = 0.95) -> CI:
     """CI over seeds of per-seed means over items.
 
     ``matrix`` has shape (seeds, items). Each seed's items are averaged first (NaN cells, an
     item missing for a seed, are skipped), then a t-interval is taken over the seed means.
-    For a paired comparison pass the per-item difference matrix ``A - B``.
+    For a paired comparison pass the per-item difference matrix ``A - B`` (``seed_paired_t``).
     """
-    m = np.asarray(matrix, dtype=float)
-    if m.ndim == 1:
-        m = m[None, :]
-    if m.ndim != 2 or m.size == 0:
-        raise ValueError(f"expected a (seeds, items) matrix, got shape {m.shape}")
-    counts = (~np.isnan(m)).sum(axis=1)
-    if (counts == 0).any():
-        raise ValueError("a seed has no non-missing items")
-    per_seed = np.nansum(m, axis=1) / counts
+    per_seed = _per_seed_means(_seed_matrix(matrix))
     ci = mean_ci(per_seed, level=level)
     return CI(ci.estimate, ci.low, ci.high, ci.n, level, "t-over-seeds")
+
+
+def per_seed_diffs(a: Any, b: Any) -> np.ndarray:
+    """Seed k's mean over items of ``a - b`` (items both arms have for that seed), per seed."""
+    return _per_seed_means(_diff_matrix(a, b))
+
+
+def seed_paired_t(a: Any, b: Any, level: float = 0.95) -> CI:
+    """Student-t interval over seeds of the per-seed paired differences.
+
+    The primary interval for a seed-paired comparison: each seed's mean difference already
+    carries that seed's item noise, so the spread of the seed means reflects both the
+    seed-to-seed (training) variance and the item variance. One seed: NaN bounds.
+    """
+    return seed_then_item_ci(_diff_matrix(a, b), level=level)
+
+
+def hierarchical_bootstrap_diff(
+    a: Any, b: Any, n_boot: int = 5000, seed: int = 0, level: float = 0.95
+) -> CI:
+    """Two-level percentile bootstrap of the mean paired difference of seed-paired matrices.
+
+    Each resample draws seeds with replacement, then, within each drawn seed, that seed's
+    items with replacement; the statistic is the mean over drawn seeds of their mean
+    difference. Vectorised over resamples (in chunks bounded in memory) with a fixed seed.
+    The percentile interval of a handful of seed means runs narrow (it has no small-sample
+    correction), which is why ``seed_paired_t`` is the primary figure. One seed: NaN bounds.
+    """
+    _check_level(level)
+    d = _diff_matrix(a, b)
+    k = d.shape[0]
+    est = float(_per_seed_means(d).mean())
+    if k == 1:
+        return CI(est, float("nan"), float("nan"), 1, level, "hierarchical-bootstrap")
+    # Each seed's present items packed to the left, so drawing index < count[s] draws one of them.
+    present = ~np.isnan(d)
+    counts = present.sum(axis=1)
+    order = np.argsort(~present, axis=1, kind="stable")
+    packed = np.take_along_axis(d, order, axis=1)[:, : counts.max()]
+    width = packed.shape[1]
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // (k * width))
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        seeds = rng.integers(0, k, size=(m, k))
+        c = counts[seeds]
+        # float32 uniforms: half the cost of float64, and ample resolution for an index
+        items = (rng.random((m, k, width), dtype=np.float32) * c[..., None]).astype(np.intp)
+        values = packed[seeds[..., None], items]
+        if (counts < width).any():  # a seed missing items draws only its first count[s] slots
+            values = np.where(np.arange(width) < c[..., None], values, 0.0)
+        out[start : start + m] = (values.sum(axis=2) / c).mean(axis=1)
+    low, high = np.quantile(out, [(1 - level) / 2, (1 + level) / 2])
+    return CI(est, float(low), float(high), k, level, "hierarchical-bootstrap")
+
+
+def seed_sign_flip_test(a: Any, b: Any, max_exact_seeds: int = 20, seed: int = 0) -> SignFlip:
+    """Two-sided sign-flip permutation test over seeds of the per-seed paired differences.
+
+    Under the null the arms are exchangeable within each seed, so each seed's difference is
+    as likely negative as positive; with k seeds all 2^k sign patterns are enumerated
+    (scipy.stats.permutation_test, exact; more than ``max_exact_seeds`` seeds: 2^max random
+    patterns with a fixed seed). It respects the clustering: the seed, not the (item, seed)
+    cell, is the unit, so a seed effect that varies between trainings cannot make it
+    anti-conservative. Works for binary and continuous values alike. Its resolution is
+    2 / 2^k: with 5 or fewer seeds it cannot reach p < 0.05. One seed: NaN.
+    """
+    per_seed = per_seed_diffs(a, b)
+    k = per_seed.size
+    mean = float(per_seed.mean())
+    if k == 1:
+        return SignFlip(mean, float("nan"), 1, 2, 1.0)
+    n_resamples = np.inf if k <= max_exact_seeds else 2**max_exact_seeds
+    res = _st.permutation_test(
+        (per_seed,),
+        lambda x, axis: np.mean(x, axis=axis),
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    patterns = 2**k if k <= max_exact_seeds else 2**max_exact_seeds
+    return SignFlip(mean, float(res.pvalue), k, patterns, min(1.0, 2.0 / 2**k))
 
 
 # --------------------------------------------------------------------------- paired tests
