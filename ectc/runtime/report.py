@@ -82,14 +82,15 @@ COMPARISON_NOTE = (
     "one). Reduction = 1 − a/b; a lower / tie / higher counts items on their seed-averaged values.")
 
 
-def _interval(low: float, high: float) -> str:
-    if math.isnan(low) or math.isnan(high):
+def _bounds(low: float | None, high: float | None) -> str:
+    """A difference's interval; missing (null in metrics.json, NaN fresh) reads n/a."""
+    if missing(low) or missing(high):
         return "n/a"  # not "[n/a]": rich would read it as markup
     return f"[{low:+.3f}, {high:+.3f}]"
 
 
 def _fmt(x: float, pct: bool) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if missing(x):
         return "n/a"
     return f"{x:.1%}" if pct else f"{x:.3g}"
 
@@ -374,8 +375,8 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
             if "note" in c:
                 notes.append(f"- {c['a']} vs {c['b']} on {c['metric']}: {c['note']}")
             lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | {c['n_seeds']} | {c['a_mean']:.3f} | "
-                         f"{c['b_mean']:.3f} | {c['diff']:+.3f} {_interval(c['t_low'], c['t_high'])} | "
-                         f"{_interval(c['boot_low'], c['boot_high'])} | "
+                         f"{c['b_mean']:.3f} | {c['diff']:+.3f} {_bounds(c['t_low'], c['t_high'])} | "
+                         f"{_bounds(c['boot_low'], c['boot_high'])} | "
                          f"{', '.join(f'{d:+.3f}' for d in c['per_seed_diff'])} | "
                          f"{_fmt(c['permutation_p'], False)} | {_fmt(c['relative_reduction'], True)} | "
                          f"{c['a_lower']} / {c['ties']} / {c['a_higher']} |")
@@ -478,7 +479,7 @@ def _summary_table(run, result: dict) -> None:
     for c in result["comparisons"]:
         if "diff" in c:
             run.console.print(f"  {c['a']} − {c['b']} on {c['metric']}: {c['diff']:+.3f} "
-                              f"{_interval(c['t_low'], c['t_high'])} (95% t over {c['n_seeds']} seed(s), "
+                              f"{_bounds(c['t_low'], c['t_high'])} (95% t over {c['n_seeds']} seed(s), "
                               f"{c['n_items']} items), sign-flip p {_fmt(c['permutation_p'], False)}"
                               + (f"; {c['note']}" if "note" in c else ""))
     run.console.print(f"report: {run.folder / 'report.md'}")
