@@ -18,7 +18,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .runtime import keys
 from .runtime.experiment import Arm, PlanView, _strip_header, content_hash, json_hash
