@@ -31,12 +31,20 @@ OUTPUT_UNKNOWN = "output-of:"
 _CHUNK = 1 << 20
 
 
+_DIGESTS: dict[tuple, bytes] = {}
+
+
 def _file_digest(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            h.update(chunk)
-    return h.digest()
+    # `ectc plan` checks each record more than once: memo by (path, size, mtime) within a process.
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                h.update(chunk)
+        _DIGESTS[memo] = h.digest()
+    return _DIGESTS[memo]
 
 
 def _files(path: Path) -> list[Path] | None:
