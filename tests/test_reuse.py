@@ -157,3 +157,26 @@ def test_a_damaged_cached_base_model_is_rebuilt(project: Path) -> None:
     assert statuses["base model"] == "ran" and statuses["data"] == "reused"
     events = json.loads((project / "runs/mini/tiny/stages.json").read_text())["events"]
     assert {"stage": "base model", "redo": f"output changed ({', '.join(sorted(p.name for p in cached.iterdir() if p.name != 'stage.json'))})"} in events
+
+
+def test_an_sft_arm_retrains_on_edited_data(tmp_path: Path, monkeypatch) -> None:
+    """SFT keeps trainer checkpoints to resume a killed run; new data must train afresh, not
+    resume (or refuse to resume) the old run."""
+    pytest.importorskip("trl")
+    monkeypatch.chdir(tmp_path)
+    sft = (SPEC.replace("    reward = if right then 1.0 else s\n", "")
+               .replace("    right  = (response == \"Yes\") == ok\n", "    target = if ok then \"Yes\" else \"No\"\n")
+               .replace('response choice ["Yes", "No"]', "response text { max_tokens 3 }")
+               .replace("rl { steps 2 batch 8 minibatch 8 }",
+                        "sft { max_steps 2 batch 4 }\n    generate { max_new_tokens 3 }")
+               .replace('mean((response == "Yes") == ok)', 'mean(contains(response, "Yes") == ok)'))
+    assert "sft {" in sft and "reward" not in sft
+    (tmp_path / "mini.ect").write_text(sft)
+    (tmp_path / "words.txt").write_text("yes\n")
+    _write_rows(tmp_path, 48)
+    build(tmp_path, [str(tmp_path / "mini.ect")], tmp_path / "generated", check_only=False)
+    assert _ran(_run(tmp_path)) == STAGES
+    _write_rows(tmp_path, 24)
+    assert _ran(_run(tmp_path)) == STAGES
+    run = tmp_path / "runs/mini/tiny"
+    assert json.loads((run / "arms/ect/seed0/stage.json").read_text())["rows"] == 18  # 0.75 of 24

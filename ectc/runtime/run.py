@@ -385,6 +385,7 @@ def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, dat
     if found.ok:
         run.log(f"train {arm.name} seed {seed}", "reused")
         return found.output
+    _start_training(folder, key, resume=not found.redo)
     t0 = time.perf_counter()
     cfg = exp.train_config(run.profile_name, arm.name)
     rows = training_rows(run, arm, data)
@@ -403,6 +404,27 @@ def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, dat
     out = mark_done(folder, key, outputs, arm=arm.name, seed=seed, rows=len(rows), **info)
     run.log(f"train {arm.name} seed {seed}", "ran", f"{len(rows)} rows", time.perf_counter() - t0)
     return out
+
+
+TRAINING_STATE = ("final", "history.jsonl", "checkpoints", "run.json", "grpo")
+
+
+def _start_training(folder: Path, key: str, resume: bool) -> None:
+    """Training that must run starts clean: what an earlier attempt left (weights, history, trainer
+    checkpoints) is only resumed when that attempt had this same key and was cut short."""
+    started = folder / "started.json"
+    try:
+        same = resume and json.loads(started.read_text()).get("key") == key
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for name in TRAINING_STATE:
+            path = folder / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)  # other ranks of a DDP run clear it too
+            else:
+                path.unlink(missing_ok=True)
+    write_json(started, {"key": key})
 
 
 def _apply_lora(cfg: dict, model):
