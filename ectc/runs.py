@@ -82,7 +82,7 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
             steps_scale: float = 1.0, root: Optional[Path] = None) -> dict[str, tuple[Path, list[StagePlan]]]:
     """experiment -> (run folder, the stages in run order with what `ectc run` will do).
     `root`: the spec's folder (its data files and word lists are hashed into the keys)."""
-    from .runtime.stagefiles import check
+    from .runtime.stagefiles import check, read_record
     from .stagekeys import stage_keys
 
     out = {}
@@ -112,7 +112,7 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
                     plans.append(StagePlan(stage, "ran", f"redo: {cached.reason} in the model cache", sk.key))
                 else:
                     plans.append(StagePlan(stage, "ran", "not in the model cache: "
-                                           + _why(sk, previous.get(stage), None), sk.key))
+                                           + _why(sk, previous.get(stage), None, None), sk.key))
                 continue
             have = _stage_key(folder / sk.folder)
             found = check(folder / sk.folder, sk.key)
@@ -125,20 +125,27 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
             elif found.redo:
                 plans.append(StagePlan(stage, "ran", f"redo: {found.reason}", sk.key))
             else:
-                plans.append(StagePlan(stage, "ran", _why(sk, previous.get(stage), have), sk.key))
+                recorded = (read_record(folder / sk.folder) or {}).get("parts")
+                plans.append(StagePlan(stage, "ran", _why(sk, previous.get(stage), have, recorded), sk.key))
         out[name] = (folder, plans)
     return out
 
 
-def _why(sk, prev, have: Optional[str]) -> str:
+def _why(sk, prev, have: Optional[str], recorded: Optional[dict]) -> str:
+    """Which components of the key changed: against the ones the stage recorded when it ran, or
+    else the ones recomputed from the previous run's spec.ect."""
     from .stagekeys import PROBE_VALUES_UNKNOWN
 
-    if prev is None:
+    if isinstance(recorded, dict):
+        old = recorded
+    elif prev is None:
         return "stage key changed" if have else "new"
-    if have is not None and prev.key != have:
+    elif have is not None and prev.key != have:
         return "stage key changed (the previous run's key is not reproducible from its spec.ect)"
-    changed = [k for k in sk.parts if prev.parts.get(k) != sk.parts[k]]
-    changed += [k for k in prev.parts if k not in sk.parts]
+    else:
+        old = prev.parts
+    changed = [k for k in sk.parts if old.get(k) != sk.parts[k]]
+    changed += [k for k in old if k not in sk.parts]
     if changed == ["probes"] and sk.parts["probes"].startswith(PROBE_VALUES_UNKNOWN):
         return "the probes re-run, and their values feed this key"
     words = [PART_NAMES.get(k, k) for k in changed]

@@ -78,9 +78,7 @@ class StageKey:
     cache_dir: str | None = None  # base model: the cache folder under runs_dir
 
 
-def _parts(obj: dict) -> dict[str, str]:
-    # Strings (hashes, placeholders) stay readable, so `ectc plan` can tell a placeholder.
-    return {k: (v if isinstance(v, str) else json_hash(v)) for k, v in obj.items()}
+_parts = keys.components
 
 
 def recipe_hash(recipe: dict) -> str:
@@ -167,7 +165,7 @@ def stage_keys(exp: GeneratedExperiment, profile: str | None = None, seeds: int 
     else:
         values_hash = json_hash({})
 
-    # evaluation (run.eval_key)
+    # evaluation (run.stage_eval)
     eval_outs: dict[tuple[str, int], str] = {}
     for arm in selected:
         for seed in seed_list:

@@ -113,12 +113,16 @@ def test_edited_inputs_and_damaged_outputs_rerun_what_they_feed(project: Path) -
 
     # A data file cut in half: the data, and everything that read it, runs again with the new rows.
     _write_rows(project, 24)
+    reasons = {p.stage: p.reason for p in predict(SPEC, project / "runs", root=project)["mini"][1]}
+    assert reasons["data"] == "stage key changed because the input files changed"
     assert _ran(_run(project)) == STAGES
     rows = sum(len((run / f"data/rows.{s}.jsonl").read_text().splitlines()) for s in ("train", "test"))
     assert rows == 24
 
     # An edited word list: the evaluations that scored with it, and the report.
     (project / "words.txt").write_text("yes\nno\n")
+    reasons = {p.stage: p.reason for p in predict(SPEC, project / "runs", root=project)["mini"][1]}
+    assert reasons["evaluate ect seed 0"] == "stage key changed because the input files changed"
     assert _ran(_run(project)) == [s for s in STAGES if s.startswith(("evaluate", "report"))]
 
     # Deleted weights: trained again. The evaluation that read them runs again exactly when the

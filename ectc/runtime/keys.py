@@ -19,6 +19,12 @@ from .experiment import Arm, PlanView, json_hash, training_identity
 from .stagefiles import input_hashes
 
 
+def components(obj: dict[str, Any]) -> dict[str, str]:
+    """Each component of a key, hashed (strings kept, so hashes and placeholders stay readable):
+    stage.json records them, and `ectc plan` names the ones that changed."""
+    return {k: (v if isinstance(v, str) else json_hash(v)) for k, v in obj.items()}
+
+
 def spec_root(exp: PlanView) -> Path:
     """Paths in a spec (data files, word lists) are relative to the spec's folder."""
     return Path(exp.plan["spec"]).parent

@@ -60,12 +60,13 @@ def _fmt(x: float, pct: bool) -> str:
 
 def stage_report(run, arms: list[Arm], eval_samples: dict, eval_outs: dict, elapsed: float) -> dict:
     """`eval_outs`: (arm, seed) -> the output hash of that evaluation's samples."""
-    from .keys import report_parts
+    from .keys import components, report_parts
     from .run import write_json, atomic_write_text, mark_done
 
     exp = run.exp
     folder = run.folder
-    key = json_hash(report_parts(exp, eval_outs))
+    parts = report_parts(exp, eval_outs)
+    key = json_hash(parts)
     if run.reusable("report", folder / "report", key).ok:
         import json
 
@@ -134,7 +135,7 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_outs: dict, elap
     write_json(folder / "metrics.json", result)
     atomic_write_text(folder / "report.md", _markdown(run, result, eval_samples))
     (folder / "report").mkdir(parents=True, exist_ok=True)
-    mark_done(folder / "report", key, ["../metrics.json", "../report.md"])
+    mark_done(folder / "report", key, ["../metrics.json", "../report.md"], parts=components(parts))
     run.log("report", "ran", f"{folder / 'report.md'}", time.perf_counter() - t0)
     _summary_table(run, result)
     _write_stage_log(run, elapsed)

@@ -129,7 +129,8 @@ def stage_data(run: Run) -> tuple[str, dict[str, dict[str, list[dict]]]]:
         from .llm import llm_available
 
         llm_mode = "anthropic" if llm_available() else "offline"
-    key = json_hash(keys.data_parts(exp, llm_mode, _spec_root(run)))
+    parts = keys.data_parts(exp, llm_mode, _spec_root(run))
+    key = json_hash(parts)
     splits = data_splits(exp)
     found = run.reusable("data", folder, key)
     if found.ok:
@@ -145,7 +146,8 @@ def stage_data(run: Run) -> tuple[str, dict[str, dict[str, list[dict]]]]:
             rows = exp.dataset.BUILDERS[block](split, 0, llm=llm, root=str(_spec_root(run)))
             data[block][split] = rows
             write_jsonl(folder / f"{block}.{split}.jsonl", rows)
-    out = mark_done(folder, key, [f"{b}.{s}.jsonl" for b, ss in splits.items() for s in ss], llm=llm_mode)
+    out = mark_done(folder, key, [f"{b}.{s}.jsonl" for b, ss in splits.items() for s in ss], llm=llm_mode,
+                    parts=keys.components(parts))
     run.log("data", "ran", _data_summary(data) + (" (articles from the procedural writer: no API key)"
                                                  if uses_llm and llm_mode == "offline" else ""),
             time.perf_counter() - t0)
@@ -284,7 +286,8 @@ def stage_base(run: Run, data_out: str, data: dict) -> tuple[str, Callable[[], t
     _, _, _ = get_or_build(cache_root, recipe, build)
     hit = found.ok
     out = found.output if hit else mark_done(
-        directory, key, sorted(p.name for p in directory.iterdir() if p.name != STAGE_FILE))
+        directory, key, sorted(p.name for p in directory.iterdir() if p.name != STAGE_FILE),
+        parts=keys.components(recipe))
     detail = f"tiny llama {model_cfg['layers']}x{model_cfg['width']}" + (
         f", warm-up {warmup['steps']} steps" if warmup else "")
     run.log("base model", "reused" if hit else "ran", detail, 0.0 if hit else time.perf_counter() - t0)
@@ -380,7 +383,8 @@ def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, dat
     """Train one arm and seed; return the output hash of its weights (and history)."""
     exp = run.exp
     folder = _arm_dir(run, arm.name, seed)
-    key = train_key(run, arm, seed, base_out, data_out)
+    parts = keys.train_parts(exp, run.profile_name, arm, seed, base_out, data_out, run.opts.steps_scale)
+    key = json_hash(parts)
     found = run.reusable(f"train {arm.name} seed {seed}", folder, key)
     if found.ok:
         run.log(f"train {arm.name} seed {seed}", "reused")
@@ -401,7 +405,8 @@ def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, dat
     else:
         info = _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
     outputs = ["final"] + [f for f in ("history.jsonl",) if (folder / f).exists()]
-    out = mark_done(folder, key, outputs, arm=arm.name, seed=seed, rows=len(rows), **info)
+    out = mark_done(folder, key, outputs, arm=arm.name, seed=seed, rows=len(rows), parts=keys.components(parts),
+                    **info)
     run.log(f"train {arm.name} seed {seed}", "ran", f"{len(rows)} rows", time.perf_counter() - t0)
     return out
 
@@ -574,7 +579,8 @@ def stage_probes(run: Run, data_out: str, base_out: str, data: dict, load_base) 
     if not probes:
         return {}
     folder = run.folder / "probes"
-    key = json_hash(keys.probe_parts(exp, base_out, data_out))
+    parts = keys.probe_parts(exp, base_out, data_out)
+    key = json_hash(parts)
     if run.reusable("probes", folder, key).ok:
         run.log("probes", "reused")
         return json.loads((folder / "values.json").read_text())
@@ -597,7 +603,7 @@ def stage_probes(run: Run, data_out: str, base_out: str, data: dict, load_base) 
         fn = exp.feedback.PROBES[probe["name"]]
         out[probe["name"]] = [bool(fn({**r, "response": a})) for r, a in zip(rows, answers)]
     write_json(folder / "values.json", out)
-    mark_done(folder, key, ["values.json"])
+    mark_done(folder, key, ["values.json"], parts=keys.components(parts))
     shares = ", ".join(f"{k} {sum(v) / max(1, len(v)):.0%}" for k, v in out.items())
     run.log("probes", "ran", shares, time.perf_counter() - t0)
     return out
@@ -606,11 +612,6 @@ def stage_probes(run: Run, data_out: str, base_out: str, data: dict, load_base) 
 def _eval_inputs(run: Run, arm: Arm, trained_out: str, data_out: str, probe_values: dict) -> dict:
     """What an evaluation's samples depend on, besides the label conditions."""
     return keys.eval_inputs(run.exp, run.profile, arm, trained_out, data_out, json_hash(probe_values), _spec_root(run))
-
-
-def eval_key(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, probe_values: dict) -> str:
-    return json_hash(keys.eval_parts(_eval_inputs(run, arm, trained_out, data_out, probe_values),
-                                     conditions(run, arm)))
 
 
 def _condition_keys(run: Run, arm: Arm, trained_out: str, data_out: str, probe_values: dict) -> dict[str, str]:
@@ -622,7 +623,8 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, d
     """Evaluate one arm and seed; return the output hash of its samples, and the samples."""
     exp = run.exp
     folder = run.folder / "eval" / arm.name / f"seed{seed}"
-    key = eval_key(run, arm, seed, trained_out, data_out, probe_values)
+    parts = keys.eval_parts(_eval_inputs(run, arm, trained_out, data_out, probe_values), conditions(run, arm))
+    key = json_hash(parts)
     found = run.reusable(f"evaluate {arm.name} seed {seed}", folder, key)
     if found.ok:
         run.log(f"evaluate {arm.name} seed {seed}", "reused")
@@ -674,7 +676,8 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, d
 
     run_monitors(run, samples)
     write_jsonl(folder / "samples.jsonl", samples)
-    out = mark_done(folder, key, ["samples.jsonl"], samples=len(samples), conditions=cond_keys)
+    out = mark_done(folder, key, ["samples.jsonl"], samples=len(samples), conditions=cond_keys,
+                    parts=keys.components(parts))
     reused = f", {len(previous)} reused" if previous else ""
     run.log(f"evaluate {arm.name} seed {seed}", "ran",
             f"{len(samples)} samples, {len(conds)} label condition(s){reused}", time.perf_counter() - t0)
