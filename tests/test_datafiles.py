@@ -131,3 +131,23 @@ def test_a_missing_column_is_refused(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text(json.dumps({"a": 3, "ok": False, "w": 2}) + "\n")
     with pytest.raises(ValueError, match=r"row 1 \(line 1\): no column `name` \(declared text\)"):
         _dataset(tmp_path, JSONL_BLOCK)("train", 0, root=str(tmp_path))
+
+
+def test_ectc_run_refuses_a_bad_value_before_training(tmp_path: Path) -> None:
+    """The data stage stops the run with the file, row, column, type and value; nothing trains."""
+    import os
+    import subprocess
+    import sys
+
+    from ectc.build import build
+
+    start, end = BASE.index("  data rows"), BASE.index("  prompt ")
+    (tmp_path / "mini.ect").write_text(BASE[:start] + CSV_BLOCK + BASE[end:])
+    (tmp_path / "rows.csv").write_text("a,ok,w,name\n1,False,0.5,x\n2,maybe,0.5,y\n")
+    build(tmp_path, [str(tmp_path / "mini.ect")], tmp_path / "generated", check_only=False)
+    out = subprocess.run([sys.executable, "-m", "ectc", "run", "mini.ect"], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "ECTC_OFFLINE": "1"}, timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.endswith("error: rows.csv: row 2 (line 3), column `ok`: expected a bool (true/false/1/0), "
+                               "found 'maybe'\n")
+    assert not (tmp_path / "runs/mini/tiny/arms").exists()

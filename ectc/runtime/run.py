@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from . import keys
 from .cache import atomic_write_text
+from .datafiles import DataFileError
 from .experiment import Arm, Experiment, json_hash, prompt_string
 from .stagefiles import STAGE_FILE, Reuse, check, read_record, record
 
@@ -834,5 +835,9 @@ def main(args) -> int:
         console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device}")
         console.print(f"run folder: {run.folder}")
         with flush_denormals():
-            execute(run)
+            try:
+                execute(run)
+            except DataFileError as exc:  # a value the spec's declared type refuses: no traceback
+                sys.stderr.write(f"error: {exc}\n")
+                return 1
     return status
