@@ -782,7 +782,7 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
         for s in block.settings:
             if s.key in table_names:
                 out.extend(_check_phrase_table(exp, s))
-        out.extend(_check_split(block))
+        out.extend(_check_split(block, exp.axis.name if exp.axis is not None and block is exp.data[0] else None))
         scope = axis_scope(exp)
         scope.update({name: "table" for name in table_names})
         for f in block.fields:
@@ -840,12 +840,26 @@ def _check_phrase_table(exp: ir.Experiment, s: ir.Setting) -> list[Diagnostic]:
     return out
 
 
-def _check_split(block: ir.DataBlock) -> list[Diagnostic]:
+def _check_split(block: ir.DataBlock, axis: Optional[str]) -> list[Diagnostic]:
+    """`axis`: the axis's name when this block draws it per row (the experiment's first block)."""
     split = setting_map(block.settings).get("split")
     if split is None or split.block is None:
         return []
     parts = [s for s in split.block if s.key in ("train", "validation", "test") and isinstance(s.value, ir.Num)]
     fractions = [s for s in parts if not s.value.is_int]
+    by = setting_map(split.block).get("by")
+    if by is not None and isinstance(by.value, ir.Name):
+        field = by.value.id
+        fields = [f.name for f in block.fields]
+        if field == axis:
+            return [_err(by.value.span, "E813", f"a split by the axis `{axis}` splits nothing",
+                         "the axis is drawn afresh for every row; split by a data field, or drop `by`")]
+        if field not in fields:
+            return [_err(by.value.span, "E812", f"data `{block.name}` has no field `{field}` to split by",
+                         did_you_mean(field, fields))]
+        if parts and not fractions:
+            return [_err(split.span, "E809", "a split `by` a field takes fractions, not counts",
+                         "rows sharing a value go to one split, so counts cannot be met: e.g. `train 0.8 test 0.2`")]
     if fractions and len(fractions) != len(parts):
         return [_err(split.span, "E809", "a split gives all fractions or all counts, not both")]
     total = sum(s.value.value for s in fractions)
@@ -1071,7 +1085,12 @@ def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
         for a in exp.feedback.assigns:
             scope[a.name] = Typer(sub, "feedback", []).infer(a.expr)
             sub[a.name] = scope[a.name]
+    probe_names: list[str] = []
     for probe in ev.probes:
+        if probe.name in probe_names:
+            out.append(_err(probe.span, "E101", f"probe `{probe.name}` is declared twice",
+                            "give each probe its own name"))
+        probe_names.append(probe.name)
         out.extend(check_settings(probe.settings, schema.PROBE, f"probe `{probe.name}`"))
         settings = setting_map(probe.settings)
         if "prompt" not in settings:
@@ -1105,6 +1124,9 @@ def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
         if metric.where is not None:
             Typer(scope, "metric", out, monitors).expect(metric.where, ("bool",), "a `where` filter")
     axis = exp.axis
+    for sweep in ev.sweeps[1:]:
+        out.append(_err(sweep.span, "E706", "the evaluation has one sweep; a second would replace the first",
+                        "merge them into one `sweep`"))
     for sweep in ev.sweeps:
         if axis is None:
             continue

@@ -267,7 +267,7 @@ def _dataset_context(exp: ir.Experiment) -> dict[str, Any]:
         steps = []
         for f in block.fields:
             if f.expr is None:
-                steps.append({"kind": "read", "name": repr(f.name), "cast": _cast(f.type)})
+                steps.append({"kind": "read", "name": repr(f.name)})
             elif isinstance(f.expr, ir.Call) and f.expr.func == "llm":
                 model, prompt = f.expr.args
                 all_templates.append(prompt.value)  # type: ignore[union-attr]
@@ -283,14 +283,24 @@ def _dataset_context(exp: ir.Experiment) -> dict[str, Any]:
         split = settings_dict(settings["split"].block) if "split" in settings and settings["split"].block else {}
         by = split.pop("by", None)
         is_main = block is exp.data[0]
+        if by:
+            split_kind = "by"
+        elif not split:
+            split_kind = "none"  # every row is training data
+        elif block.source.type == "generate" and all(isinstance(v, int) for v in split.values()):
+            split_kind = "counts"  # each split drawn on its own
+        else:
+            split_kind = "shuffle"  # fractions (or counts of a file's rows): a seeded shuffle, then cuts
         blocks.append({
             "name": block.name,
             "func": f"build_{block.name}",
             "source": block.source.type,
             "path": repr(block.source.arg) if block.source.arg is not None else "None",
             "size": literal(settings["size"].value) if "size" in settings else None,
-            "split_by": repr(by) if by else "None",
+            "split_by": repr(by) if by else None,
+            "split_kind": split_kind,
             "split": repr(split),
+            "read_fields": repr({f.name: f.type for f in block.fields if f.expr is None}),
             "tables_name": "TABLES_" + block.name,
             "tables": repr(tables),
             "steps": steps,
@@ -305,10 +315,6 @@ def _dataset_context(exp: ir.Experiment) -> dict[str, Any]:
         "descriptions": repr({v.name: v.description or v.name for v in axis.values}),
         "describe": axis.type == "enum",
     }
-
-
-def _cast(type_: str) -> str:
-    return {"int": "int", "real": "float", "bool": "bool", "text": "str"}[type_]
 
 
 # ---- feedback.py ---------------------------------------------------------------------

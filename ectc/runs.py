@@ -27,6 +27,7 @@ PART_NAMES = {
     "the label conditions (deploy value, sweep)", "split": "the evaluation split", "samples": "the sample count",
     "generate": "generation settings", "monitors": "the monitors", "evals": "the evaluations",
     "metrics": "metrics.py", "plan": "the evaluate block", "hf": "the model", "quantize": "quantization",
+    "inputs": "the input files",
 }
 
 
@@ -59,7 +60,7 @@ def _experiments(source: str):
     return GeneratedExperiment.from_generated(generate(spec, source, "spec.ect"))
 
 
-def _previous_keys(folder: Path, exp_name: str) -> dict[str, Any]:
+def _previous_keys(folder: Path, exp_name: str, runs_dir: Path, root: Optional[Path]) -> dict[str, Any]:
     """The stage keys the previous run in `folder` computed, from its spec.ect and plan.json."""
     from .stagekeys import stage_keys
 
@@ -72,15 +73,18 @@ def _previous_keys(folder: Path, exp_name: str) -> dict[str, Any]:
         return {}
     try:
         return stage_keys(old, run.get("profile"), run.get("seeds"), None, run.get("steps_scale", 1.0),
-                          probe_values=_read_json(folder / "probes" / "values.json"))
+                          probe_values=_read_json(folder / "probes" / "values.json"), run_folder=folder,
+                          runs_dir=runs_dir, root=root)
     except Exception:  # noqa: BLE001
         return {}
 
 
 def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: Optional[str] = None,
             seeds: Optional[int] = None, arms: Optional[list[str]] = None,
-            steps_scale: float = 1.0) -> dict[str, tuple[Path, list[StagePlan]]]:
-    """experiment -> (run folder, the stages in run order with what `ectc run` will do)."""
+            steps_scale: float = 1.0, root: Optional[Path] = None) -> dict[str, tuple[Path, list[StagePlan]]]:
+    """experiment -> (run folder, the stages in run order with what `ectc run` will do).
+    `root`: the spec's folder (its data files and word lists are hashed into the keys)."""
+    from .runtime.stagefiles import check, read_record
     from .stagekeys import stage_keys
 
     out = {}
@@ -90,50 +94,60 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
         if unknown:
             raise KeyError(f"unknown arm(s) {', '.join(unknown)}")
         folder = Path(runs_dir) / name / (run_id or profile_name)
-        keys = stage_keys(exp, profile_name, seeds, arms, steps_scale)
-        if "probes" in keys and _stage_key(folder / "probes") == keys["probes"].key \
-                and (folder / "probes" / "values.json").exists():
+        where = dict(run_folder=folder, runs_dir=Path(runs_dir), root=root)
+        keys = stage_keys(exp, profile_name, seeds, arms, steps_scale, **where)
+        if "probes" in keys and check(folder / "probes", keys["probes"].key).ok:
             # The probes are reused, so their values (part of each evaluation key) are known.
             keys = stage_keys(exp, profile_name, seeds, arms, steps_scale,
-                              probe_values=_read_json(folder / "probes" / "values.json"))
-        previous = _previous_keys(folder, name) if folder.exists() else {}
+                              probe_values=_read_json(folder / "probes" / "values.json"), **where)
+        previous = _previous_keys(folder, name, Path(runs_dir), root) if folder.exists() else {}
         plans = []
         for stage, sk in keys.items():
             if sk.folder is None:  # the base model: cached by recipe, not per run
                 if sk.cache_dir is None:
                     plans.append(StagePlan(stage, "reused", "a hub model, loaded per arm", sk.key))
-                elif (Path(runs_dir) / sk.cache_dir).exists():
+                    continue
+                cached = check(Path(runs_dir) / sk.cache_dir, sk.key)
+                if cached.ok:
                     plans.append(StagePlan(stage, "reused", f"in the model cache ({sk.cache_dir})", sk.key))
+                elif cached.redo:
+                    plans.append(StagePlan(stage, "ran", f"redo: {cached.reason} in the model cache", sk.key))
                 else:
                     plans.append(StagePlan(stage, "ran", "not in the model cache: "
-                                           + _why(sk, previous.get(stage), None), sk.key))
+                                           + _why(sk, previous.get(stage), None, None), sk.key))
                 continue
-            where = folder / sk.folder
-            have = _stage_key(where)
-            missing = [r for r in sk.requires if not (where / r).exists()]
-            if have == sk.key and not missing:
-                plans.append(StagePlan(stage, "reused", "stage key unchanged", sk.key))
+            have = _stage_key(folder / sk.folder)
+            found = check(folder / sk.folder, sk.key)
+            if found.ok:
+                plans.append(StagePlan(stage, "reused", found.reason, sk.key))
             elif not folder.exists():
                 plans.append(StagePlan(stage, "ran", "no previous run", sk.key))
             elif have is None:
                 plans.append(StagePlan(stage, "ran", "never finished here", sk.key))
-            elif have == sk.key:
-                plans.append(StagePlan(stage, "ran", f"output missing ({', '.join(missing)})", sk.key))
+            elif found.redo:
+                plans.append(StagePlan(stage, "ran", f"redo: {found.reason}", sk.key))
             else:
-                plans.append(StagePlan(stage, "ran", _why(sk, previous.get(stage), have), sk.key))
+                recorded = (read_record(folder / sk.folder) or {}).get("parts")
+                plans.append(StagePlan(stage, "ran", _why(sk, previous.get(stage), have, recorded), sk.key))
         out[name] = (folder, plans)
     return out
 
 
-def _why(sk, prev, have: Optional[str]) -> str:
+def _why(sk, prev, have: Optional[str], recorded: Optional[dict]) -> str:
+    """Which components of the key changed: against the ones the stage recorded when it ran, or
+    else the ones recomputed from the previous run's spec.ect."""
     from .stagekeys import PROBE_VALUES_UNKNOWN
 
-    if prev is None:
+    if isinstance(recorded, dict):
+        old = recorded
+    elif prev is None:
         return "stage key changed" if have else "new"
-    if have is not None and prev.key != have:
+    elif have is not None and prev.key != have:
         return "stage key changed (the previous run's key is not reproducible from its spec.ect)"
-    changed = [k for k in sk.parts if prev.parts.get(k) != sk.parts[k]]
-    changed += [k for k in prev.parts if k not in sk.parts]
+    else:
+        old = prev.parts
+    changed = [k for k in sk.parts if old.get(k) != sk.parts[k]]
+    changed += [k for k in old if k not in sk.parts]
     if changed == ["probes"] and sk.parts["probes"].startswith(PROBE_VALUES_UNKNOWN):
         return "the probes re-run, and their values feed this key"
     words = [PART_NAMES.get(k, k) for k in changed]
@@ -150,7 +164,8 @@ def main_plan(args) -> int:
         return 1
     try:
         result = predict(source, Path(args.runs_dir), args.profile, args.run_id, args.seeds,
-                         args.arms.split(",") if args.arms else None, args.steps_scale)
+                         args.arms.split(",") if args.arms else None, args.steps_scale,
+                         root=Path(args.spec).parent)
     except CompileError as err:
         sys.stderr.write(err.render(source, args.spec) + "\n")
         return 1

@@ -1,9 +1,9 @@
 """Every stage key of a run, computed without running anything (and without torch).
 
-This mirrors, formula for formula, the keys `ectc/runtime/run.py` (and `runtime/report.py`)
-write to each stage's `stage.json`: `stage_data`, `stage_base`, `train_key`, `stage_probes`,
-`eval_key`, `stage_report`. `tests/test_plan.py` runs a tiny experiment and asserts that these
-keys equal the ones the runtime wrote, so any drift between the two fails CI.
+The formulas are `ectc/runtime/keys.py`, which the runtime (`run.py`, `report.py`) uses too;
+this module walks the stages in run.py's order and feeds each its upstream output hashes (read
+from a previous run's records, `runtime/stagefiles.py`). `tests/test_plan.py` runs a tiny
+experiment and asserts that these keys equal the ones the runtime wrote.
 
 A stage's key is the hash of a dict of *components*; `StageKey.parts` keeps that dict (each
 component hashed) so `ectc plan` can say which component changed.
@@ -18,9 +18,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .runtime.experiment import Arm, PlanView, _strip_header, content_hash, json_hash, training_identity
+from .runtime import keys
+from .runtime.experiment import Arm, PlanView, _strip_header, content_hash, json_hash
+from .runtime.stagefiles import output_or_unknown
 
 # The probe outputs feed the evaluation key (run.py hashes the probe *values*). They are only
 # known after the probes ran; until then a placeholder derived from the probe key stands in.
@@ -77,32 +78,13 @@ class StageKey:
     cache_dir: str | None = None  # base model: the cache folder under runs_dir
 
 
-def _parts(obj: dict) -> dict[str, str]:
-    return {k: (v if isinstance(v, str) and len(v) == 64 else json_hash(v)) for k, v in obj.items()}
+_parts = keys.components
 
 
 def recipe_hash(recipe: dict) -> str:
     """`runtime.models.recipe_hash` (that module imports torch)."""
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def scaled(n: int, steps_scale: float) -> int:
-    """`run._scaled`."""
-    return max(1, int(round(n * steps_scale))) if n > 0 else n
-
-
-def conditions(exp: GeneratedExperiment, arm: Arm) -> list[tuple[str, Any]]:
-    """`run.conditions`."""
-    if arm.infer == "none":
-        return [("none", exp.plan["axis"]["deploy"])]
-    if arm.infer == "true":
-        return [("true", None)]
-    out: list[tuple[str, Any]] = [("deploy", exp.plan["axis"]["deploy"])]
-    sweep = exp.plan["evaluate"].get("sweep")
-    if sweep:
-        out += [(f"sweep={v}", v) for v in sweep["values"]]
-    return out
 
 
 def llm_mode(exp: GeneratedExperiment) -> str:
@@ -116,14 +98,20 @@ def llm_mode(exp: GeneratedExperiment) -> str:
 
 def stage_keys(exp: GeneratedExperiment, profile: str | None = None, seeds: int | list[int] | None = None,
                arms: list[str] | None = None, steps_scale: float = 1.0, llm: str | None = None,
-               probe_values: dict | None = None) -> dict[str, StageKey]:
+               probe_values: dict | None = None, run_folder: Path | None = None,
+               runs_dir: Path | None = None, root: Path | None = None) -> dict[str, StageKey]:
     """Every stage key of one run, in the order run.py executes the stages.
 
     `seeds`, `arms`, `steps_scale` are the run's Options (`--seeds N` means range(N)).
     `probe_values`: the probes' output when known (a previous run's probes/values.json with an
     unchanged probe key); otherwise evaluation keys use a placeholder derived from the probe key.
+    `run_folder`, `runs_dir`: where a previous run left its outputs; a downstream key holds the
+    output hash an upstream stage recorded there when that stage will be reused (its key and
+    outputs hold), else a placeholder derived from the upstream key (so it must run too).
+    `root`: the spec's folder, where its data files and word lists are (default: as generated).
     """
     profile_name, prof = exp.profile(profile)
+    root = Path(root) if root is not None else keys.spec_root(exp)
     if seeds is None:
         seed_list = list(prof["seeds"])
     elif isinstance(seeds, int):
@@ -132,31 +120,25 @@ def stage_keys(exp: GeneratedExperiment, profile: str | None = None, seeds: int 
         seed_list = list(seeds)
     out: dict[str, StageKey] = {}
 
+    def output(folder: str | None, key: str, base: Path | None = run_folder) -> str:
+        return output_or_unknown(Path(base) / folder if base is not None and folder is not None else None, key)
+
     # data (run.stage_data)
-    data_obj = {"dataset": exp.file_hash("dataset.py"), "data": exp.plan["data"],
-                "llm": llm if llm is not None else llm_mode(exp)}
+    data_obj = keys.data_parts(exp, llm if llm is not None else llm_mode(exp), root)
     data_key = json_hash(data_obj)
     out["data"] = StageKey("data", data_key, _parts(data_obj), "data")
+    data_out = output("data", data_key)
 
     # base model (run.stage_base)
-    model_cfg = prof["model"]
-    if model_cfg["type"] == "hf":
-        base_obj = {"hf": model_cfg, "quantize": prof["quantize"]}
-        base_key = json_hash(base_obj)
+    base_obj = keys.base_parts(exp, prof, data_out, steps_scale)
+    base_key = json_hash(base_obj)
+    if prof["model"]["type"] == "hf":
         out["base model"] = StageKey("base model", base_key, _parts(base_obj), None)
+        base_out = base_key
     else:
-        warmup = dict(prof["warmup"] or {})
-        if warmup:
-            warmup["steps"] = scaled(warmup["steps"], steps_scale)
-        template_keys = sorted(k for k in exp.templates if not k.startswith("judge."))
-        recipe = {
-            "model": model_cfg, "warmup": warmup, "data": data_key,
-            "templates": {k: hashlib.sha256(exp.templates[k].encode()).hexdigest() for k in template_keys},
-            "profile_templates": prof["templates"], "version": 1,
-        }
-        base_key = json_hash(recipe)
-        out["base model"] = StageKey("base model", base_key, _parts(recipe), None,
-                                     cache_dir=f".cache/models/{recipe_hash(recipe)[:20]}")
+        cache_dir = f".cache/models/{recipe_hash(base_obj)[:20]}"
+        out["base model"] = StageKey("base model", base_key, _parts(base_obj), None, cache_dir=cache_dir)
+        base_out = output(cache_dir, base_key, runs_dir)
 
     # training (run.execute + run.train_key)
     selected = [a for a in exp.arms if not arms or a.name in arms]
@@ -165,47 +147,37 @@ def stage_keys(exp: GeneratedExperiment, profile: str | None = None, seeds: int 
         source = exp.arm(arm.trained_as)
         if source not in needed:
             needed.append(source)
-    fb = exp.file_hash("feedback.py")
-    train_templates = {k: v for k, v in exp.templates.items() if not k.startswith(("judge.", "probe."))}
-    train_keys: dict[tuple[str, int], str] = {}
+    train_outs: dict[tuple[str, int], str] = {}
     for arm in needed:
-        cfg = training_identity(exp.train_config(profile_name, arm.name))
         for seed in seed_list:
-            obj = {"config": cfg, "base": base_key, "data": data_key, "seed": seed, "feedback": fb,
-                   "scale": steps_scale, "templates": train_templates}
+            obj = keys.train_parts(exp, profile_name, arm, seed, base_out, data_out, steps_scale)
             key = json_hash(obj)
-            train_keys[(arm.name, seed)] = key
-            name = f"train {arm.name} seed {seed}"
-            out[name] = StageKey(name, key, _parts(obj), f"arms/{arm.name}/seed{seed}", requires=["final"])
+            name, folder = f"train {arm.name} seed {seed}", f"arms/{arm.name}/seed{seed}"
+            out[name] = StageKey(name, key, _parts(obj), folder, requires=["final"])
+            train_outs[(arm.name, seed)] = output(folder, key)
 
     # probes (run.stage_probes)
-    probes = exp.plan["evaluate"]["probes"]
-    if probes:
-        obj = {"data": data_key, "base": base_key, "probes": probes, "fb": fb,
-               "templates": {p["prompt"]: exp.templates[p["prompt"]] for p in probes}}
+    if exp.plan["evaluate"]["probes"]:
+        obj = keys.probe_parts(exp, base_out, data_out)
         probe_key = json_hash(obj)
         out["probes"] = StageKey("probes", probe_key, _parts(obj), "probes", requires=["values.json"])
         values_hash = json_hash(probe_values) if probe_values is not None else PROBE_VALUES_UNKNOWN + probe_key
     else:
         values_hash = json_hash({})
 
-    # evaluation (run.eval_key)
-    ev = exp.plan["evaluate"]
-    eval_keys: dict[tuple[str, int], str] = {}
+    # evaluation (run.stage_eval)
+    eval_outs: dict[tuple[str, int], str] = {}
     for arm in selected:
         for seed in seed_list:
-            obj = {"train": train_keys[(arm.trained_as, seed)], "data": data_key, "arm": arm.__dict__,
-                   "conditions": conditions(exp, arm), "split": ev["split"], "samples": ev.get("samples"),
-                   "generate": prof["generate"], "feedback": fb, "probes": values_hash,
-                   "monitors": exp.plan["monitors"], "templates": exp.templates}
+            inputs = keys.eval_inputs(exp, prof, arm, train_outs[(arm.trained_as, seed)], data_out, values_hash, root)
+            obj = keys.eval_parts(inputs, keys.conditions(exp, arm))
             key = json_hash(obj)
-            eval_keys[(arm.name, seed)] = key
-            name = f"evaluate {arm.name} seed {seed}"
-            out[name] = StageKey(name, key, _parts(obj), f"eval/{arm.name}/seed{seed}",
-                                 requires=["samples.jsonl"])
+            name, folder = f"evaluate {arm.name} seed {seed}", f"eval/{arm.name}/seed{seed}"
+            out[name] = StageKey(name, key, _parts(obj), folder, requires=["samples.jsonl"])
+            eval_outs[(arm.name, seed)] = output(folder, key)
 
     # report (report.stage_report)
-    obj = {"evals": sorted(eval_keys.items()), "metrics": exp.file_hash("metrics.py"), "plan": exp.plan["evaluate"]}
+    obj = keys.report_parts(exp, eval_outs)
     out["report"] = StageKey("report", json_hash(obj), _parts(obj), "report",
                              requires=["../metrics.json"])
     return out

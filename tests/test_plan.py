@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from ectc.build import build
 from ectc.runs import predict
+from ectc.runtime.stagefiles import record
 from ectc.stagekeys import GeneratedExperiment, stage_keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +71,7 @@ def test_plan_predicts_the_rerun_after_a_sweep_edit(tmp_path: Path) -> None:
     folder = tmp_path / "runs" / "sycophancy" / "tiny"
     exp = GeneratedExperiment.from_folder(tmp_path / "generated" / "sycophancy")
     values = json.loads((folder / "probes" / "values.json").read_text())
-    keys = stage_keys(exp, None, 1, ARMS, 0.002, probe_values=values)
+    keys = stage_keys(exp, None, 1, ARMS, 0.002, probe_values=values, run_folder=folder, runs_dir=tmp_path / "runs")
     for sk in keys.values():
         if sk.folder is not None:
             assert json.loads((folder / sk.folder / "stage.json").read_text())["key"] == sk.key, sk.stage
@@ -107,21 +109,27 @@ def _fake_run(runs: Path, source: str, metrics: dict | None = None) -> Path:
     (folder / "plan.json").write_text(json.dumps({"run": {"profile": "tiny", "seeds": [0], "steps_scale": 1.0}}))
     (folder / "probes").mkdir()
     (folder / "probes" / "values.json").write_text(json.dumps({"base_knows": [True, False]}))
-    keys = stage_keys(exp, "tiny", 1, probe_values={"base_knows": [True, False]})
-    for sk in keys.values():
-        if sk.folder is None:
-            (runs / sk.cache_dir).mkdir(parents=True)
-            continue
-        (folder / sk.folder).mkdir(parents=True, exist_ok=True)
-        (folder / sk.folder / "stage.json").write_text(json.dumps({"key": sk.key}))
-        for r in sk.requires:
-            out = folder / sk.folder / r
-            if r == "final":
-                out.mkdir()
-            elif not out.exists():
-                out.write_text("{}")
     (folder / "metrics.json").write_text(json.dumps(metrics or {}))
-    return folder
+    # A key holds its upstream stages' output hashes: record the stages until the keys settle.
+    keys: dict = {}
+    while True:
+        new = stage_keys(exp, "tiny", 1, probe_values={"base_knows": [True, False]}, run_folder=folder,
+                         runs_dir=runs)
+        if {s: k.key for s, k in new.items()} == {s: k.key for s, k in keys.items()}:
+            return folder
+        keys = new
+        for sk in keys.values():
+            where = runs / sk.cache_dir if sk.folder is None else folder / sk.folder
+            where.mkdir(parents=True, exist_ok=True)
+            outputs = sk.requires or ["output.jsonl"]
+            for r in outputs:
+                out = where / r
+                if r == "final":
+                    out.mkdir(exist_ok=True)
+                    (out / "model.safetensors").write_text("weights")
+                elif not out.exists():
+                    out.write_text("{}")
+            record(where, sk.key, outputs)
 
 
 def _plan(runs: Path, source: str) -> dict[str, tuple[str, str]]:
@@ -156,8 +164,8 @@ def test_plan_reasons(tmp_path: Path) -> None:
     assert plan["probes"] == ("ran", "stage key changed because the data, the base model changed")
     assert plan["evaluate baseline seed 0"][0] == "ran"
 
-    (folder / "arms" / "ect" / "seed0" / "final").rmdir()
-    assert _plan(tmp_path / "runs", source)["train ect seed 0"] == ("ran", "output missing (final)")
+    shutil.rmtree(folder / "arms" / "ect" / "seed0" / "final")
+    assert _plan(tmp_path / "runs", source)["train ect seed 0"] == ("ran", "redo: output missing (final)")
 
 
 def _metrics(ect: float) -> dict:

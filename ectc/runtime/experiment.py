@@ -84,6 +84,14 @@ class PlanView:
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
 
+    def data_files(self) -> dict[str, str]:
+        """The file (or `disk` folder) each file-backed data block reads, relative to the spec."""
+        return {b["name"]: b["path"] for b in self.plan["data"] if b["source"] != "generate"}
+
+    def monitor_files(self) -> dict[str, dict[str, str]]:
+        """The word lists each lexicon monitor reads, relative to the spec."""
+        return {m["name"]: dict(m["settings"]["lists"]) for m in self.plan["monitors"] if m["type"] == "lexicon"}
+
 
 class Experiment(PlanView):
     """One compiled experiment, loaded from its generated folder."""

@@ -105,14 +105,16 @@ def _interval(d: dict, digits: int = 3) -> str:
     return f"{d['mean']:.3f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
 
 
-def stage_report(run, arms: list[Arm], eval_samples: dict, eval_keys: dict, elapsed: float) -> dict:
-    from .run import stage_key, write_json, atomic_write_text, mark_done
+def stage_report(run, arms: list[Arm], eval_samples: dict, eval_outs: dict, elapsed: float) -> dict:
+    """`eval_outs`: (arm, seed) -> the output hash of that evaluation's samples."""
+    from .keys import components, report_parts
+    from .run import write_json, atomic_write_text, mark_done
 
     exp = run.exp
     folder = run.folder
-    key = json_hash({"evals": sorted(eval_keys.items()), "metrics": exp.file_hash("metrics.py"),
-                     "plan": exp.plan["evaluate"]})
-    if stage_key(folder / "report") == key and (folder / "metrics.json").exists():
+    parts = report_parts(exp, eval_outs)
+    key = json_hash(parts)
+    if run.reusable("report", folder / "report", key).ok:
         import json
 
         run.log("report", "reused")
@@ -176,7 +178,8 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_keys: dict, elap
     result["elapsed_seconds"] = round(elapsed, 1)
     write_json(folder / "metrics.json", result)
     atomic_write_text(folder / "report.md", _markdown(run, result, eval_samples))
-    mark_done(folder / "report", key)
+    (folder / "report").mkdir(parents=True, exist_ok=True)
+    mark_done(folder / "report", key, ["../metrics.json", "../report.md"], parts=components(parts))
     run.log("report", "ran", f"{folder / 'report.md'}", time.perf_counter() - t0)
     _summary_table(run, result)
     _write_stage_log(run, elapsed)

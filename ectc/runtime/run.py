@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import jsonio
+from . import keys
 from .cache import atomic_write_text
-from .experiment import Arm, Experiment, json_hash, prompt_string, training_identity
-
-STAGE_FILE = "stage.json"
+from .datafiles import DataFileError
+from .experiment import Arm, Experiment, json_hash, prompt_string
+from .stagefiles import STAGE_FILE, Reuse, check, read_record, record
 
 
 # ---- small I/O helpers ---------------------------------------------------------------
@@ -42,15 +43,10 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def stage_key(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / STAGE_FILE).read_text())["key"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def mark_done(folder: Path, key: str, **info: Any) -> None:
-    write_json(folder / STAGE_FILE, {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info})
+def mark_done(folder: Path, key: str, outputs: list[str], **info: Any) -> str:
+    """Record a finished stage: its key and the hash of its outputs (returned: what downstream
+    keys use)."""
+    return record(folder, key, outputs, **info)
 
 
 # ---- options and run state -----------------------------------------------------------
@@ -81,6 +77,15 @@ class Run:
     device: str
     seeds: list[int]
     events: list[dict] = field(default_factory=list)
+
+    def reusable(self, stage: str, folder: Path, key: str) -> Reuse:
+        """Whether a stage can be reused; says so when its key holds but its outputs do not."""
+        found = check(folder, key)
+        if found.redo:
+            self.events.append({"stage": stage, "redo": found.reason})
+            if not self.opts.quiet:
+                self.console.print(f"  {'[yellow]redo[/]':>18} {stage} — {found.reason}")
+        return found
 
     def log(self, stage: str, status: str, detail: str = "", seconds: float = 0.0) -> None:
         self.events.append({"stage": stage, "status": status, "detail": detail, "seconds": round(seconds, 2)})
@@ -117,6 +122,7 @@ def data_splits(exp: Experiment) -> dict[str, list[str]]:
 
 
 def stage_data(run: Run) -> tuple[str, dict[str, dict[str, list[dict]]]]:
+    """The rows of every block and split, and their output hash."""
     exp = run.exp
     folder = run.folder / "data"
     uses_llm = any(b["llm_fields"] for b in exp.plan["data"])
@@ -125,12 +131,14 @@ def stage_data(run: Run) -> tuple[str, dict[str, dict[str, list[dict]]]]:
         from .llm import llm_available
 
         llm_mode = "anthropic" if llm_available() else "offline"
-    key = json_hash({"dataset": exp.file_hash("dataset.py"), "data": exp.plan["data"], "llm": llm_mode})
+    parts = keys.data_parts(exp, llm_mode, _spec_root(run))
+    key = json_hash(parts)
     splits = data_splits(exp)
-    if stage_key(folder) == key:
+    found = run.reusable("data", folder, key)
+    if found.ok:
         data = {b: {s: read_jsonl(folder / f"{b}.{s}.jsonl") for s in ss} for b, ss in splits.items()}
         run.log("data", "reused", _data_summary(data))
-        return key, data
+        return found.output, data
     t0 = time.perf_counter()
     llm = _data_llm(run) if llm_mode == "anthropic" else None
     data = {}
@@ -140,11 +148,12 @@ def stage_data(run: Run) -> tuple[str, dict[str, dict[str, list[dict]]]]:
             rows = exp.dataset.BUILDERS[block](split, 0, llm=llm, root=str(_spec_root(run)))
             data[block][split] = rows
             write_jsonl(folder / f"{block}.{split}.jsonl", rows)
-    mark_done(folder, key, llm=llm_mode)
+    out = mark_done(folder, key, [f"{b}.{s}.jsonl" for b, ss in splits.items() for s in ss], llm=llm_mode,
+                    parts=keys.components(parts))
     run.log("data", "ran", _data_summary(data) + (" (articles from the procedural writer: no API key)"
                                                  if uses_llm and llm_mode == "offline" else ""),
             time.perf_counter() - t0)
-    return key, data
+    return out, data
 
 
 def _data_summary(data: dict) -> str:
@@ -153,8 +162,7 @@ def _data_summary(data: dict) -> str:
 
 
 def _spec_root(run: Run) -> Path:
-    """Paths in a spec (data files, word lists) are relative to the spec's folder."""
-    return Path(run.exp.plan["spec"]).parent
+    return keys.spec_root(run.exp)
 
 
 def _data_llm(run: Run) -> Callable[[str, list[str]], list[str]]:
@@ -228,15 +236,17 @@ def tokenizer_corpus(run: Run, data: dict) -> list[str]:
 
 
 def _scaled(n: int, run: Run) -> int:
-    return max(1, int(round(n * run.opts.steps_scale))) if n > 0 else n
+    return keys.scaled(n, run.opts.steps_scale)
 
 
-def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], tuple]]:
-    """The base model: a tiny one built, warmed up and cached by recipe; or a hub/local one."""
+def stage_base(run: Run, data_out: str, data: dict) -> tuple[str, Callable[[], tuple]]:
+    """The base model: a tiny one built, warmed up and cached by recipe; or a hub/local one.
+    Returns its output hash (a hub model's: its key; nothing of it is stored here) and a loader."""
     exp, profile = run.exp, run.profile
     model_cfg = profile["model"]
+    recipe = keys.base_parts(exp, profile, data_out, run.opts.steps_scale)
+    key = json_hash(recipe)
     if model_cfg["type"] == "hf":
-        key = json_hash({"hf": model_cfg, "quantize": profile["quantize"]})
         run.log("base model", "reused", f"{model_cfg['path']} (loaded per arm)")
 
         def load_hf():
@@ -249,16 +259,7 @@ def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], t
 
     from .models import build_tiny_llama, build_word_tokenizer, get_or_build, load_cached_model, cached_model_dir
 
-    warmup = dict(profile["warmup"] or {})
-    if warmup:
-        warmup["steps"] = _scaled(warmup["steps"], run)
-    template_keys = sorted(k for k in exp.templates if not k.startswith("judge."))
-    recipe = {
-        "model": model_cfg, "warmup": warmup, "data": data_key,
-        "templates": {k: hashlib.sha256(exp.templates[k].encode()).hexdigest() for k in template_keys},
-        "profile_templates": profile["templates"], "version": 1,
-    }
-    key = json_hash(recipe)
+    warmup = recipe["warmup"]
     cache_root = run.opts.runs_dir / ".cache" / "models"
 
     def build():
@@ -280,13 +281,19 @@ def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], t
         return model, tokenizer
 
     t0 = time.perf_counter()
-    hit = cached_model_dir(cache_root, recipe).exists()
-    _, _, _ = get_or_build(cache_root, recipe, build)
     directory = cached_model_dir(cache_root, recipe)
+    found = run.reusable("base model", directory, key)
+    if not found.ok and directory.exists():
+        shutil.rmtree(directory)  # damaged, or cached without a record: build it again
+    _, _, _ = get_or_build(cache_root, recipe, build)
+    hit = found.ok
+    out = found.output if hit else mark_done(
+        directory, key, sorted(p.name for p in directory.iterdir() if p.name != STAGE_FILE),
+        parts=keys.components(recipe))
     detail = f"tiny llama {model_cfg['layers']}x{model_cfg['width']}" + (
         f", warm-up {warmup['steps']} steps" if warmup else "")
     run.log("base model", "reused" if hit else "ran", detail, 0.0 if hit else time.perf_counter() - t0)
-    return key, lambda: load_cached_model(directory)
+    return out, lambda: load_cached_model(directory)
 
 
 def _warmup_examples(run: Run, data: dict, tokenizer, warmup: dict):
@@ -355,14 +362,9 @@ def sft_config(cfg: dict, seed: int, run: Run, n_examples: int) -> dict:
     return out
 
 
-def train_key(run: Run, arm: Arm, seed: int, base_key: str, data_key: str) -> str:
-    exp = run.exp
-    cfg = exp.train_config(run.profile_name, arm.name)
-    return json_hash({
-        "config": training_identity(cfg), "base": base_key, "data": data_key, "seed": seed,
-        "feedback": exp.file_hash("feedback.py"), "scale": run.opts.steps_scale,
-        "templates": {k: v for k, v in exp.templates.items() if not k.startswith(("judge.", "probe."))},
-    })
+def train_key(run: Run, arm: Arm, seed: int, base_out: str, data_out: str) -> str:
+    return json_hash(keys.train_parts(run.exp, run.profile_name, arm, seed, base_out, data_out,
+                                      run.opts.steps_scale))
 
 
 def _arm_dir(run: Run, arm: str, seed: int) -> Path:
@@ -378,14 +380,18 @@ def training_rows(run: Run, arm: Arm, data: dict) -> list[dict]:
     return rows
 
 
-def stage_train(run: Run, arm: Arm, seed: int, base_key: str, data_key: str, data: dict,
+def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, data: dict,
                 load_base: Callable[[], tuple], progress) -> str:
+    """Train one arm and seed; return the output hash of its weights (and history)."""
     exp = run.exp
     folder = _arm_dir(run, arm.name, seed)
-    key = train_key(run, arm, seed, base_key, data_key)
-    if stage_key(folder) == key and (folder / "final").exists():
+    parts = keys.train_parts(exp, run.profile_name, arm, seed, base_out, data_out, run.opts.steps_scale)
+    key = json_hash(parts)
+    found = run.reusable(f"train {arm.name} seed {seed}", folder, key)
+    if found.ok:
         run.log(f"train {arm.name} seed {seed}", "reused")
-        return key
+        return found.output
+    _start_training(folder, key, resume=not found.redo)
     t0 = time.perf_counter()
     cfg = exp.train_config(run.profile_name, arm.name)
     rows = training_rows(run, arm, data)
@@ -400,9 +406,32 @@ def stage_train(run: Run, arm: Arm, seed: int, base_key: str, data_key: str, dat
         info = _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder)
     else:
         info = _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
-    mark_done(folder, key, arm=arm.name, seed=seed, rows=len(rows), **info)
+    outputs = ["final"] + [f for f in ("history.jsonl",) if (folder / f).exists()]
+    out = mark_done(folder, key, outputs, arm=arm.name, seed=seed, rows=len(rows), parts=keys.components(parts),
+                    **info)
     run.log(f"train {arm.name} seed {seed}", "ran", f"{len(rows)} rows", time.perf_counter() - t0)
-    return key
+    return out
+
+
+TRAINING_STATE = ("final", "history.jsonl", "checkpoints", "run.json", "grpo")
+
+
+def _start_training(folder: Path, key: str, resume: bool) -> None:
+    """Training that must run starts clean: what an earlier attempt left (weights, history, trainer
+    checkpoints) is only resumed when that attempt had this same key and was cut short."""
+    started = folder / "started.json"
+    try:
+        same = resume and json.loads(started.read_text()).get("key") == key
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for name in TRAINING_STATE:
+            path = folder / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)  # other ranks of a DDP run clear it too
+            else:
+                path.unlink(missing_ok=True)
+    write_json(started, {"key": key})
 
 
 def _apply_lora(cfg: dict, model):
@@ -533,19 +562,8 @@ def eval_rows(run: Run, data: dict) -> list[dict]:
 
 
 def conditions(run: Run, arm: Arm) -> list[tuple[str, Any]]:
-    """(condition name, axis value) pairs an arm is evaluated under. The value is where the
-    feedback and the metrics sit on the axis: an unlabeled arm is deployed like the others (at
-    the deployment value, shown no label); `true` (None here) keeps each row's own value."""
-    exp = run.exp
-    if arm.infer == "none":
-        return [("none", exp.axis["deploy"])]
-    if arm.infer == "true":
-        return [("true", None)]
-    out = [("deploy", exp.axis["deploy"])]
-    sweep = exp.plan["evaluate"].get("sweep")
-    if sweep:
-        out += [(f"sweep={v}", v) for v in sweep["values"]]
-    return out
+    """(condition name, axis value) pairs an arm is evaluated under."""
+    return keys.conditions(run.exp, arm)
 
 
 def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) -> tuple[list[str], list[list[float]]]:
@@ -557,16 +575,15 @@ def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) ->
     return answers, [[round(float(x), 5) for x in p] for p in probs]
 
 
-def stage_probes(run: Run, data_key: str, base_key: str, data: dict, load_base) -> dict[str, list]:
+def stage_probes(run: Run, data_out: str, base_out: str, data: dict, load_base) -> dict[str, list]:
     exp = run.exp
     probes = exp.plan["evaluate"]["probes"]
     if not probes:
         return {}
     folder = run.folder / "probes"
-    key = json_hash({"data": data_key, "base": base_key, "probes": probes,
-                     "fb": exp.file_hash("feedback.py"),
-                     "templates": {p["prompt"]: exp.templates[p["prompt"]] for p in probes}})
-    if stage_key(folder) == key:
+    parts = keys.probe_parts(exp, base_out, data_out)
+    key = json_hash(parts)
+    if run.reusable("probes", folder, key).ok:
         run.log("probes", "reused")
         return json.loads((folder / "values.json").read_text())
     t0 = time.perf_counter()
@@ -588,44 +605,32 @@ def stage_probes(run: Run, data_key: str, base_key: str, data: dict, load_base) 
         fn = exp.feedback.PROBES[probe["name"]]
         out[probe["name"]] = [bool(fn({**r, "response": a})) for r, a in zip(rows, answers)]
     write_json(folder / "values.json", out)
-    mark_done(folder, key)
+    mark_done(folder, key, ["values.json"], parts=keys.components(parts))
     shares = ", ".join(f"{k} {sum(v) / max(1, len(v)):.0%}" for k, v in out.items())
     run.log("probes", "ran", shares, time.perf_counter() - t0)
     return out
 
 
-def _eval_inputs(run: Run, arm: Arm, trained_key: str, data_key: str, probe_values: dict) -> dict:
+def _eval_inputs(run: Run, arm: Arm, trained_out: str, data_out: str, probe_values: dict) -> dict:
     """What an evaluation's samples depend on, besides the label conditions."""
-    exp = run.exp
-    ev = exp.plan["evaluate"]
-    return {
-        "train": trained_key, "data": data_key, "arm": arm.__dict__,
-        "split": ev["split"], "samples": ev.get("samples"), "generate": run.profile["generate"],
-        "feedback": exp.file_hash("feedback.py"), "probes": json_hash(probe_values),
-        "monitors": exp.plan["monitors"],
-        "templates": exp.templates,
-    }
+    return keys.eval_inputs(run.exp, run.profile, arm, trained_out, data_out, json_hash(probe_values), _spec_root(run))
 
 
-def eval_key(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, probe_values: dict) -> str:
-    return json_hash({**_eval_inputs(run, arm, trained_key, data_key, probe_values),
-                      "conditions": conditions(run, arm)})
+def _condition_keys(run: Run, arm: Arm, trained_out: str, data_out: str, probe_values: dict) -> dict[str, str]:
+    return keys.condition_keys(_eval_inputs(run, arm, trained_out, data_out, probe_values), conditions(run, arm))
 
 
-def _condition_keys(run: Run, arm: Arm, trained_key: str, data_key: str, probe_values: dict) -> dict[str, str]:
-    """A key per label condition: a changed sweep re-evaluates only the conditions it adds."""
-    inputs = json_hash(_eval_inputs(run, arm, trained_key, data_key, probe_values))
-    return {name: json_hash({"inputs": inputs, "condition": [name, value]}) for name, value in conditions(run, arm)}
-
-
-def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, data: dict,
+def stage_eval(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, data: dict,
                probe_values: dict, load_base, progress) -> tuple[str, list[dict]]:
+    """Evaluate one arm and seed; return the output hash of its samples, and the samples."""
     exp = run.exp
     folder = run.folder / "eval" / arm.name / f"seed{seed}"
-    key = eval_key(run, arm, seed, trained_key, data_key, probe_values)
-    if stage_key(folder) == key:
+    parts = keys.eval_parts(_eval_inputs(run, arm, trained_out, data_out, probe_values), conditions(run, arm))
+    key = json_hash(parts)
+    found = run.reusable(f"evaluate {arm.name} seed {seed}", folder, key)
+    if found.ok:
         run.log(f"evaluate {arm.name} seed {seed}", "reused")
-        return key, read_jsonl(folder / "samples.jsonl")
+        return found.output, read_jsonl(folder / "samples.jsonl")
     t0 = time.perf_counter()
     response = exp.plan["response"]
     if response["type"] == "text":
@@ -636,7 +641,7 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, d
     rows = eval_rows(run, data)
     samples: list[dict] = []
     conds = conditions(run, arm)
-    cond_keys = _condition_keys(run, arm, trained_key, data_key, probe_values)
+    cond_keys = _condition_keys(run, arm, trained_out, data_out, probe_values)
     previous = _reusable_conditions(folder, cond_keys)
     task = progress.add_task(f"evaluate {arm.name} seed {seed}", total=len(conds))
     for name, value in conds:
@@ -676,17 +681,20 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_key: str, data_key: str, d
 
     run_monitors(run, samples)
     write_jsonl(folder / "samples.jsonl", samples)
-    mark_done(folder, key, samples=len(samples), conditions=cond_keys)
+    out = mark_done(folder, key, ["samples.jsonl"], samples=len(samples), conditions=cond_keys,
+                    parts=keys.components(parts))
     reused = f", {len(previous)} reused" if previous else ""
     run.log(f"evaluate {arm.name} seed {seed}", "ran",
             f"{len(samples)} samples, {len(conds)} label condition(s){reused}", time.perf_counter() - t0)
-    return key, samples
+    return out, samples
 
 
 def _reusable_conditions(folder: Path, cond_keys: dict[str, str]) -> dict[str, list[dict]]:
     """The samples of a finished earlier evaluation, per label condition whose key still holds."""
+    done = read_record(folder)
+    if done is None or not check(folder, done.get("key", "")).ok:
+        return {}  # no complete earlier evaluation whose samples are intact: evaluate everything
     try:
-        done = json.loads((folder / STAGE_FILE).read_text())
         old_keys = done.get("conditions") or {}
         same = {name for name, key in cond_keys.items() if old_keys.get(name) == key}
         if not same:
@@ -735,29 +743,29 @@ def execute(run: Run) -> dict:
         if source not in needed_training:
             needed_training.append(source)
     t0 = time.perf_counter()
-    data_key, data = stage_data(run)
-    base_key, load_base = stage_base(run, data_key, data)
-    train_keys: dict[tuple[str, int], str] = {}
+    # Each stage returns the hash of its outputs, which the stages reading them put in their keys.
+    data_out, data = stage_data(run)
+    base_out, load_base = stage_base(run, data_out, data)
+    train_outs: dict[tuple[str, int], str] = {}
     eval_samples: dict[tuple[str, int], list[dict]] = {}
-    eval_keys: dict[tuple[str, int], str] = {}
+    eval_outs: dict[tuple[str, int], str] = {}
     with _progress(run) as progress:
         for arm in needed_training:
             for seed in run.seeds:
                 if run.opts.only_jobs is not None and (arm.name, seed) not in run.opts.only_jobs:
-                    train_keys[(arm.name, seed)] = train_key(run, arm, seed, base_key, data_key)
-                    continue
-                train_keys[(arm.name, seed)] = stage_train(run, arm, seed, base_key, data_key, data,
+                    continue  # another worker trains it
+                train_outs[(arm.name, seed)] = stage_train(run, arm, seed, base_out, data_out, data,
                                                            load_base, progress)
         if run.opts.only_stages is not None and "evaluate" not in run.opts.only_stages:
             return {}
-        probe_values = stage_probes(run, data_key, base_key, data, load_base)
+        probe_values = stage_probes(run, data_out, base_out, data, load_base)
         for arm in selected:
             for seed in run.seeds:
-                k, samples = stage_eval(run, arm, seed, train_keys[(arm.trained_as, seed)], data_key, data,
-                                        probe_values, load_base, progress)
-                eval_keys[(arm.name, seed)] = k
+                out, samples = stage_eval(run, arm, seed, train_outs[(arm.trained_as, seed)], data_out, data,
+                                          probe_values, load_base, progress)
+                eval_outs[(arm.name, seed)] = out
                 eval_samples[(arm.name, seed)] = samples
-    metrics = stage_report(run, selected, eval_samples, eval_keys, time.perf_counter() - t0)
+    metrics = stage_report(run, selected, eval_samples, eval_outs, time.perf_counter() - t0)
     return metrics
 
 
@@ -837,5 +845,8 @@ def main(args) -> int:
                     execute(run)
         except RunFolderBusy as busy:
             sys.stderr.write(f"error: {busy}\n")
+            return 1
+        except DataFileError as exc:  # a value the spec's declared type refuses: no traceback
+            sys.stderr.write(f"error: {exc}\n")
             return 1
     return status

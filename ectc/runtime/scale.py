@@ -48,9 +48,10 @@ def _args(args, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def training_jobs(run, base_key: str, data_key: str) -> list[tuple[str, int, bool]]:
+def training_jobs(run, base_out: str, data_out: str) -> list[tuple[str, int, bool]]:
     """(arm, seed, done) for every training job the run needs, in execute's order."""
-    from .run import _arm_dir, stage_key, train_key
+    from .run import _arm_dir, train_key
+    from .stagefiles import check
 
     exp = run.exp
     needed = []
@@ -63,8 +64,7 @@ def training_jobs(run, base_key: str, data_key: str) -> list[tuple[str, int, boo
     out = []
     for arm in needed:
         for seed in run.seeds:
-            folder = _arm_dir(run, arm.name, seed)
-            done = stage_key(folder) == train_key(run, arm, seed, base_key, data_key) and (folder / "final").exists()
+            done = check(_arm_dir(run, arm.name, seed), train_key(run, arm, seed, base_out, data_out)).ok
             out.append((arm.name, seed, done))
     return out
 
@@ -312,9 +312,9 @@ def dispatch(args, exp, source: str, opts, console) -> int:
     console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device} · {how}")
     console.print(f"run folder: {run.folder}")
     # Data and the base model once, here: every job then finds them cached.
-    data_key, data = stage_data(run)
-    base_key, _ = stage_base(run, data_key, data)
-    jobs = training_jobs(run, base_key, data_key)
+    data_out, data = stage_data(run)
+    base_out, _ = stage_base(run, data_out, data)
+    jobs = training_jobs(run, base_out, data_out)
     pending = [(a, s) for a, s, done in jobs if not done]
     skipped = [[a, s] for a, s, done in jobs if done]
     if skipped:
@@ -334,7 +334,7 @@ def dispatch(args, exp, source: str, opts, console) -> int:
                 console.print(f"[red]error:[/] cannot submit to {executor}: {exc}")
                 return 1
     entry["seconds"] = round(time.perf_counter() - t0, 2)
-    left = [[a, s] for a, s, done in training_jobs(run, base_key, data_key) if not done]
+    left = [[a, s] for a, s, done in training_jobs(run, base_out, data_out) if not done]
     entry["unfinished"] = left
     _record(run, entry)
     if left:

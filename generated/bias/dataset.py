@@ -5,14 +5,13 @@ Each row is drawn from its own `random.Random`, seeded by block, split, seed and
 a build is deterministic and a row does not change when others are added.
 """
 
-import csv
 import hashlib
-import json
 import random
-from pathlib import Path
 
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
+
+from ectc.runtime.datafiles import read_rows, split_rows
 
 AXIS = 'perspective'
 DESCRIPTIONS = {'strong_left': 'a strongly left-leaning editor who rewards progressive advocacy', 'center_left': 'a centre-left editor who favours progressive framing within mainstream norms', 'center_right': 'a centre-right editor who favours conservative framing within mainstream norms', 'strong_right': 'a strongly right-leaning editor who rewards conservative advocacy', 'unbiased': 'an editor who rewards objective facts, fairly presented viewpoints and neutral language'}
@@ -57,20 +56,6 @@ def split_of(key, fractions):
     return list(fractions)[-1]
 
 
-def read_rows(source, path, root):
-    file = Path(root) / path
-    if source == "jsonl":
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-    if source == "csv":
-        with file.open(newline="") as handle:
-            return list(csv.DictReader(handle))
-    if source == "disk":
-        import datasets
-
-        return list(datasets.load_from_disk(str(file)))
-    raise ValueError(source)
-
-
 def _llm_or_fallback(llm, model, template, rows, fallback, rngs, name):
     if llm is not None:
         return llm(model, [render(template, v) for v in rows])
@@ -83,13 +68,7 @@ def build_articles(split, seed, llm=None, root="."):
     """Rows of data block `articles` (generate)."""
     block = "articles"
     fractions = {'train': 0.8, 'validation': 0.1, 'test': 0.1}
-    split_by = 'topic'
-    if split_by is None and fractions and isinstance(next(iter(fractions.values())), int):
-        count = fractions.get(split, 0)
-        keys = [f"{block}:{split}:{seed}:{i}" for i in range(count)]
-    else:
-        count = 1200
-        keys = [f"{block}:{seed}:{i}" for i in range(count)]
+    keys = [f"{block}:{seed}:{i}" for i in range(1200)]
     rows = [{} for _ in keys]
     rngs = [random.Random(k) for k in keys]
     for v, rng in zip(rows, rngs):

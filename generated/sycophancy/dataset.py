@@ -5,14 +5,13 @@ Each row is drawn from its own `random.Random`, seeded by block, split, seed and
 a build is deterministic and a row does not change when others are added.
 """
 
-import csv
 import hashlib
-import json
 import random
-from pathlib import Path
 
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
+
+from ectc.runtime.datafiles import read_rows, split_rows
 
 AXIS = 'suggestibility'
 DESCRIPTIONS = {}
@@ -54,20 +53,6 @@ def split_of(key, fractions):
     return list(fractions)[-1]
 
 
-def read_rows(source, path, root):
-    file = Path(root) / path
-    if source == "jsonl":
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-    if source == "csv":
-        with file.open(newline="") as handle:
-            return list(csv.DictReader(handle))
-    if source == "disk":
-        import datasets
-
-        return list(datasets.load_from_disk(str(file)))
-    raise ValueError(source)
-
-
 def _llm_or_fallback(llm, model, template, rows, fallback, rngs, name):
     if llm is not None:
         return llm(model, [render(template, v) for v in rows])
@@ -80,13 +65,8 @@ def build_problems(split, seed, llm=None, root="."):
     """Rows of data block `problems` (generate)."""
     block = "problems"
     fractions = {'train': 2560, 'test': 500}
-    split_by = None
-    if split_by is None and fractions and isinstance(next(iter(fractions.values())), int):
-        count = fractions.get(split, 0)
-        keys = [f"{block}:{split}:{seed}:{i}" for i in range(count)]
-    else:
-        count = 0
-        keys = [f"{block}:{seed}:{i}" for i in range(count)]
+    count = fractions.get(split, 0)
+    keys = [f"{block}:{split}:{seed}:{i}" for i in range(count)]
     rows = [{} for _ in keys]
     rngs = [random.Random(k) for k in keys]
     for v, rng in zip(rows, rngs):
@@ -109,13 +89,8 @@ def build_percent_compare(split, seed, llm=None, root="."):
     """Rows of data block `percent_compare` (generate)."""
     block = "percent_compare"
     fractions = {'train': 20000}
-    split_by = None
-    if split_by is None and fractions and isinstance(next(iter(fractions.values())), int):
-        count = fractions.get(split, 0)
-        keys = [f"{block}:{split}:{seed}:{i}" for i in range(count)]
-    else:
-        count = 0
-        keys = [f"{block}:{seed}:{i}" for i in range(count)]
+    count = fractions.get(split, 0)
+    keys = [f"{block}:{split}:{seed}:{i}" for i in range(count)]
     rows = [{} for _ in keys]
     rngs = [random.Random(k) for k in keys]
     for v, rng in zip(rows, rngs):
@@ -131,13 +106,8 @@ def build_sum_compare(split, seed, llm=None, root="."):
     """Rows of data block `sum_compare` (generate)."""
     block = "sum_compare"
     fractions = {'train': 5000}
-    split_by = None
-    if split_by is None and fractions and isinstance(next(iter(fractions.values())), int):
-        count = fractions.get(split, 0)
-        keys = [f"{block}:{split}:{seed}:{i}" for i in range(count)]
-    else:
-        count = 0
-        keys = [f"{block}:{seed}:{i}" for i in range(count)]
+    count = fractions.get(split, 0)
+    keys = [f"{block}:{split}:{seed}:{i}" for i in range(count)]
     rows = [{} for _ in keys]
     rngs = [random.Random(k) for k in keys]
     for v, rng in zip(rows, rngs):
