@@ -502,6 +502,7 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
     method = "rl" if exp.feedback and any(a.name == "reward" for a in exp.feedback.assigns) else "sft"
     trainer = {**schema.DEFAULTS[method], **s.get(method, {})}
     if method == "rl":
+        trainer = {"algorithm": schema.RL_ALGORITHM[exp.response.type if exp.response else "choice"], **trainer}
         trainer["entropy"] = schedule(trainer["entropy"])
         trainer["temperature"] = schedule(trainer["temperature"])
     resolved: dict[str, Any] = {

@@ -251,6 +251,8 @@ def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], t
     warmup = dict(profile["warmup"] or {})
     if warmup:
         warmup["steps"] = _scaled(warmup["steps"], run)
+        if exp.plan["response"]["type"] == "text":
+            warmup["eos"] = True  # free text ends at EOS: the warm-up teaches where to stop
     template_keys = sorted(k for k in exp.templates if not k.startswith("judge."))
     recipe = {
         "model": model_cfg, "warmup": warmup, "data": data_key,
@@ -274,6 +276,7 @@ def stage_base(run: Run, data_key: str, data: dict) -> tuple[str, Callable[[], t
                 losses = supervised_warmup(model, tokenizer, examples, steps=warmup["steps"],
                                            batch_size=warmup["batch"], lr=warmup["lr"], seed=0,
                                            loss_on=warmup["loss"], weight_decay=warmup["weight_decay"],
+                                           eos=warmup.get("eos", False),
                                            progress=lambda step, stats: progress.update(task, completed=step + 1))
             run.events.append({"stage": "warm-up", "first_loss": losses[0], "last_loss": losses[-1]})
         return model, tokenizer
@@ -328,7 +331,7 @@ def rl_config(cfg: dict, seed: int, run: Run):
     return RLConfig(
         steps=_scaled(rl["steps"], run), batch_size=rl["batch"], minibatch_size=rl["minibatch"],
         gradient_accumulation_steps=rl["grad_accum"], ppo_epochs=rl["ppo_epochs"], lr=rl["lr"],
-        clip_range=rl["clip"], whiten_rewards=rl["whiten"], max_grad_norm=rl["max_grad_norm"],
+        lr_schedule=rl["schedule"], warmup_steps=rl["warmup_steps"], clip_range=rl["clip"], whiten_rewards=rl["whiten"], max_grad_norm=rl["max_grad_norm"],
         entropy_start=rl["entropy"]["start"], entropy_end=rl["entropy"]["end"],
         temperature_start=rl["temperature"]["start"], temperature_end=rl["temperature"]["end"],
         temperature_fraction=rl["temperature"]["fraction"], kl_coef=rl["kl"],
@@ -396,7 +399,7 @@ def stage_train(run: Run, arm: Arm, seed: int, base_key: str, data_key: str, dat
     if exp.plan["method"] == "rl" and exp.plan["response"]["type"] == "choice":
         info = _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
     elif exp.plan["method"] == "rl":
-        info = _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder)
+        info = _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
     else:
         info = _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
     mark_done(folder, key, arm=arm.name, seed=seed, rows=len(rows), **info)
@@ -457,24 +460,36 @@ def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder
     return {"steps": len(history), "final_reward": sum(h["reward_mean"] for h in tail) / len(tail)}
 
 
-def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder) -> dict:
-    from .rl import TextGRPOConfig, train_text_grpo
+def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
+    """Free text through trl's GRPOTrainer, rewarded by the spec's compiled feedback."""
+    from .generate import format_prompt
+    from .rl import grpo_args, train_text_grpo
 
     exp = run.exp
-    rl = cfg["rl"]
-    prompts = [exp.messages(r, l, run.profile) for r, l in zip(rows, labels)]
     feedback = exp.feedback.feedback
+    prompts = [format_prompt(tokenizer, exp.messages(r, l, run.profile)) for r, l in zip(rows, labels)]
 
-    def reward(completions: list[str], indices: list[int]) -> list[float]:
-        return [float(feedback({**rows[i], "response": c})["reward"]) for c, i in zip(completions, indices)]
+    def reward_fn(indices: list[int], completions: list[str]) -> list[float]:
+        return [float(feedback({**rows[i], "response": c})["reward"]) for i, c in zip(indices, completions)]
 
-    grpo = TextGRPOConfig(steps=_scaled(rl["steps"], run), batch_size=rl["batch"],
-                          num_generations=rl["num_generations"], lr=rl["lr"], seed=seed,
-                          max_completion_length=exp.plan["response"]["max_tokens"])
+    args = {**grpo_args(cfg["rl"]), "seed": seed,
+            "max_completion_length": exp.plan["response"].get("max_tokens") or 128}
+    args["max_steps"] = _scaled(args["max_steps"], run)
     model = _apply_lora(cfg, model)
-    history = train_text_grpo(model, tokenizer, prompts, reward, grpo, output_dir=str(folder / "grpo"))
+    task = progress.add_task(f"train {arm.name} seed {seed}", total=args["max_steps"])
+    logs, used = train_text_grpo(model, tokenizer, prompts, reward_fn, args, output_dir=str(folder / "grpo"),
+                                 progress=lambda step, total, _: progress.update(task, completed=step))
+    progress.remove_task(task)
+    history = [e for e in logs if "reward" in e]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "history.jsonl", history)
+    # What GRPOConfig held, read back from the trainer: the spec's knobs as they ran.
+    ran_with = used.to_dict()
+    write_json(folder / "grpo_config.json", {name: ran_with[name] for name in args})
+    shutil.rmtree(folder / "grpo", ignore_errors=True)  # trl's scratch folder: no checkpoints kept
     save_final(model, tokenizer, folder)
-    return {"steps": grpo.steps, "history": history[-1:] if history else []}
+    tail = history[-min(10, len(history)):]
+    return {"steps": len(history), "final_reward": sum(h["reward"] for h in tail) / len(tail) if tail else None}
 
 
 def _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
