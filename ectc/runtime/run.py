@@ -480,7 +480,7 @@ def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, 
     logs, used = train_text_grpo(model, tokenizer, prompts, reward_fn, args, output_dir=str(folder / "grpo"),
                                  progress=lambda step, total, _: progress.update(task, completed=step))
     progress.remove_task(task)
-    history = [e for e in logs if "reward" in e]
+    history = [e for e in logs if "loss" in e]  # one per optimizer step (not the final summary)
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "history.jsonl", history)
     # What GRPOConfig held, read back from the trainer: the spec's knobs as they ran.
@@ -489,7 +489,8 @@ def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, 
     shutil.rmtree(folder / "grpo", ignore_errors=True)  # trl's scratch folder: no checkpoints kept
     save_final(model, tokenizer, folder)
     tail = history[-min(10, len(history)):]
-    return {"steps": len(history), "final_reward": sum(h["reward"] for h in tail) / len(tail) if tail else None}
+    rewards = [h["reward"] for h in tail if "reward" in h]  # logged on the steps that generate
+    return {"steps": len(history), "final_reward": sum(rewards) / len(rewards) if rewards else None}
 
 
 def _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
