@@ -396,7 +396,7 @@ def stage_train(run: Run, arm: Arm, seed: int, base_key: str, data_key: str, dat
     labels = exp.training_labels(arm, rows, seed, run.profile)
     model, tokenizer = load_base()
     model.to(run.device) if not getattr(model, "is_loaded_in_4bit", False) else None
-    if exp.plan["method"] == "rl" and exp.plan["response"]["type"] == "choice":
+    if exp.plan["method"] == "rl" and cfg["rl"]["algorithm"] == "ppo":  # `check` matched it to the response
         info = _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
     elif exp.plan["method"] == "rl":
         info = _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
@@ -472,8 +472,9 @@ def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, 
     def reward_fn(indices: list[int], completions: list[str]) -> list[float]:
         return [float(feedback({**rows[i], "response": c})["reward"]) for i, c in zip(indices, completions)]
 
+    # The response's own limit; without one, the evaluation's.
     args = {**grpo_args(cfg["rl"]), "seed": seed,
-            "max_completion_length": exp.plan["response"].get("max_tokens") or 128}
+            "max_completion_length": exp.plan["response"].get("max_tokens") or run.profile["generate"]["max_new_tokens"]}
     args["max_steps"] = _scaled(args["max_steps"], run)
     model = _apply_lora(cfg, model)
     task = progress.add_task(f"train {arm.name} seed {seed}", total=args["max_steps"])
