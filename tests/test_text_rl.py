@@ -14,7 +14,7 @@ from tiny import tiny_project
 KNOBS = [
     ("      clip 0.2\n      kl 0.0\n      ppo_epochs 1\n      whiten true\n",
      "      clip 0.3\n      kl 0.05\n      ppo_epochs 2\n      whiten false\n      schedule linear\n"),
-    ("      temperature 1.0\n    }\n    generate", "      temperature 0.9\n    }\n    generate"),
+    ("      max_grad_norm 1.0\n      temperature 1.0\n", "      max_grad_norm 1.0\n      temperature 0.9\n"),
 ]
 
 
