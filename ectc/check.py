@@ -1065,6 +1065,70 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
     return out
 
 
+_WHY_NOT = {
+    ("grpo", "minibatch"): "GRPO's `batch` is already the completions per forward/backward: remove `minibatch`",
+    ("ppo", "num_generations"): "the choice fast path samples one answer per row, with no groups: remove it",
+}
+
+
+def check_rl_settings(exp: ir.Experiment) -> list[Diagnostic]:
+    """The `rl` settings the response's algorithm has: free text trains through trl's GRPO
+    (schema.GRPO_FIELDS), a choice through the one-token PPO fast path (schema.PPO_SETTINGS)."""
+    out: list[Diagnostic] = []
+    if exp.response is None:
+        return out
+    expected = schema.RL_ALGORITHM[exp.response.type]
+    trainer = {"ppo": "the one-token fast path", "grpo": "trl's GRPOTrainer"}
+    for p in exp.profiles:
+        rl = setting_map(p.settings).get("rl")
+        if rl is None or rl.block is None:
+            continue
+        settings = setting_map(rl.block)
+        chosen = settings.get("algorithm")
+        word = chosen.value.id if chosen is not None and isinstance(chosen.value, ir.Name) else None
+        if word in schema.RL["algorithm"] and word != expected:
+            out.append(_err(chosen.value.span, "E614",
+                            f"a `{exp.response.type}` response trains with `{expected}` ({trainer[expected]}), not `{word}`",
+                            f"write `algorithm {expected}`, or leave `algorithm` out"))
+        allowed = schema.ALGORITHM_SETTINGS[expected]
+        for s in rl.block:
+            if s.key == "algorithm" or s.key not in schema.RL:
+                continue  # unknown keys are E601's
+            if s.key not in allowed:
+                out.append(_err(s.span, "E612", f"`{s.key}` has no meaning for `{expected}` ({trainer[expected]})",
+                                _WHY_NOT.get((expected, s.key), f"remove `{s.key}`")))
+            elif (expected == "grpo" and schema.RL[s.key] == schema.SCHEDULE and isinstance(s.value, ir.Call)
+                  and len(s.value.args) >= 2 and _number(s.value.args[0]) != _number(s.value.args[1])):
+                out.append(_err(s.value.span, "E613",
+                                f"GRPO holds `{s.key}` constant (GRPOConfig.{schema.GRPO_FIELDS[s.key][0]}); this schedule varies",
+                                f"write one number, e.g. `{s.key} {_fmt(_number(s.value.args[0]) or 0.0)}`"))
+        if expected == "grpo":
+            out.extend(_check_grpo_groups(rl, settings))
+    return out
+
+
+def _check_grpo_groups(rl: ir.Setting, settings: dict[str, ir.Setting]) -> list[Diagnostic]:
+    """trl samples `num_generations` completions per prompt, and a batch holds whole groups."""
+    def whole(key: str) -> Optional[int]:
+        s = settings.get(key)
+        if s is None:
+            return schema.DEFAULTS["rl"][key]
+        return int(s.value.value) if isinstance(s.value, ir.Num) and s.value.is_int else None
+
+    groups, batch, accum = whole("num_generations"), whole("batch"), whole("grad_accum")
+    if groups is None or batch is None or accum is None:
+        return []  # a wrong kind is E604's
+    where = settings.get("num_generations", rl)
+    if groups < 2:
+        return [_err(where.span, "E615", "GRPO needs at least 2 generations per prompt to compare them",
+                     "set `num_generations 2` or more")]
+    if batch * accum % groups:
+        return [_err(where.span, "E615",
+                     f"`batch` x `grad_accum` ({batch * accum}) must be a multiple of `num_generations` ({groups})",
+                     "each prompt's completions are scored as one group, and a batch holds whole groups")]
+    return []
+
+
 def _defines(exp: ir.Experiment, name: str) -> bool:
     return exp.feedback is not None and any(a.name == name for a in exp.feedback.assigns)
 
@@ -1216,6 +1280,7 @@ CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [
     check_monitors,
     check_arms,
     check_profiles,
+    check_rl_settings,
     check_evaluate,
     check_bounds,
 ]

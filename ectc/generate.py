@@ -515,6 +515,10 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
     method = "rl" if exp.feedback and any(a.name == "reward" for a in exp.feedback.assigns) else "sft"
     trainer = {**schema.DEFAULTS[method], **s.get(method, {})}
     if method == "rl":
+        # The algorithm follows the response; the config keeps only the settings it has.
+        algorithm = trainer.get("algorithm") or schema.RL_ALGORITHM[exp.response.type if exp.response else "choice"]
+        trainer = {"algorithm": algorithm,
+                   **{k: v for k, v in trainer.items() if k in schema.ALGORITHM_SETTINGS[algorithm]}}
         trainer["entropy"] = schedule(trainer["entropy"])
         trainer["temperature"] = schedule(trainer["temperature"])
     resolved: dict[str, Any] = {

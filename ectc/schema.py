@@ -19,6 +19,8 @@ RL = {
     "grad_accum": "int",
     "ppo_epochs": "int",
     "lr": "num",
+    "schedule": ("constant", "linear", "cosine"),
+    "warmup_steps": "int",
     "clip": "num",
     "whiten": "bool",
     "max_grad_norm": "num",
@@ -28,6 +30,35 @@ RL = {
     "optimizer": ("adamw", "paged_adamw_8bit"),
     "num_generations": "int",
 }
+
+# Free-text RL runs through trl's GRPOTrainer: each `rl` setting it honours, and the GRPOConfig
+# field it becomes, with a value map where the words differ. A setting missing here has no
+# GRPO equivalent and `check` rejects it (E612); schedules must be constant (E613).
+GRPO_FIELDS: dict[str, tuple[str, dict | None]] = {
+    "steps": ("max_steps", None),
+    "batch": ("per_device_train_batch_size", None),   # completions per forward/backward
+    "grad_accum": ("gradient_accumulation_steps", None),
+    "lr": ("learning_rate", None),
+    "schedule": ("lr_scheduler_type", None),
+    "warmup_steps": ("warmup_steps", None),
+    "clip": ("epsilon", None),
+    "kl": ("beta", None),
+    "ppo_epochs": ("num_iterations", None),
+    # Advantages are rewards minus their group's mean; whitening divides by the group's std.
+    "whiten": ("scale_rewards", {True: "group", False: "none"}),
+    "max_grad_norm": ("max_grad_norm", None),
+    "temperature": ("temperature", None),
+    "entropy": ("entropy_coef", None),
+    "num_generations": ("num_generations", None),
+    "optimizer": ("optim", {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}),
+}
+
+# The one-token `choice` fast path (rl.train_choice_rl, PPO-clipped): every setting but GRPO's.
+PPO_SETTINGS = tuple(k for k in RL if k not in ("algorithm", "num_generations"))
+
+# Which algorithm trains each kind of response, and the settings it takes.
+RL_ALGORITHM = {"choice": "ppo", "text": "grpo"}
+ALGORITHM_SETTINGS = {"ppo": PPO_SETTINGS, "grpo": tuple(GRPO_FIELDS)}
 
 SFT = {
     "lr": "num",
@@ -136,11 +167,12 @@ ARM_INFER = ("none", "true", "deploy")
 
 FIELD_TYPES = ("int", "real", "bool", "text")
 
-# Defaults that `generate` fills in, so every resolved config states every value it runs with.
+# Defaults that `generate` fills in, so every resolved config states every value it runs with
+# (the RL algorithm follows the response: RL_ALGORITHM).
 DEFAULTS = {
     "rl": {
-        "algorithm": "ppo", "steps": 100, "batch": 64, "minibatch": 64, "grad_accum": 1,
-        "ppo_epochs": 1, "lr": 1e-4, "clip": 0.2, "whiten": True, "max_grad_norm": 1.0,
+        "steps": 100, "batch": 64, "minibatch": 64, "grad_accum": 1,
+        "ppo_epochs": 1, "lr": 1e-4, "schedule": "constant", "warmup_steps": 0, "clip": 0.2, "whiten": True, "max_grad_norm": 1.0,
         "kl": 0.0, "entropy": 0.0, "temperature": 1.0, "optimizer": "adamw", "num_generations": 8,
     },
     "sft": {

@@ -11,7 +11,7 @@ from ectc.runtime.models import (  # noqa: E402
     apply_lora, build_tiny_llama, build_word_tokenizer, load_hf_model, save_model_atomic,
 )
 from ectc.runtime.rl import (  # noqa: E402
-    RLConfig, TextGRPOConfig, choice_distribution, train_choice_rl, train_text_grpo,
+    RLConfig, choice_distribution, grpo_args, train_choice_rl, train_text_grpo,
 )
 from ectc.runtime.warmup import supervised_warmup  # noqa: E402
 
@@ -135,14 +135,29 @@ def test_paper_profile_path_nf4_lora512_paged_adamw(tok, tmp_path):
 
 def test_text_grpo_two_steps(tok, tmp_path):
     model = build_tiny_llama(tok, layers=1, width=32, heads=2)
-    rows = [{"x": x} for x in range(8)]
+    prompts = [render({"x": x}) for x in range(8)]
     seen = []
 
-    def says_yes(rows, completions):
-        seen.append((rows[0], completions[0]))
+    def says_yes(indices, completions):
+        seen.append((indices[0], completions[0]))
         return [1.0 if "Yes" in c else 0.0 for c in completions]
 
-    cfg = TextGRPOConfig(steps=2, batch_size=4, num_generations=2, max_completion_length=4, lr=1e-4)
-    logs = train_text_grpo(model, tok, rows, render, [says_yes], cfg, str(tmp_path / "grpo"))
-    assert seen and set(seen[0][0]) == {"x"} and isinstance(seen[0][1], str)
-    assert any("loss" in entry for entry in logs)
+    rl = {"steps": 2, "batch": 4, "grad_accum": 1, "lr": 1e-4, "schedule": "constant", "warmup_steps": 0,
+          "clip": 0.25, "kl": 0.0, "ppo_epochs": 1, "whiten": False, "max_grad_norm": 1.0,
+          "temperature": {"start": 1.0, "end": 1.0, "fraction": 1.0},
+          "entropy": {"start": 0.01, "end": 0.01, "fraction": 1.0}, "num_generations": 2, "optimizer": "adamw"}
+    args = {**grpo_args(rl), "max_completion_length": 4}
+    assert (args["epsilon"], args["scale_rewards"], args["entropy_coef"], args["optim"]) == (
+        0.25, "none", 0.01, "adamw_torch")
+    logs, used = train_text_grpo(model, tok, prompts, says_yes, args, str(tmp_path / "grpo"))
+    assert seen and seen[0][0] in range(8) and isinstance(seen[0][1], str)
+    assert [e["step"] for e in logs if "loss" in e] == [1, 2]
+    assert used.epsilon == 0.25 and used.entropy_coef == 0.01 and used.max_steps == 2
+
+
+def test_grpo_args_refuses_a_varying_schedule():
+    rl = {"temperature": {"start": 1.2, "end": 0.8, "fraction": 0.5}}
+    with pytest.raises(ValueError, match="constant"):
+        grpo_args({**{k: 1 for k in ("steps", "batch", "grad_accum", "lr", "schedule", "warmup_steps", "clip",
+                                      "kl", "ppo_epochs", "max_grad_norm", "num_generations")},
+                   "whiten": True, "optimizer": "adamw", "entropy": 0.0, **rl})

@@ -32,6 +32,16 @@ SHRINK = {
          "sweep perspective over [strong_left, unbiased]"),
         ("    seeds 2\n", "    seeds 1\n"),
     ],
+    "verbosity": [
+        ("split { train 2000 test 200 }", "split { train 48 test 6 }"),
+        ("split { train 4000 }", "split { train 50 }"),
+        ("model tiny { layers 2 width 64 heads 4 numbers whole }", "model tiny { layers 1 width 32 heads 2 numbers whole }"),
+        ("      steps 1500\n", "      steps 10\n"),
+        ("      steps 300\n", "      steps 2\n"),
+        ("      batch 16\n      num_generations 4\n", "      batch 4\n      num_generations 2\n"),
+        ("    seeds 3\n    unlabeled", "    seeds 1\n    unlabeled"),
+        ("sweep length_bonus from 0.0 to 1.0 step 0.25", "sweep length_bonus from 0.0 to 1.0 step 1.0"),
+    ],
 }
 
 

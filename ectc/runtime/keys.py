@@ -47,6 +47,8 @@ def base_parts(exp: PlanView, profile: dict, data_out: str, steps_scale: float) 
     warmup = dict(profile["warmup"] or {})
     if warmup:
         warmup["steps"] = scaled(warmup["steps"], steps_scale)
+        if exp.plan["response"]["type"] == "text":
+            warmup["eos"] = True  # free text ends at EOS: the warm-up teaches where to stop
     template_keys = sorted(k for k in exp.templates if not k.startswith("judge."))
     return {
         "model": model_cfg, "warmup": warmup, "data": data_out,

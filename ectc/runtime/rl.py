@@ -7,7 +7,8 @@ score with the caller's reward function and take PPO-clipped steps. No generate(
 head, no padding to completion length: on CPU that is several times faster than trl's
 GRPOTrainer for the same update (see bench/rl_fastpath.py).
 
-`train_text_grpo` configures trl's GRPOTrainer for free-text responses.
+`train_text_grpo` configures trl's GRPOTrainer for free-text responses; `grpo_args` maps a
+spec's `rl` settings onto GRPOConfig through the one table in ectc.schema.
 
 Nothing here knows the task: rows, prompts and rewards arrive as data and callables.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -37,7 +38,7 @@ class RLConfig:
     gradient_accumulation_steps: int = 1  # minibatches whose gradients make one optimizer step
     ppo_epochs: int = 1              # passes over the step's rollouts
     lr: float = 1e-4
-    lr_schedule: str = "constant"    # "constant" | "cosine"
+    lr_schedule: str = "constant"    # "constant" | "linear" | "cosine"
     warmup_steps: int = 0            # linear LR warm-up (in optimizer steps)
     weight_decay: float = 0.0
     clip_range: float = 0.2
@@ -145,9 +146,11 @@ def _lr_lambda(cfg: RLConfig, total_updates: int):
     def f(update: int) -> float:
         if cfg.warmup_steps and update < cfg.warmup_steps:
             return (update + 1) / cfg.warmup_steps
+        progress = min(1.0, (update - cfg.warmup_steps) / max(1, total_updates - cfg.warmup_steps))
         if cfg.lr_schedule == "cosine":
-            progress = (update - cfg.warmup_steps) / max(1, total_updates - cfg.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.lr_schedule == "linear":  # as transformers' "linear": down to 0 at the end
+            return 1.0 - progress
         return 1.0
     return f
 
@@ -291,69 +294,65 @@ def train_choice_rl(
 
 # --------------------------------------------------------------------------- free text
 
-@dataclass
-class TextGRPOConfig:
-    steps: int = 10
-    batch_size: int = 8              # completions per optimizer step
-    num_generations: int = 4         # completions per prompt (the GRPO group)
-    max_completion_length: int = 32
-    lr: float = 1e-5
-    temperature: float = 1.0
-    beta: float = 0.0                # KL coefficient
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    extra: dict = field(default_factory=dict)  # any other GRPOConfig field, passed through
+TextRewardFn = Callable[[list[int], list[str]], Sequence[float]]  # (row indices, completions)
+
+
+def grpo_args(rl: dict) -> dict:
+    """A resolved `rl` block as GRPOConfig keyword arguments, through schema.GRPO_FIELDS (the
+    one table of spec name -> GRPOConfig name). Settings GRPO has not (minibatch, a varying
+    schedule) are refused by `check`; here they would be a bug."""
+    from ectc.schema import GRPO_FIELDS
+
+    out = {}
+    for key, (name, words) in GRPO_FIELDS.items():
+        value = rl[key]
+        if isinstance(value, dict):  # a schedule: GRPO holds it constant
+            if value["start"] != value["end"]:
+                raise ValueError(f"GRPO holds `{key}` constant; got a schedule from {value['start']} to {value['end']}")
+            value = value["start"]
+        out[name] = words[value] if words else value
+    return out
 
 
 def train_text_grpo(
     model,
     tokenizer,
-    rows: list[dict],
-    render_prompt: Callable[[dict], str],
-    reward_fns: Sequence[RewardFn],
-    cfg: TextGRPOConfig,
+    prompts: Sequence,
+    reward_fn: TextRewardFn,
+    args: dict,
     output_dir: str,
-    peft_config=None,
+    progress: Callable[[int, int, dict], None] | None = None,
 ):
-    """Free-text RL through trl's GRPOTrainer. Each reward function is called as
-    `fn(rows, completions) -> list[float]`; rows are rebuilt from the dataset columns.
-    Returns the trainer's log history."""
+    """Free-text RL through trl's GRPOTrainer; trains `model` (a PeftModel trains its adapter)
+    in place.
+
+    `prompts[i]` is a string or chat messages (as generate.format_prompt leaves them, so the
+    model is trained on the context it is later sampled on). `reward_fn(indices, completions)`
+    scores completions of the prompts at those indices. `args` are GRPOConfig fields
+    (`grpo_args`, plus e.g. seed and max_completion_length); what this function fixes (no
+    checkpoints, no reporting, logging every step, CPU when there is no GPU) cannot be
+    overridden by them. Returns (the trainer's log history, the GRPOConfig it ran with).
+    """
     from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    keys = sorted({k for r in rows for k in r})
-    data = Dataset.from_list([{**{k: r.get(k) for k in keys}, "prompt": render_prompt(r)} for r in rows])
+    from .sft import progress_callback
 
-    def wrap(fn):
-        def reward(prompts, completions, **columns):
-            n = len(completions)
-            batch_rows = [{k: columns[k][i] for k in keys if k in columns} for i in range(n)]
-            return [float(x) for x in fn(batch_rows, list(completions))]
-        reward.__name__ = getattr(fn, "__name__", "reward")
-        return reward
+    data = Dataset.from_dict({"prompt": list(prompts), "row": list(range(len(prompts)))})
 
-    args = GRPOConfig(
-        output_dir=output_dir,
-        max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.batch_size,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
-        learning_rate=cfg.lr,
-        temperature=cfg.temperature,
-        beta=cfg.beta,
-        max_grad_norm=cfg.max_grad_norm,
-        seed=cfg.seed,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
-        disable_tqdm=True,
-        **cfg.extra,
-    )
+    def reward(prompts, completions, row, **_):
+        return [float(x) for x in reward_fn(list(row), list(completions))]
+
+    config = GRPOConfig(**{
+        "bf16": False, **args,
+        "output_dir": output_dir, "report_to": "none", "save_strategy": "no", "logging_steps": 1,
+        "use_cpu": not torch.cuda.is_available(), "disable_tqdm": True,
+    })
     trainer = GRPOTrainer(
-        model=model, reward_funcs=[wrap(f) for f in reward_fns], args=args,
-        train_dataset=data, processing_class=tokenizer, peft_config=peft_config,
+        model=model, reward_funcs=[reward], args=config, train_dataset=data,
+        processing_class=tokenizer, callbacks=[progress_callback(progress)],
     )
+    trainer.remove_callback(PrinterCallback)  # metrics go to the history
     trainer.train()
-    return trainer.state.log_history
+    return trainer.state.log_history, trainer.args

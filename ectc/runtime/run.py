@@ -276,6 +276,7 @@ def stage_base(run: Run, data_out: str, data: dict) -> tuple[str, Callable[[], t
                 losses = supervised_warmup(model, tokenizer, examples, steps=warmup["steps"],
                                            batch_size=warmup["batch"], lr=warmup["lr"], seed=0,
                                            loss_on=warmup["loss"], weight_decay=warmup["weight_decay"],
+                                           eos=warmup.get("eos", False),
                                            progress=lambda step, stats: progress.update(task, completed=step + 1))
             run.events.append({"stage": "warm-up", "first_loss": losses[0], "last_loss": losses[-1]})
         return model, tokenizer
@@ -336,7 +337,7 @@ def rl_config(cfg: dict, seed: int, run: Run):
     return RLConfig(
         steps=_scaled(rl["steps"], run), batch_size=rl["batch"], minibatch_size=rl["minibatch"],
         gradient_accumulation_steps=rl["grad_accum"], ppo_epochs=rl["ppo_epochs"], lr=rl["lr"],
-        clip_range=rl["clip"], whiten_rewards=rl["whiten"], max_grad_norm=rl["max_grad_norm"],
+        lr_schedule=rl["schedule"], warmup_steps=rl["warmup_steps"], clip_range=rl["clip"], whiten_rewards=rl["whiten"], max_grad_norm=rl["max_grad_norm"],
         entropy_start=rl["entropy"]["start"], entropy_end=rl["entropy"]["end"],
         temperature_start=rl["temperature"]["start"], temperature_end=rl["temperature"]["end"],
         temperature_fraction=rl["temperature"]["fraction"], kl_coef=rl["kl"],
@@ -400,10 +401,10 @@ def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, dat
     labels = exp.training_labels(arm, rows, seed, run.profile)
     model, tokenizer = load_base()
     model.to(run.device) if not getattr(model, "is_loaded_in_4bit", False) else None
-    if exp.plan["method"] == "rl" and exp.plan["response"]["type"] == "choice":
+    if exp.plan["method"] == "rl" and cfg["rl"]["algorithm"] == "ppo":  # `check` matched it to the response
         info = _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
     elif exp.plan["method"] == "rl":
-        info = _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder)
+        info = _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
     else:
         info = _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
     outputs = ["final"] + [f for f in ("history.jsonl",) if (folder / f).exists()]
@@ -487,24 +488,38 @@ def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder
     return {"steps": len(history), "final_reward": sum(h["reward_mean"] for h in tail) / len(tail)}
 
 
-def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder) -> dict:
-    from .rl import TextGRPOConfig, train_text_grpo
+def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
+    """Free text through trl's GRPOTrainer, rewarded by the spec's compiled feedback."""
+    from .generate import format_prompt
+    from .rl import grpo_args, train_text_grpo
 
     exp = run.exp
-    rl = cfg["rl"]
-    prompts = [exp.messages(r, l, run.profile) for r, l in zip(rows, labels)]
     feedback = exp.feedback.feedback
+    prompts = [format_prompt(tokenizer, exp.messages(r, l, run.profile)) for r, l in zip(rows, labels)]
 
-    def reward(completions: list[str], indices: list[int]) -> list[float]:
-        return [float(feedback({**rows[i], "response": c})["reward"]) for c, i in zip(completions, indices)]
+    def reward_fn(indices: list[int], completions: list[str]) -> list[float]:
+        return [float(feedback({**rows[i], "response": c})["reward"]) for i, c in zip(indices, completions)]
 
-    grpo = TextGRPOConfig(steps=_scaled(rl["steps"], run), batch_size=rl["batch"],
-                          num_generations=rl["num_generations"], lr=rl["lr"], seed=seed,
-                          max_completion_length=exp.plan["response"]["max_tokens"])
+    # The response's own limit; without one, the evaluation's.
+    args = {**grpo_args(cfg["rl"]), "seed": seed,
+            "max_completion_length": exp.plan["response"].get("max_tokens") or run.profile["generate"]["max_new_tokens"]}
+    args["max_steps"] = _scaled(args["max_steps"], run)
     model = _apply_lora(cfg, model)
-    history = train_text_grpo(model, tokenizer, prompts, reward, grpo, output_dir=str(folder / "grpo"))
+    task = progress.add_task(f"train {arm.name} seed {seed}", total=args["max_steps"])
+    logs, used = train_text_grpo(model, tokenizer, prompts, reward_fn, args, output_dir=str(folder / "grpo"),
+                                 progress=lambda step, total, _: progress.update(task, completed=step))
+    progress.remove_task(task)
+    history = [e for e in logs if "loss" in e]  # one per optimizer step (not the final summary)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "history.jsonl", history)
+    # What GRPOConfig held, read back from the trainer: the spec's knobs as they ran.
+    ran_with = used.to_dict()
+    write_json(folder / "grpo_config.json", {name: ran_with[name] for name in args})
+    shutil.rmtree(folder / "grpo", ignore_errors=True)  # trl's scratch folder: no checkpoints kept
     save_final(model, tokenizer, folder)
-    return {"steps": grpo.steps, "history": history[-1:] if history else []}
+    tail = history[-min(10, len(history)):]
+    rewards = [h["reward"] for h in tail if "reward" in h]  # logged on the steps that generate
+    return {"steps": len(history), "final_reward": sum(rewards) / len(rewards) if rewards else None}
 
 
 def _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:

@@ -161,7 +161,7 @@ def sft_config(cfg: dict, checkpoint_dir: str | os.PathLike):
     )
 
 
-def _progress_callback(progress: Progress | None):
+def progress_callback(progress: Progress | None):
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
@@ -279,7 +279,7 @@ def build_trainer(model, tokenizer, examples: list[dict], cfg: dict,
     trainer = SFTTrainer(
         model=model, args=sft_config(c, checkpoint_dir), train_dataset=dataset,
         processing_class=tokenizer, peft_config=peft_config,
-        callbacks=[_progress_callback(progress)],
+        callbacks=[progress_callback(progress)],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to `progress` and the return value
     return trainer

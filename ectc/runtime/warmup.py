@@ -15,11 +15,14 @@ import torch
 import torch.nn.functional as F
 
 
-def encode_pairs(tokenizer, pairs: list[tuple[str, str]], loss_on: str = "target"):
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]], loss_on: str = "target", eos: bool = False):
     """Left-padded batch of prompt+target. Labels are -100 everywhere but the target, or, with
-    loss_on="sequence", everywhere but the padding and the leading <bos>."""
+    loss_on="sequence", everywhere but the padding and the leading <bos>. eos=True ends every
+    target with the EOS token, so a model answering in free text learns where to stop."""
     prompts = tokenizer([p for p, _ in pairs], add_special_tokens=True)["input_ids"]
     targets = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+    if eos:
+        targets = [t + [tokenizer.eos_token_id] for t in targets]
     seqs = [p + t for p, t in zip(prompts, targets)]
     width = max(len(s) for s in seqs)
     pad = tokenizer.pad_token_id
@@ -52,6 +55,7 @@ def supervised_warmup(
     weight_decay: float = 0.0,
     max_grad_norm: float | None = 1.0,
     loss_on: str = "target",
+    eos: bool = False,
     progress: Callable[[int, dict], None] | None = None,
 ) -> list[float]:
     """Train `model` for `steps` steps and return the loss of every step.
@@ -81,7 +85,7 @@ def supervised_warmup(
     model.train()
     history = []
     for step in range(steps):
-        ids, mask, labels = (t.to(device) for t in encode_pairs(tokenizer, next_batch(), loss_on))
+        ids, mask, labels = (t.to(device) for t in encode_pairs(tokenizer, next_batch(), loss_on, eos))
         logits = model(input_ids=ids, attention_mask=mask,
                        position_ids=position_ids_for(mask)).logits
         # Shift: the logit at position t predicts token t+1.
