@@ -154,7 +154,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .compile import compile_text
     from .errors import CompileError
-    from .runflags import check_plan_flags, check_run_flags, read_plan
+    from .runflags import check_input_files, check_plan_flags, check_run_flags, read_plan
 
     # Every flag is checked before the runtime (torch) is imported or anything runs.
     problems = check_run_flags(args, Path.cwd())
@@ -172,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 plan = read_plan(Path(args.generated), exp.name)
                 if plan is not None:
                     problems += check_plan_flags(args, plan)
+                    problems += check_input_files(plan, Path(args.spec), Path(args.generated).parent,
+                                                  args.allow_outside_files)
     if problems:
         for problem in problems:
             sys.stderr.write(f"error: {problem}\n")
@@ -220,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-scale", type=float, default=1.0,
                    help="scale every step count (e.g. 0.01 for a smoke test)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--allow-outside-files", action="store_true",
+                   help="let data files and word lists lie outside the project (the folder holding generated/)")
     p.add_argument("--launcher", choices=["none", "accelerate"], default="none")
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--executor", choices=["local", "submitit-local", "slurm"], default="local")

@@ -71,6 +71,32 @@ def check_plan_flags(args: Any, plan: dict) -> list[str]:
     return problems
 
 
+def check_input_files(plan: dict, spec: Path, project: Path, allow_outside: bool) -> list[str]:
+    """Data files and word lists the run will read: each must be there, and inside the project
+    (the folder holding generated/) unless `--allow-outside-files`, so a spec cannot read
+    `../../../../etc/passwd` into a dataset by accident or design."""
+    from .runtime.experiment import PlanView  # torch-free: the plan's accessors
+
+    view = PlanView()
+    view.plan = plan
+    wanted = [(f"data `{name}`", path, source) for name, path in view.data_files().items()
+              for source in [next(b["source"] for b in plan["data"] if b["name"] == name)]]
+    wanted += [(f"monitor `{name}` list `{key}`", path, "file")
+               for name, lists in view.monitor_files().items() for key, path in lists.items()]
+    problems = []
+    root, inside = spec.resolve().parent, project.resolve()
+    for what, path, source in wanted:
+        file = (root / path).resolve()
+        if not allow_outside and not file.is_relative_to(inside):
+            problems.append(f"{what}: {path} resolves to {file}, outside the project {inside}; "
+                            "pass --allow-outside-files to read it")
+        elif source == "disk" and not file.is_dir():
+            problems.append(f"{what}: {path}: no such folder (a `disk` source is a folder saved by datasets)")
+        elif source != "disk" and not file.is_file():
+            problems.append(f"{what}: {path}: " + ("is a folder, not a file" if file.is_dir() else "no such file"))
+    return problems
+
+
 def read_plan(generated: Path, experiment: str) -> dict | None:
     try:
         return json.loads((generated / experiment / "experiment.json").read_text())

@@ -172,3 +172,26 @@ def test_explain_shows_user_text_as_written(tmp_path, capsys):
     assert main(["explain", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "closing [/bold] and [red]open" in out and "[/] Level: 0%" in out
+
+
+def test_run_reads_input_files_only_inside_the_project(tmp_path, monkeypatch, capsys):
+    """`jsonl "../../../../etc/passwd"` was read as given; a missing file surfaced deep in a run."""
+    project = tmp_path / "proj"
+    (project / "specs").mkdir(parents=True)
+    base = (ROOT / "tests/fixtures/diagnostics/base.ect").read_text()
+    spec = (base.replace("data rows {", 'data rows: jsonl "../../outside.jsonl" {')
+                .replace("a: int = randint(0, 9)", "a: int").replace("ok: bool = bernoulli(0.5)", "ok: bool"))
+    (project / "specs/s.ect").write_text(spec)
+    (tmp_path / "outside.jsonl").write_text('{"a": 1, "ok": true}\n')
+    monkeypatch.chdir(project)
+    assert main(["build"]) == 0
+    capsys.readouterr()
+    assert main(["run", "specs/s.ect"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: data `rows`: ../../outside.jsonl resolves to {tmp_path.resolve()}/outside.jsonl, outside the "
+        f"project {project.resolve()}; pass --allow-outside-files to read it\n")
+    (project / "specs/s.ect").write_text(spec.replace("../../outside.jsonl", "data/rows.jsonl"))
+    assert main(["build"]) == 0
+    capsys.readouterr()
+    assert main(["run", "specs/s.ect"]) == 1
+    assert capsys.readouterr().err == "error: data `rows`: data/rows.jsonl: no such file\n"
