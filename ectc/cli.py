@@ -36,6 +36,22 @@ def read_spec(name: str) -> str | None:
     return None
 
 
+def compile_spec(name: str):
+    """The checked IR of one spec, or None after reporting why it cannot be read or compiled."""
+    from .compile import compile_text
+    from .errors import CompileError
+
+    source = read_spec(name)
+    if source is None:
+        return None
+    try:
+        spec, _ = compile_text(source)
+    except CompileError as err:
+        _report_compile_error(err, name, source)
+        return None
+    return spec
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .compile import compile_text
     from .errors import CompileError
@@ -126,19 +142,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .compile import compile_text
-    from .errors import CompileError
+    from .errors import did_you_mean
     from .explain import explain
 
-    from .errors import did_you_mean
-
-    source = read_spec(args.spec)
-    if source is None:
-        return EXIT_ERROR
-    try:
-        spec, _ = compile_text(source)
-    except CompileError as err:
-        _report_compile_error(err, args.spec, source)
+    spec = compile_spec(args.spec)
+    if spec is None:
         return EXIT_ERROR
     if args.profile is not None:
         names = sorted({p.name for exp in spec.experiments for p in exp.profiles})
@@ -152,28 +160,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .compile import compile_text
-    from .errors import CompileError
     from .runflags import check_input_files, check_plan_flags, check_run_flags, read_plan
 
     # Every flag is checked before the runtime (torch) is imported or anything runs.
     problems = check_run_flags(args, Path.cwd())
     if Path(args.spec).is_file():
-        source = read_spec(args.spec)
-        if source is None:
+        spec = compile_spec(args.spec)
+        if spec is None:
             return EXIT_ERROR
-        try:
-            spec, _ = compile_text(source)
-        except CompileError as err:
-            _report_compile_error(err, args.spec, source)
-            return EXIT_ERROR
-        else:
-            for exp in spec.experiments:
-                plan = read_plan(Path(args.generated), exp.name)
-                if plan is not None:
-                    problems += check_plan_flags(args, plan)
-                    problems += check_input_files(plan, Path(args.spec), Path(args.generated).parent,
-                                                  args.allow_outside_files)
+        for exp in spec.experiments:
+            plan = read_plan(Path(args.generated), exp.name)
+            if plan is not None:
+                problems += check_plan_flags(args, plan)
+                problems += check_input_files(plan, Path(args.spec), Path(args.generated).parent,
+                                              args.allow_outside_files)
     if problems:
         for problem in problems:
             sys.stderr.write(f"error: {problem}\n")
