@@ -133,6 +133,17 @@ def test_a_missing_column_is_refused(tmp_path: Path) -> None:
         _dataset(tmp_path, JSONL_BLOCK)("train", 0, root=str(tmp_path))
 
 
+def test_an_unreadable_file_is_refused_by_name(tmp_path: Path) -> None:
+    """Invalid UTF-8 was a UnicodeDecodeError traceback from the generated dataset.py."""
+    (tmp_path / "rows.jsonl").write_bytes(b'{"a": 3}\n\xff\n')
+    with pytest.raises(ValueError, match=r"rows.jsonl: not UTF-8 text \(byte 0xff at offset 9\)"):
+        _dataset(tmp_path, JSONL_BLOCK)("train", 0, root=str(tmp_path))
+    (tmp_path / "rows.jsonl").unlink()
+    (tmp_path / "rows.jsonl").mkdir()
+    with pytest.raises(ValueError, match=r"rows.jsonl: cannot read: Is a directory"):
+        _dataset(tmp_path, JSONL_BLOCK)("train", 0, root=str(tmp_path))
+
+
 def test_ectc_run_refuses_a_bad_value_before_training(tmp_path: Path) -> None:
     """The data stage stops the run with the file, row, column, type and value; nothing trains."""
     import os

@@ -108,6 +108,15 @@ def read_rows(source: str, path: str, root: str | Path, fields: dict[str, str]) 
     """Every row of `root/path`, with each field of `fields` ({name: declared type}) parsed;
     columns the spec does not declare are kept as they are."""
     file = Path(root) / path
+    try:
+        return _typed_rows(source, file, fields)
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    except OSError as exc:
+        raise DataFileError(f"{file}: cannot read: {exc.strerror or exc}") from None
+
+
+def _typed_rows(source: str, file: Path, fields: dict[str, str]) -> list[dict]:
     parse = parse_cell if source == "csv" else parse_json_value
     rows = []
     for where, record in _records(source, file):
