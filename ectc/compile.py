@@ -6,13 +6,14 @@ from . import ir
 from .check import check
 from .errors import CompileError, Diagnostic
 from .lower import lower
-from .parse import parse
+from .parse import parse, without_gc
 
 
 def compile_text(text: str) -> tuple[ir.Spec, list[Diagnostic]]:
     """Return the checked IR and its warnings; raise CompileError when there is an error."""
-    spec = lower(parse(text))
-    diagnostics = check(spec)
+    with without_gc():
+        spec = lower(parse(text))
+        diagnostics = check(spec)
     if any(d.severity == "error" for d in diagnostics):
         raise CompileError(diagnostics)
     return spec, [d for d in diagnostics if d.severity == "warning"]

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from ._lark import Lark, Token, Tree, UnexpectedInput
 from .parse import feed, grammar_text
 from .parse import parse as _checked_parse
+from .parse import without_gc
 
 __all__ = ["format_spec", "WIDTH", "INDENT"]
 
@@ -86,9 +87,10 @@ def _parse_with_comments(text: str) -> tuple[Tree, list[Token]]:
 
 def format_spec(text: str) -> str:
     """The canonical layout of spec `text`; raise CompileError when it does not parse."""
-    _checked_parse(text)  # the syntax and the stated limits (nesting, sizes) before the printer recurses
-    tree, comments = _parse_with_comments(text)
-    return _Printer(text, comments).run(tree)
+    with without_gc():
+        _checked_parse(text)  # the syntax and the stated limits (nesting, sizes) before the printer recurses
+        tree, comments = _parse_with_comments(text)
+        return _Printer(text, comments).run(tree)
 
 
 # ---- strings and numbers ------------------------------------------------------------------
