@@ -172,3 +172,23 @@ def test_sft_batch_is_global_over_processes():
         {**args, "gradient_accumulation_steps": 1, "per_device_train_batch_size": 4}
     with pytest.raises(ValueError, match="does not divide over 3 processes"):
         per_process_batch(args, 3)
+
+
+def test_writer_off_writes_nothing(tmp_path):
+    """Ranks other than 0 get Writer(False): every stage write is skipped, and mark_done's
+    output hash is None (the worker uses none of them)."""
+    from ectc.runtime.run import Writer
+
+    for enabled in (False, True):
+        folder = tmp_path / str(enabled)
+        folder.mkdir()
+        w = Writer(enabled)
+        w.text(folder / "spec.ect", "x")
+        w.json(folder / "a.json", {"a": 1})
+        w.jsonl(folder / "h.jsonl", [{"a": 1}])
+        out = w.done(folder, "k", ["a.json"])
+        written = sorted(p.name for p in folder.iterdir())
+        if enabled:
+            assert written == ["a.json", "h.jsonl", "spec.ect", "stage.json"] and isinstance(out, str)
+        else:
+            assert written == [] and out is None
