@@ -118,3 +118,77 @@ def test_fan_out_then_resubmit_runs_only_unfinished(tiny, monkeypatch):
     assert ectc_run(tiny, *fan) == 0
     third = json.loads((folder / "scale.json").read_text())[-1]
     assert third["submitted"] == [] and len(third["skipped"]) == 4
+
+
+def _module_patches(path: Path) -> list[str]:
+    """Assignments (plain, augmented, annotated, del, setattr/delattr) to an attribute of a name
+    the file imports: `rl.train_choice_rl = ...`, `setattr(run, name, ...)`."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported |= {(a.asname or a.name).split(".")[0] for a in node.names}
+
+    def flat(target):
+        if isinstance(target, (ast.Tuple, ast.List)):
+            return [t for e in target.elts for t in flat(e)]
+        return flat(target.value) if isinstance(target, ast.Starred) else [target]
+
+    found = []
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, (ast.Assign, ast.Delete)):
+            targets = [t for target in node.targets for t in flat(target)]
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
+            targets = [ast.Attribute(value=node.args[0], attr="?")] if node.args else []
+        for t in targets:
+            if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id in imported:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node).splitlines()[0]}")
+    return found
+
+
+def test_no_module_patches_another():
+    """The multi-process worker passes its sharded forward, writer guard and process count in
+    through run.Options; it used to swap rl's and run's functions at run time, which worked
+    only while run.py imported rl inside a function. No module of ectc assigns another
+    module's attribute."""
+    assert _module_patches(ROOT / "ectc" / "runtime" / "distributed.py") == []
+    assert [hit for path in sorted((ROOT / "ectc").rglob("*.py")) for hit in _module_patches(path)] == []
+
+
+def test_sft_batch_is_global_over_processes():
+    """trl's batch is per device: 2 processes halve the accumulation (or else the per-device
+    batch), so the global batch stays the spec's; a batch that cannot divide is refused."""
+    from ectc.runtime.run import per_process_batch
+
+    args = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 4, "learning_rate": 1e-4}
+    assert per_process_batch(args, 1) == args
+    assert per_process_batch(args, 2) == {**args, "gradient_accumulation_steps": 2}
+    assert per_process_batch({**args, "gradient_accumulation_steps": 1}, 2) == \
+        {**args, "gradient_accumulation_steps": 1, "per_device_train_batch_size": 4}
+    with pytest.raises(ValueError, match="does not divide over 3 processes"):
+        per_process_batch(args, 3)
+
+
+def test_writer_off_writes_nothing(tmp_path):
+    """Ranks other than 0 get Writer(False): every stage write is skipped, and mark_done's
+    output hash is None (the worker uses none of them)."""
+    from ectc.runtime.run import Writer
+
+    for enabled in (False, True):
+        folder = tmp_path / str(enabled)
+        folder.mkdir()
+        w = Writer(enabled)
+        w.text(folder / "spec.ect", "x")
+        w.json(folder / "a.json", {"a": 1})
+        w.jsonl(folder / "h.jsonl", [{"a": 1}])
+        out = w.done(folder, "k", ["a.json"])
+        written = sorted(p.name for p in folder.iterdir())
+        if enabled:
+            assert written == ["a.json", "h.jsonl", "spec.ect", "stage.json"] and isinstance(out, str)
+        else:
+            assert written == [] and out is None

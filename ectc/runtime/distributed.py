@@ -3,31 +3,33 @@
 `ectc run --launcher accelerate --processes N` relaunches training through
 `python -m ectc.runtime.distributed JOBFILE` under N processes (see scale.launch_training);
 every process runs the ordinary `execute` restricted to training, so the same stage keys,
-folders and code paths apply. What changes inside a worker:
+folders and code paths apply. Nothing is patched: the worker passes what differs per process
+in through `run.Options` (as accelerate's `is_main_process`, nanochat's `master_process`):
 
-* The RL fast path (`rl.train_choice_rl`, not edited) runs the *global* algorithm on every
-  rank: all ranks draw the same global batch of rows with the same seeded generator, compute
-  the same rewards, whiten them with the same global mean/std and sample the same actions.
-  Only the model's forward/backward is sharded: `rl._choice_logits` is replaced, for the
-  duration of the call, by one that runs this rank's contiguous slice of the batch through the
-  DDP-wrapped model and all-gathers the others' logits (no gradient). Its backward scales the
-  local gradient by the world size because DDP averages: the all-reduced gradient is then
-  exactly the gradient of the global batch's loss. A 2-process run therefore reproduces the
-  1-process run up to floating-point summation order (tests/test_scale.py measures it).
-* trl's SFTTrainer/GRPOTrainer read accelerate's environment and shard themselves; the SFT
-  batch is divided over the processes so the global batch stays the spec's (global_sft_batch).
-* Only rank 0 writes: on other ranks the run module's writers (artefacts, checkpoints,
-  stage.json) are no-ops, and a barrier at the end keeps every rank alive until rank 0 saved.
+* `choice_rl`: the RL fast path's trainer. It calls `rl.train_choice_rl` with the DDP-wrapped
+  model and a sharded `forward`, and runs the *global* algorithm on every rank: all ranks draw
+  the same global batch of rows with the same seeded generator, compute the same rewards,
+  whiten them with the same global mean/std and sample the same actions. Only the model's
+  forward/backward is sharded: `sharded_choice_logits` runs this rank's contiguous slice of
+  the batch and all-gathers the others' logits (no gradient). Its backward scales the local
+  gradient by the world size because DDP averages: the all-reduced gradient is then exactly
+  the gradient of the global batch's loss. A 2-process run therefore reproduces the 1-process
+  run up to floating-point summation order (tests/test_scale.py measures it). The KL
+  `reference` is the unwrapped model's.
+* `processes`: trl's SFTTrainer/GRPOTrainer read accelerate's environment and shard
+  themselves; `run.sft_config(..., processes=N)` divides the SFT batch over the processes so
+  the global batch stays the spec's.
+* `writes`: False on ranks other than 0, whose `run.Writer` (artefacts, checkpoints,
+  stage.json) and `sft.train_sft(writes=False)` then write nothing; a barrier at the end keeps
+  every rank alive until rank 0 saved.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 import torch
 
@@ -64,8 +66,8 @@ class _GatherShards(torch.autograd.Function):
         return grad[ctx.lo:ctx.hi] * ctx.world, None, None
 
 
-def sharded_choice_logits(original, seed: int = 0):
-    """Wrap rl._choice_logits: forward this rank's slice of the batch, gather the rest.
+def sharded_choice_logits(original: Callable, seed: int = 0) -> Callable:
+    """Wrap `original` (rl.choice_logits): forward this rank's slice of the batch, gather the rest.
 
     Every rank starts from the same torch seed (train_choice_rl seeds it from the config, and
     the ranks must agree on rows and actions), so a model with dropout (LoRA dropout) would draw
@@ -97,87 +99,27 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-@contextlib.contextmanager
-def distributed_choice_rl(accelerator):
-    """Within this context `rl.train_choice_rl` trains the model as DDP over all processes."""
-    from . import rl
+def choice_rl(accelerator) -> Callable:
+    """A trainer with `rl.train_choice_rl`'s signature that trains the model as DDP over all
+    processes: the model wrapped by accelerate, the sharded forward passed in."""
+    from .rl import choice_logits, reference_policy, train_choice_rl
 
-    original_train, original_logits, original_reference = rl.train_choice_rl, rl._choice_logits, rl._reference
-
-    def train_choice_rl(model, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg, progress=None):
+    def train(model, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg, progress=None):
         if accelerator.num_processes == 1:
-            return original_train(model, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg, progress)
+            return train_choice_rl(model, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg, progress)
         wrapped = accelerator.prepare_model(model)
-        rl._choice_logits = sharded_choice_logits(original_logits, cfg.seed)
-        # The reference policy of a LoRA model is the wrapped model with its adapter off.
-        rl._reference = lambda m: original_reference(_unwrap(m))
         try:
-            return original_train(wrapped, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg,
-                                  progress if accelerator.is_main_process else None)
+            return train_choice_rl(
+                wrapped, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg,
+                progress if accelerator.is_main_process else None,
+                forward=sharded_choice_logits(choice_logits, cfg.seed),
+                # The reference policy of a LoRA model is the wrapped model with its adapter off.
+                reference=lambda m: reference_policy(_unwrap(m)),
+            )
         finally:
-            rl._choice_logits, rl._reference = original_logits, original_reference
             accelerator.free_memory()
 
-    rl.train_choice_rl = train_choice_rl
-    try:
-        yield
-    finally:
-        rl.train_choice_rl = original_train
-
-
-@contextlib.contextmanager
-def main_process_writes(accelerator):
-    """On ranks other than 0, the runtime's writers do nothing."""
-    if accelerator.is_main_process:
-        yield
-        return
-    from . import run as run_module
-    from . import sft
-
-    def nothing(*args: Any, **kwargs: Any) -> None:
-        return None
-
-    names = ["atomic_write_text", "write_json", "write_jsonl", "mark_done", "save_final"]
-    saved = {n: getattr(run_module, n) for n in names}
-    saved_sft = sft._save_final_atomic
-    for n in names:
-        setattr(run_module, n, nothing)
-    sft._save_final_atomic = nothing
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(run_module, n, f)
-        sft._save_final_atomic = saved_sft
-
-
-@contextlib.contextmanager
-def global_sft_batch(accelerator):
-    """trl's batch is per device: divide the spec's (global) batch over the processes, through
-    gradient accumulation when it divides evenly, else through the per-device batch."""
-    from . import run as run_module
-
-    original = run_module.sft_config
-    world = accelerator.num_processes
-
-    def sft_config(cfg, seed, run, n_examples):
-        out = original(cfg, seed, run, n_examples)
-        if world > 1:
-            accum, batch = out["gradient_accumulation_steps"], out["per_device_train_batch_size"]
-            if accum % world == 0:
-                out["gradient_accumulation_steps"] = accum // world
-            elif batch % world == 0:
-                out["per_device_train_batch_size"] = batch // world
-            else:
-                raise ValueError(f"the SFT batch ({batch} x {accum} accumulation) does not divide over "
-                                 f"{world} processes")
-        return out
-
-    run_module.sft_config = sft_config
-    try:
-        yield
-    finally:
-        run_module.sft_config = original
+    return train
 
 
 # ---- the worker ----------------------------------------------------------------------------
@@ -205,12 +147,12 @@ def worker(job_file: str) -> int:
         arms=job["arms"], steps_scale=job["steps_scale"], device=str(accelerator.device) if not cpu else "cpu",
         quiet=not accelerator.is_main_process, only_stages={"train"},
         only_jobs={(a, int(s)) for a, s in job["jobs"]},
+        writes=accelerator.is_main_process, processes=accelerator.num_processes, choice_rl=choice_rl(accelerator),
     )
     exp = Experiment(Path(job["generated"]))
     source = Path(job["spec"]).read_text()
-    with main_process_writes(accelerator), distributed_choice_rl(accelerator), global_sft_batch(accelerator):
-        run = prepare(exp, source, opts, console)
-        execute(run)
+    run = prepare(exp, source, opts, console)
+    execute(run)
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1:
         import torch.distributed as dist

@@ -99,7 +99,8 @@ def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
     return ids
 
 
-def _choice_logits(model, ids, mask, choice_ids):
+def choice_logits(model, ids, mask, choice_ids):
+    """Logits of the allowed choices' first tokens at the last position: [rows, choices]."""
     # logits_to_keep=1: the LM head runs on the last position only.
     out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask),
                 logits_to_keep=1)
@@ -122,7 +123,7 @@ def choice_distribution(model, tokenizer, prompts: Sequence[str], choices: Seque
     try:
         for i in range(0, len(prompts), batch_size):
             ids, mask = encode(prompts[i:i + batch_size], _device(model))
-            logits = _choice_logits(model, ids, mask, choice_ids) / temperature
+            logits = choice_logits(model, ids, mask, choice_ids) / temperature
             out.append(torch.softmax(logits, -1).cpu().numpy())
     finally:
         model.train(was_training)
@@ -155,7 +156,7 @@ def _lr_lambda(cfg: RLConfig, total_updates: int):
     return f
 
 
-def _reference(model):
+def reference_policy(model):
     """A context manager under which `model` computes the reference policy: a PeftModel's
     adapter disabled, else a frozen copy taken now (full fine-tuning)."""
     if hasattr(model, "disable_adapter"):
@@ -177,8 +178,15 @@ def train_choice_rl(
     reward_fn: RewardFn,
     cfg: RLConfig,
     progress: Callable[[int, dict], None] | None = None,
+    forward: Callable = choice_logits,
+    reference: Callable = reference_policy,
 ) -> list[dict]:
     """PPO-clipped RL on a one-token choice. Returns one stats dict per step.
+
+    `forward(model, ids, mask, choice_ids)` computes the choices' logits for a batch and
+    `reference(model)` gives the KL penalty's reference policy (as `reference_policy`); a
+    multi-process launch passes a sharded forward (runtime/distributed.py), everything else
+    runs the same on every process.
 
     Per step: sample `batch_size` rows, render prompts, one forward pass -> logits over the
     choices at the last position, sample answers at the scheduled temperature, rewards from
@@ -203,7 +211,7 @@ def train_choice_rl(
     n_mb = math.ceil(B / M)
     updates_per_step = cfg.ppo_epochs * math.ceil(n_mb / G)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.steps * updates_per_step))
-    ref = _reference(model) if cfg.kl_coef else None
+    ref = reference(model) if cfg.kl_coef else None
     fused = M >= B
     model.train()
     history = []
@@ -217,7 +225,7 @@ def train_choice_rl(
 
         # --- rollout: sample one answer per row from the current policy
         with nullcontext() if fused else torch.no_grad():
-            logp_first = torch.log_softmax(_choice_logits(model, ids, mask, choice_ids) / temp, -1)
+            logp_first = torch.log_softmax(forward(model, ids, mask, choice_ids) / temp, -1)
         actions = torch.multinomial(logp_first.detach().exp().cpu(), 1, generator=gen).squeeze(1).to(device)
         old_logp = logp_first.detach().gather(1, actions[:, None]).squeeze(1)
         ref_logp = None
@@ -225,9 +233,9 @@ def train_choice_rl(
             with torch.no_grad():
                 if callable(ref) and not isinstance(ref, torch.nn.Module):
                     with ref():
-                        ref_logits = _choice_logits(model, ids, mask, choice_ids)
+                        ref_logits = forward(model, ids, mask, choice_ids)
                 else:
-                    ref_logits = _choice_logits(ref, ids, mask, choice_ids)
+                    ref_logits = forward(ref, ids, mask, choice_ids)
                 ref_logp = torch.log_softmax(ref_logits / temp, -1)
 
         answers = [choices[a] for a in actions.tolist()]
@@ -246,7 +254,7 @@ def train_choice_rl(
                 if fused and epoch == 0:
                     logp = logp_first[idx]
                 else:
-                    logits = _choice_logits(model, ids[idx], mask[idx], choice_ids)
+                    logits = forward(model, ids[idx], mask[idx], choice_ids)
                     logp = torch.log_softmax(logits / temp, -1)
                 new = logp.gather(1, actions[idx, None]).squeeze(1)
                 ratio = torch.exp(new - old_logp[idx])

@@ -49,6 +49,35 @@ def mark_done(folder: Path, key: str, outputs: list[str], **info: Any) -> str:
     return record(folder, key, outputs, **info)
 
 
+class Writer:
+    """The run's file writes. On ranks other than 0 of a multi-process launch it is off
+    (accelerate's `is_main_process`, nanochat's `master_process` guard): those ranks compute
+    what rank 0 computes and write nothing."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def text(self, path: Path, text: str) -> None:
+        if self.enabled:
+            atomic_write_text(path, text)
+
+    def json(self, path: Path, obj: Any) -> None:
+        if self.enabled:
+            write_json(path, obj)
+
+    def jsonl(self, path: Path, rows: list[dict]) -> None:
+        if self.enabled:
+            write_jsonl(path, rows)
+
+    def done(self, folder: Path, key: str, outputs: list[str], **info: Any) -> str | None:
+        """mark_done; None where nothing is written."""
+        return mark_done(folder, key, outputs, **info) if self.enabled else None
+
+    def final(self, model, tokenizer, folder: Path) -> None:
+        if self.enabled:
+            save_final(model, tokenizer, folder)
+
+
 # ---- options and run state -----------------------------------------------------------
 
 
@@ -64,6 +93,11 @@ class Options:
     quiet: bool = False
     only_stages: set[str] | None = None  # used by fan-out workers: run just these stages
     only_jobs: set[tuple[str, int]] | None = None  # (arm, seed) pairs a worker trains
+    # A multi-process launch's worker (runtime/distributed.py) sets these three; the defaults
+    # are one process.
+    writes: bool = True  # False on ranks other than 0: they train and write nothing
+    processes: int = 1  # how many processes share each training step (the SFT batch is global)
+    choice_rl: Callable | None = None  # trains as rl.train_choice_rl; None: that function itself
 
 
 @dataclass
@@ -77,6 +111,10 @@ class Run:
     device: str
     seeds: list[int]
     events: list[dict] = field(default_factory=list)
+
+    @property
+    def write(self) -> Writer:
+        return Writer(self.opts.writes)
 
     def reusable(self, stage: str, folder: Path, key: str) -> Reuse:
         """Whether a stage can be reused; says so when its key holds but its outputs do not."""
@@ -147,8 +185,8 @@ def stage_data(run: Run) -> tuple[str, dict[str, dict[str, list[dict]]]]:
         for split in split_names:
             rows = exp.dataset.BUILDERS[block](split, 0, llm=llm, root=str(_spec_root(run)))
             data[block][split] = rows
-            write_jsonl(folder / f"{block}.{split}.jsonl", rows)
-    out = mark_done(folder, key, [f"{b}.{s}.jsonl" for b, ss in splits.items() for s in ss], llm=llm_mode,
+            run.write.jsonl(folder / f"{block}.{split}.jsonl", rows)
+    out = run.write.done(folder, key, [f"{b}.{s}.jsonl" for b, ss in splits.items() for s in ss], llm=llm_mode,
                     parts=keys.components(parts))
     run.log("data", "ran", _data_summary(data) + (" (articles from the procedural writer: no API key)"
                                                  if uses_llm and llm_mode == "offline" else ""),
@@ -288,7 +326,7 @@ def stage_base(run: Run, data_out: str, data: dict) -> tuple[str, Callable[[], t
         shutil.rmtree(directory)  # damaged, or cached without a record: build it again
     _, _, _ = get_or_build(cache_root, recipe, build)
     hit = found.ok
-    out = found.output if hit else mark_done(
+    out = found.output if hit else run.write.done(
         directory, key, sorted(p.name for p in directory.iterdir() if p.name != STAGE_FILE),
         parts=keys.components(recipe))
     detail = f"tiny llama {model_cfg['layers']}x{model_cfg['width']}" + (
@@ -345,7 +383,7 @@ def rl_config(cfg: dict, seed: int, run: Run):
     )
 
 
-def sft_config(cfg: dict, seed: int, run: Run, n_examples: int) -> dict:
+def sft_config(cfg: dict, seed: int, run: Run, n_examples: int, processes: int = 1) -> dict:
     s = cfg["sft"]
     out = {
         "learning_rate": s["lr"], "lr_scheduler_type": s["schedule"], "warmup_steps": s["warmup_steps"],
@@ -360,7 +398,20 @@ def sft_config(cfg: dict, seed: int, run: Run, n_examples: int) -> dict:
         total = s["max_steps"] if s["max_steps"] > 0 else math.ceil(per_epoch * s["epochs"])
         out["max_steps"] = _scaled(total, run)
         out["warmup_steps"] = min(out["warmup_steps"], max(0, out["max_steps"] // 10))
-    return out
+    return per_process_batch(out, processes)
+
+
+def per_process_batch(args: dict, processes: int) -> dict:
+    """trl's batch is per device: divide the spec's (global) batch over the processes, through
+    gradient accumulation when it divides evenly, else through the per-device batch."""
+    if processes == 1:
+        return args
+    accum, batch = args["gradient_accumulation_steps"], args["per_device_train_batch_size"]
+    if accum % processes == 0:
+        return {**args, "gradient_accumulation_steps": accum // processes}
+    if batch % processes == 0:
+        return {**args, "per_device_train_batch_size": batch // processes}
+    raise ValueError(f"the SFT batch ({batch} x {accum} accumulation) does not divide over {processes} processes")
 
 
 def train_key(run: Run, arm: Arm, seed: int, base_out: str, data_out: str) -> str:
@@ -392,7 +443,7 @@ def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, dat
     if found.ok:
         run.log(f"train {arm.name} seed {seed}", "reused")
         return found.output
-    _start_training(folder, key, resume=not found.redo)
+    _start_training(folder, key, resume=not found.redo, write=run.write)
     t0 = time.perf_counter()
     cfg = exp.train_config(run.profile_name, arm.name)
     rows = training_rows(run, arm, data)
@@ -408,7 +459,7 @@ def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, dat
     else:
         info = _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
     outputs = ["final"] + [f for f in ("history.jsonl",) if (folder / f).exists()]
-    out = mark_done(folder, key, outputs, arm=arm.name, seed=seed, rows=len(rows), parts=keys.components(parts),
+    out = run.write.done(folder, key, outputs, arm=arm.name, seed=seed, rows=len(rows), parts=keys.components(parts),
                     **info)
     run.log(f"train {arm.name} seed {seed}", "ran", f"{len(rows)} rows", time.perf_counter() - t0)
     return out
@@ -417,7 +468,7 @@ def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, dat
 TRAINING_STATE = ("final", "history.jsonl", "checkpoints", "run.json", "grpo")
 
 
-def _start_training(folder: Path, key: str, resume: bool) -> None:
+def _start_training(folder: Path, key: str, resume: bool, write: Writer) -> None:
     """Training that must run starts clean: what an earlier attempt left (weights, history, trainer
     checkpoints) is only resumed when that attempt had this same key and was cut short."""
     started = folder / "started.json"
@@ -432,7 +483,7 @@ def _start_training(folder: Path, key: str, resume: bool) -> None:
                 shutil.rmtree(path, ignore_errors=True)  # other ranks of a DDP run clear it too
             else:
                 path.unlink(missing_ok=True)
-    write_json(started, {"key": key})
+    write.json(started, {"key": key})
 
 
 def _apply_lora(cfg: dict, model):
@@ -477,13 +528,13 @@ def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder
         return [float(feedback({**rows[b["i"]], "response": a})["reward"]) for b, a in zip(batch, answers)]
 
     task = progress.add_task(f"train {arm.name} seed {seed}", total=rl_cfg.steps)
-    history = train_choice_rl(model, tokenizer, sample_rows, lambda b: prompts[b["i"]],
+    history = (run.opts.choice_rl or train_choice_rl)(model, tokenizer, sample_rows, lambda b: prompts[b["i"]],
                               exp.plan["response"]["choices"], reward_fn, rl_cfg,
                               progress=lambda step, stats: progress.update(task, completed=step + 1))
     progress.remove_task(task)
     folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "history.jsonl", history)
-    save_final(model, tokenizer, folder)
+    run.write.jsonl(folder / "history.jsonl", history)
+    run.write.final(model, tokenizer, folder)
     tail = history[-min(50, len(history)):]
     return {"steps": len(history), "final_reward": sum(h["reward_mean"] for h in tail) / len(tail)}
 
@@ -511,12 +562,12 @@ def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, 
     progress.remove_task(task)
     history = [e for e in logs if "loss" in e]  # one per optimizer step (not the final summary)
     folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "history.jsonl", history)
+    run.write.jsonl(folder / "history.jsonl", history)
     # What GRPOConfig held, read back from the trainer: the spec's knobs as they ran.
     ran_with = used.to_dict()
-    write_json(folder / "grpo_config.json", {name: ran_with[name] for name in args})
+    run.write.json(folder / "grpo_config.json", {name: ran_with[name] for name in args})
     shutil.rmtree(folder / "grpo", ignore_errors=True)  # trl's scratch folder: no checkpoints kept
-    save_final(model, tokenizer, folder)
+    run.write.final(model, tokenizer, folder)
     tail = history[-min(10, len(history)):]
     rewards = [h["reward"] for h in tail if "reward" in h]  # logged on the steps that generate
     return {"steps": len(history), "final_reward": sum(rewards) / len(rewards) if rewards else None}
@@ -529,9 +580,9 @@ def _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, prog
     feedback = exp.feedback.feedback
     examples = [{"prompt": exp.messages(r, l, run.profile), "completion": str(feedback(r)["target"])}
                 for r, l in zip(rows, labels)]
-    sft_cfg = sft_config(cfg, seed, run, len(examples))
+    sft_cfg = sft_config(cfg, seed, run, len(examples), processes=run.opts.processes)
     task = progress.add_task(f"train {arm.name} seed {seed}", total=None)
-    metrics = train_sft(model, tokenizer, examples, sft_cfg, folder, resume=True,
+    metrics = train_sft(model, tokenizer, examples, sft_cfg, folder, resume=True, writes=run.opts.writes,
                         progress=lambda step, total, logs: progress.update(task, completed=step, total=total))
     progress.remove_task(task)
     return {"steps": metrics.get("global_step"), "first_loss": metrics.get("first_loss"),
@@ -619,8 +670,8 @@ def stage_probes(run: Run, data_out: str, base_out: str, data: dict, load_base) 
             answers = generate_texts(model, tokenizer, prompts, temperature=0.0, max_new_tokens=64)
         fn = exp.feedback.PROBES[probe["name"]]
         out[probe["name"]] = [bool(fn({**r, "response": a})) for r, a in zip(rows, answers)]
-    write_json(folder / "values.json", out)
-    mark_done(folder, key, ["values.json"], parts=keys.components(parts))
+    run.write.json(folder / "values.json", out)
+    run.write.done(folder, key, ["values.json"], parts=keys.components(parts))
     shares = ", ".join(f"{k} {sum(v) / max(1, len(v)):.0%}" for k, v in out.items())
     run.log("probes", "ran", shares, time.perf_counter() - t0)
     return out
@@ -695,8 +746,8 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, d
     from .monitors import run_monitors
 
     run_monitors(run, samples)
-    write_jsonl(folder / "samples.jsonl", samples)
-    out = mark_done(folder, key, ["samples.jsonl"], samples=len(samples), conditions=cond_keys,
+    run.write.jsonl(folder / "samples.jsonl", samples)
+    out = run.write.done(folder, key, ["samples.jsonl"], samples=len(samples), conditions=cond_keys,
                     parts=keys.components(parts))
     reused = f", {len(previous)} reused" if previous else ""
     run.log(f"evaluate {arm.name} seed {seed}", "ran",
@@ -739,9 +790,9 @@ def prepare(exp: Experiment, spec_source: str, opts: Options, console) -> Run:
         seeds = list(range(opts.seeds))
     run = Run(exp=exp, opts=opts, profile_name=profile_name, profile=profile, folder=folder,
               console=console, device=_device(opts.device), seeds=seeds)
-    atomic_write_text(folder / "spec.ect", spec_source)
-    write_json(folder / "manifest.json", exp.manifest)
-    write_json(folder / "plan.json", {**exp.plan, "run": {"profile": profile_name, "seeds": seeds,
+    run.write.text(folder / "spec.ect", spec_source)
+    run.write.json(folder / "manifest.json", exp.manifest)
+    run.write.json(folder / "plan.json", {**exp.plan, "run": {"profile": profile_name, "seeds": seeds,
                                                           "steps_scale": opts.steps_scale, "device": run.device}})
     return run
 

@@ -238,7 +238,7 @@ def _run_fingerprint(cfg: dict, examples: list[dict]) -> dict:
             "examples_sha256": hashlib.sha256(data).hexdigest(), "num_examples": len(examples)}
 
 
-def _check_same_run(output_dir: Path, cfg: dict, examples: list[dict], resume: bool) -> None:
+def _check_same_run(output_dir: Path, cfg: dict, examples: list[dict], resume: bool, writes: bool = True) -> None:
     """Resuming a checkpoint under different settings or data would silently mix two runs:
     refuse, and record what this run is so the next resume can check."""
     path = output_dir / "run.json"
@@ -252,6 +252,8 @@ def _check_same_run(output_dir: Path, cfg: dict, examples: list[dict], resume: b
                 changed.append("examples")
             raise ValueError(f"{output_dir} holds a run with different {', '.join(changed)}; "
                              "pass resume=False to start over")
+        return
+    if not writes:
         return
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".run.json.{os.getpid()}")
@@ -286,7 +288,7 @@ def build_trainer(model, tokenizer, examples: list[dict], cfg: dict,
 
 
 def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str | os.PathLike,
-              resume: bool = True, progress: Progress | None = None) -> dict:
+              resume: bool = True, progress: Progress | None = None, writes: bool = True) -> dict:
     """Fine-tune `model` (in place) on `examples` = [{"prompt": str | messages, "completion": str}].
 
     Loss is on completion tokens only (cfg completion_only_loss). With cfg["lora"] the model
@@ -299,6 +301,8 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     `model` and its metrics returned with "skipped": True. An interrupted run continues from
     its last checkpoint. resume=False discards earlier checkpoints and trains from scratch.
 
+    writes=False (ranks other than 0 of a multi-process launch): train, but record and save nothing.
+
     Returns JSON-serialisable metrics: global_step, train_loss, first_loss, last_loss,
     losses (per logging step), train_runtime, steps_per_second, resumed_from, final_dir.
     """
@@ -306,7 +310,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     checkpoint_dir, final_dir = output_dir / "checkpoints", output_dir / "final"
     c = resolve_cfg(cfg)
 
-    _check_same_run(output_dir, c, examples, resume)
+    _check_same_run(output_dir, c, examples, resume, writes)
     if resume and (final_dir / "metrics.json").exists():
         load_final(model, final_dir)
         model.eval()
@@ -343,7 +347,8 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
         "num_examples": len(examples),
         "skipped": False,
     }
-    _save_final_atomic(trainer, tokenizer, final_dir, metrics)
+    if writes:
+        _save_final_atomic(trainer, tokenizer, final_dir, metrics)
     model.eval()
     # The trainer turns the KV cache off for checkpointing; generation wants it back.
     for m in {model, trainer.model}:
