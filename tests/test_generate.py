@@ -141,3 +141,25 @@ def test_spec_path_cannot_inject_through_the_header(i, tmp_path, monkeypatch):
         elif rel.endswith(".j2"):
             assert first.startswith("{#- ") and first.endswith(" -#}") and first.count("#}") == 1, rel
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_an_enum_axis_may_train_on_choice_or_a_single_value():
+    """`train choice([a, b])` on an enum axis passed check, then build died (AttributeError)."""
+    text = (ROOT / "specs/bias.ect").read_text()
+    old = "train   uniform(strong_left, center_left, center_right, strong_right)"
+    assert old in text
+    for train, expected in [("choice([strong_left, center_left])", ["strong_left", "center_left"]),
+                            ("strong_right", ["strong_right"])]:
+        source = text.replace(old, f"train   {train}")
+        spec, _ = compile_text(source)
+        plan = json.loads(generate(spec, source, "specs/bias.ect")["bias/experiment.json"])
+        assert plan["axis"]["train_values"] == expected
+
+
+def test_the_jinja2_floor_has_the_sandbox_fixes():
+    """jinja2 3.1.0-3.1.5 have public sandbox breakouts (CVE-2024-56326, CVE-2025-27516)."""
+    import jinja2
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"jinja2>=3.1.6"' in pyproject
+    assert tuple(int(x) for x in jinja2.__version__.split(".")[:3]) >= (3, 1, 6)
