@@ -138,6 +138,9 @@ def test_an_unreadable_file_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_bytes(b'{"a": 3}\n\xff\n')
     with pytest.raises(ValueError, match=r"rows.jsonl: not UTF-8 text \(byte 0xff at offset 9\)"):
         _dataset(tmp_path, JSONL_BLOCK)("train", 0, root=str(tmp_path))
+    (tmp_path / "rows.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match=r"rows.jsonl: no rows \(the file is empty\)"):
+        _dataset(tmp_path, JSONL_BLOCK)("train", 0, root=str(tmp_path))
     (tmp_path / "rows.jsonl").unlink()
     (tmp_path / "rows.jsonl").mkdir()
     with pytest.raises(ValueError, match=r"rows.jsonl: cannot read: Is a directory"):

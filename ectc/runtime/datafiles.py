@@ -109,7 +109,10 @@ def read_rows(source: str, path: str, root: str | Path, fields: dict[str, str]) 
     columns the spec does not declare are kept as they are."""
     file = Path(root) / path
     try:
-        return _typed_rows(source, file, fields)
+        rows = _typed_rows(source, file, fields)
+        if not rows:
+            raise DataFileError(f"{file}: no rows (the file is empty)")
+        return rows
     except UnicodeDecodeError as exc:
         raise DataFileError(f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     except OSError as exc:
