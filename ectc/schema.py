@@ -178,7 +178,7 @@ PROFILE = {
     "sft": SFT,
     "generate": GENERATE,
     "quantize": {
-        "bits": "int",
+        "bits": (4, 8),  # TRAINER_ARGS maps each to BitsAndBytesConfig's load_in_4bit / load_in_8bit
         "type": ("nf4", "fp4"),
         "double_quant": "bool",
         "compute_dtype": ("bfloat16", "float16", "float32"),
