@@ -4,7 +4,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ectc.runtime import models  # noqa: E402
 from ectc.runtime.models import (  # noqa: E402
     apply_lora, build_tiny_llama, build_word_tokenizer, cached_model_dir, get_or_build, load_hf_model,
 )
