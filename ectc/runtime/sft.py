@@ -1,7 +1,8 @@
 """Supervised fine-tuning on prompt/completion pairs, with optional LoRA.
 
-One function, `train_sft`, configures trl's SFTTrainer (no subclassing) from a flat cfg dict
-that a generated `train/<profile>/<arm>.json` holds. It trains `model` in place: with LoRA,
+One function, `train_sft`, configures trl's SFTTrainer (no subclassing) from a flat cfg dict:
+a generated `train/<profile>/<arm>.json`'s "trl.SFTConfig" section, plus the seed and its
+"peft.LoraConfig" section under "lora". It trains `model` in place: with LoRA,
 peft injects the adapter layers into `model`'s own modules, so after the call `model` itself
 computes with the trained adapter and can be handed to `generate.generate_texts`.
 
