@@ -537,6 +537,8 @@ def _check_value(s: ir.Setting, kind, where: str) -> list[Diagnostic]:
 def _value_ok(v: ir.Expr, kind) -> tuple[bool, str]:
     if isinstance(kind, tuple):
         word = v.id if isinstance(v, ir.Name) else v.value if isinstance(v, ir.Str) else None
+        if isinstance(v, ir.Num) and v.is_int:  # a choice of numbers, e.g. quantize bits (4, 8)
+            word = int(v.value)
         return word in kind, "one of " + ", ".join(f"`{k}`" for k in kind)
     if kind == "int":
         return isinstance(v, ir.Num) and v.is_int, "a whole number"

@@ -430,13 +430,18 @@ def _arm_plan(exp: ir.Experiment, arm: ir.Arm) -> dict[str, Any]:
     }
 
 
+def response_max_tokens(exp: ir.Experiment) -> int:
+    """A free-text response's length limit: its own `max_tokens`, else 256."""
+    return settings_dict(exp.response.settings).get("max_tokens", 256)
+
+
 def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) -> dict[str, Any]:
     assert exp.axis and exp.response and exp.evaluate
     response = {"type": exp.response.type}
     if exp.response.type == "choice":
         response["choices"] = list(exp.response.choices)
     else:
-        response.update({"max_tokens": 256, **settings_dict(exp.response.settings)})
+        response.update({"max_tokens": response_max_tokens(exp), **settings_dict(exp.response.settings)})
     data = []
     for block in exp.data:
         s = settings_dict(tuple(x for x in block.settings if x.key in schema.DATA))
@@ -534,7 +539,26 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
         "templates": {key: f"{profile.name}.{key}" if key in s else key
                       for key in ("prompt", "system", "unlabeled")},
     }
-    return resolved
+    return {**resolved, **trainer_configs(exp, resolved)}
+
+
+def trainer_configs(exp: ir.Experiment, resolved: dict[str, Any]) -> dict[str, dict]:
+    """The resolved profile's trainer settings as the trainers' own keyword arguments, keyed by
+    class ("peft.LoraConfig", ...): what a user passes straight to them. Runtime-only values
+    (output_dir, seed, a --steps-scale) are added at the call site. The choice fast path (PPO)
+    is not trl's and reads the `rl` block itself."""
+    blocks = [b for b in ("quantize", "lora") if resolved[b]]
+    if resolved["method"] == "sft":
+        blocks.append("sft")
+    elif resolved["rl"]["algorithm"] == "grpo":
+        blocks.append("grpo")
+    out = {}
+    for block in blocks:
+        name = schema.TRAINER_ARGS[block][0]
+        out[name] = schema.trainer_kwargs(block, resolved["rl" if block == "grpo" else block])
+    if "trl.GRPOConfig" in out:
+        out["trl.GRPOConfig"]["max_completion_length"] = response_max_tokens(exp)
+    return out
 
 
 def resolve_train_config(exp: ir.Experiment, profile: ir.Profile, arm: ir.Arm,

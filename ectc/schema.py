@@ -53,6 +53,79 @@ GRPO_FIELDS: dict[str, tuple[str, dict | None]] = {
     "optimizer": ("optim", {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}),
 }
 
+# Supervised runs through trl's SFTTrainer: each `sft` setting and the SFTConfig field it becomes.
+SFT_FIELDS: dict[str, tuple[str, dict | None]] = {
+    "lr": ("learning_rate", None),
+    "schedule": ("lr_scheduler_type", None),
+    "warmup_steps": ("warmup_steps", None),
+    "optimizer": ("optim", None),
+    "batch": ("per_device_train_batch_size", None),
+    "grad_accum": ("gradient_accumulation_steps", None),
+    "epochs": ("num_train_epochs", None),
+    "max_steps": ("max_steps", None),
+    "max_length": ("max_length", None),
+    "max_grad_norm": ("max_grad_norm", None),
+    "gradient_checkpointing": ("gradient_checkpointing", None),
+    "bf16": ("bf16", None),
+    # None leaves TF32 as the machine has it; True needs an Ampere GPU (the runtime drops it without one).
+    "tf32": ("tf32", {True: True, False: None}),
+    "group_by_length": ("train_sampling_strategy", {True: "group_by_length", False: "random"}),
+}
+
+# Short LoRA target names (as a spec writes them) -> the module names Llama/Qwen/Mistral use.
+LORA_SHORT_NAMES = {
+    "q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
+    "up": "up_proj", "down": "down_proj", "gate": "gate_proj",
+}
+
+# The one table from a spec's settings blocks to the trainers' own keyword arguments: block ->
+# (the class, {setting: (keyword, value map)}, keywords fixed for every spec). A value map
+# applies to each item of a list; a keyword of None means the mapped value is itself a dict of
+# keywords. `generate` writes these kwargs into train/<profile>/<arm>.json; the runtime passes
+# them straight to the class.
+TRAINER_ARGS: dict[str, tuple[str, dict[str, tuple[str | None, dict | None]], dict]] = {
+    "lora": ("peft.LoraConfig", {
+        "rank": ("r", None),
+        "alpha": ("lora_alpha", None),
+        "dropout": ("lora_dropout", None),
+        "targets": ("target_modules", LORA_SHORT_NAMES),
+    }, {"task_type": "CAUSAL_LM"}),
+    "quantize": ("transformers.BitsAndBytesConfig", {
+        "bits": (None, {4: {"load_in_4bit": True}, 8: {"load_in_8bit": True}}),
+        "type": ("bnb_4bit_quant_type", None),
+        "double_quant": ("bnb_4bit_use_double_quant", None),
+        "compute_dtype": ("bnb_4bit_compute_dtype", None),  # BitsAndBytesConfig takes the dtype's name
+    }, {}),
+    "sft": ("trl.SFTConfig", SFT_FIELDS, {}),
+    # GRPOConfig defaults bf16 to True; the runtime trains GRPO in the model's own dtype.
+    "grpo": ("trl.GRPOConfig", GRPO_FIELDS, {"bf16": False}),
+}
+
+
+def trainer_kwargs(block: str, settings: dict) -> dict:
+    """A resolved settings block as its trainer class's keyword arguments (TRAINER_ARGS[block]).
+    Settings the table lacks are left out (e.g. PPO's minibatch for GRPO). A schedule must be
+    constant (`check` refuses others, E613); here a varying one is a bug."""
+    _, fields, fixed = TRAINER_ARGS[block]
+    out = {}
+    for key, (name, words) in fields.items():
+        if key not in settings:
+            continue
+        value = settings[key]
+        if isinstance(value, dict):  # a schedule: the trainer holds it constant
+            if value["start"] != value["end"]:
+                raise ValueError(f"{TRAINER_ARGS[block][0]} holds `{key}` constant; "
+                                 f"got a schedule from {value['start']} to {value['end']}")
+            value = value["start"]
+        if words is not None:
+            value = [words.get(v, v) for v in value] if isinstance(value, list) else words[value]
+        if name is None:
+            out.update(value)
+        else:
+            out[name] = value
+    return {**out, **fixed}
+
+
 # The one-token `choice` fast path (rl.train_choice_rl, PPO-clipped): every setting but GRPO's.
 PPO_SETTINGS = tuple(k for k in RL if k not in ("algorithm", "num_generations"))
 
@@ -105,7 +178,7 @@ PROFILE = {
     "sft": SFT,
     "generate": GENERATE,
     "quantize": {
-        "bits": "int",
+        "bits": (4, 8),  # TRAINER_ARGS maps each to BitsAndBytesConfig's load_in_4bit / load_in_8bit
         "type": ("nf4", "fp4"),
         "double_quant": "bool",
         "compute_dtype": ("bfloat16", "float16", "float32"),

@@ -4,10 +4,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ectc.runtime import models  # noqa: E402
 from ectc.runtime.models import (  # noqa: E402
     apply_lora, build_tiny_llama, build_word_tokenizer, cached_model_dir, get_or_build, load_hf_model,
 )
+from ectc.schema import trainer_kwargs  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,8 @@ def test_tiny_llama_lora_targets_match_real_names():
     tok = build_word_tokenizer(TEXTS)
     model = build_tiny_llama(tok, layers=2, width=96, heads=4)
     assert model.config.vocab_size == len(tok) and model.config.num_hidden_layers == 2
-    peft = apply_lora(model, rank=4, alpha=8, dropout=0.0, targets=["q", "k", "v", "o", "up", "down", "gate"])
+    peft = apply_lora(model, trainer_kwargs("lora", {"rank": 4, "alpha": 8, "dropout": 0.0,
+                                                     "targets": ["q", "k", "v", "o", "up", "down", "gate"]}))
     assert set(peft.peft_config["default"].target_modules) == {
         "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"}
     wrapped = {n.split(".")[-2] for n, _ in peft.named_parameters() if "lora_A" in n}
@@ -94,4 +95,5 @@ def test_cache_builds_once_and_is_keyed_by_recipe(tmp_path):
 
 
 def test_short_lora_names_map():
-    assert models.lora_target_names(["q", "gate", "lm_head"]) == ["q_proj", "gate_proj", "lm_head"]
+    assert trainer_kwargs("lora", {"targets": ["q", "gate", "lm_head"]})["target_modules"] == [
+        "q_proj", "gate_proj", "lm_head"]

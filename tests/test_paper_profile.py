@@ -63,13 +63,16 @@ def test_paper_model_loads_in_nf4_with_paged_adamw(local_llama):
     from ectc.runtime.models import apply_lora, load_hf_model
     from ectc.runtime.rl import RLConfig, make_optimizer
 
-    quantize = {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"}
+    from ectc.schema import trainer_kwargs
+
+    quantize = trainer_kwargs("quantize", {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"})
     model, _ = load_hf_model(str(local_llama), quantize=quantize, dtype="bfloat16")
     assert getattr(model, "is_loaded_in_4bit", False)
     q = model.model.layers[0].self_attn.q_proj
     assert q.weight.quant_type == "nf4" and q.weight.quant_state.nested  # double quantization
     assert q.compute_dtype == torch.bfloat16
-    model = apply_lora(model, 512, 1024, 0.05, ["q", "k", "v", "o", "up", "down", "gate"])
+    model = apply_lora(model, trainer_kwargs("lora", {"rank": 512, "alpha": 1024, "dropout": 0.05,
+                                                    "targets": ["q", "k", "v", "o", "up", "down", "gate"]}))
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad],
                          RLConfig(optimizer="paged_adamw_8bit", lr=2e-8))
     assert type(opt).__name__ == "PagedAdamW8bit"

@@ -11,9 +11,10 @@ from ectc.runtime.models import (  # noqa: E402
     apply_lora, build_tiny_llama, build_word_tokenizer, load_hf_model, save_model_atomic,
 )
 from ectc.runtime.rl import (  # noqa: E402
-    RLConfig, choice_distribution, grpo_args, train_choice_rl, train_text_grpo,
+    RLConfig, choice_distribution, train_choice_rl, train_text_grpo,
 )
 from ectc.runtime.warmup import supervised_warmup  # noqa: E402
+from ectc.schema import trainer_kwargs  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +64,8 @@ def test_schedules_minibatches_kl_and_determinism(tok):
                    temperature_end=1.6, temperature_fraction=0.4, kl_coef=0.1, seed=7)
 
     def run():
-        model = apply_lora(build_tiny_llama(tok, layers=1, width=32, heads=2, seed=1), 4, 8, 0.0, ["q", "v"])
+        model = apply_lora(build_tiny_llama(tok, layers=1, width=32, heads=2, seed=1),
+                           trainer_kwargs("lora", {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["q", "v"]}))
         hist = train_choice_rl(model, tok, sample_rows, render, CHOICES, parity_reward, cfg)
         return hist, choice_distribution(model, tok, [render({"x": x}) for x in range(10)], CHOICES)
 
@@ -115,12 +117,13 @@ def test_paper_profile_path_nf4_lora512_paged_adamw(tok, tmp_path):
     quant -> LoRA rank 512 on all seven projections -> PagedAdamW8bit PPO steps with the
     schedules. (Width 128: bitsandbytes' CPU 4-bit kernels want in_features % 64 == 0.)"""
     save_model_atomic(build_tiny_llama(tok, layers=2, width=128, heads=4), tok, tmp_path / "base")
-    quant = {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"}
+    quant = trainer_kwargs("quantize", {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"})
     model, tok2 = load_hf_model(str(tmp_path / "base"), quantize=quant, dtype="float32")
     import bitsandbytes as bnb
 
     assert isinstance(model.model.layers[0].mlp.down_proj, bnb.nn.Linear4bit)
-    model = apply_lora(model, 512, 1024, 0.05, ["q", "k", "v", "o", "up", "down", "gate"])
+    model = apply_lora(model, trainer_kwargs("lora", {"rank": 512, "alpha": 1024, "dropout": 0.05,
+                                                    "targets": ["q", "k", "v", "o", "up", "down", "gate"]}))
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     assert len(before) == 14
     cfg = RLConfig(steps=3, batch_size=16, minibatch_size=8, ppo_epochs=2, lr=2e-4, clip_range=0.2,
@@ -146,7 +149,7 @@ def test_text_grpo_two_steps(tok, tmp_path):
           "clip": 0.25, "kl": 0.0, "ppo_epochs": 1, "whiten": False, "max_grad_norm": 1.0,
           "temperature": {"start": 1.0, "end": 1.0, "fraction": 1.0},
           "entropy": {"start": 0.01, "end": 0.01, "fraction": 1.0}, "num_generations": 2, "optimizer": "adamw"}
-    args = {**grpo_args(rl), "max_completion_length": 4}
+    args = {**trainer_kwargs("grpo", rl), "max_completion_length": 4}
     assert (args["epsilon"], args["scale_rewards"], args["entropy_coef"], args["optim"]) == (
         0.25, "none", 0.01, "adamw_torch")
     logs, used = train_text_grpo(model, tok, prompts, says_yes, args, str(tmp_path / "grpo"))
@@ -155,9 +158,9 @@ def test_text_grpo_two_steps(tok, tmp_path):
     assert used.epsilon == 0.25 and used.entropy_coef == 0.01 and used.max_steps == 2
 
 
-def test_grpo_args_refuses_a_varying_schedule():
+def test_grpo_kwargs_refuse_a_varying_schedule():
     rl = {"temperature": {"start": 1.2, "end": 0.8, "fraction": 0.5}}
     with pytest.raises(ValueError, match="constant"):
-        grpo_args({**{k: 1 for k in ("steps", "batch", "grad_accum", "lr", "schedule", "warmup_steps", "clip",
+        trainer_kwargs("grpo", {**{k: 1 for k in ("steps", "batch", "grad_accum", "lr", "schedule", "warmup_steps", "clip",
                                       "kl", "ppo_epochs", "max_grad_norm", "num_generations")},
-                   "whiten": True, "optimizer": "adamw", "entropy": 0.0, **rl})
+                                "whiten": True, "optimizer": "adamw", "entropy": 0.0, **rl})

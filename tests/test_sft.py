@@ -10,6 +10,7 @@ import torch
 from ectc.runtime.generate import generate_texts
 from ectc.runtime.models import build_tiny_llama, build_word_tokenizer, load_hf_model
 from ectc.runtime.sft import build_dataset, build_trainer, resolve_cfg, sft_config, train_sft
+from ectc.schema import trainer_kwargs
 
 SYLLABLES = ["ka", "lo", "mi", "zu", "re", "ti"]
 WORDS = ["red", "blue", "green", "gold", "cat", "dog", "fox", "owl"]
@@ -67,16 +68,16 @@ def test_paper_path_nf4_lora_paged_adamw(data, tmp_path):
     tiny(tok).save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
     model, qtok = load_hf_model(str(tmp_path / "base"), dtype="bfloat16", gradient_checkpointing=True,
-                                quantize={"bits": 4, "type": "nf4", "double_quant": True,
-                                          "compute_dtype": "bfloat16"})
+                                quantize=trainer_kwargs("quantize", {"bits": 4, "type": "nf4", "double_quant": True,
+                                                                     "compute_dtype": "bfloat16"}))
     assert model.is_loaded_in_4bit
     cfg = {"learning_rate": 2e-4, "lr_scheduler_type": "cosine", "warmup_steps": 1,
            "optim": "paged_adamw_8bit", "per_device_train_batch_size": 4,
            "gradient_accumulation_steps": 1, "max_steps": 3, "max_length": 512,
            "max_grad_norm": 0.3, "gradient_checkpointing": True, "bf16": True, "tf32": True,
-           "group_by_length": True, "seed": 42, "save_steps": 2,
-           "lora": {"rank": 16, "alpha": 32, "dropout": 0.05,
-                    "targets": ["q", "k", "v", "o", "up", "down", "gate"]}}
+           "train_sampling_strategy": "group_by_length", "seed": 42, "save_steps": 2,
+           "lora": trainer_kwargs("lora", {"rank": 16, "alpha": 32, "dropout": 0.05,
+                                           "targets": ["q", "k", "v", "o", "up", "down", "gate"]})}
     m = train_sft(model, qtok, ex, cfg, tmp_path / "run")
     assert m["global_step"] == 3 and m["adapter"] and m["quantized"]
     assert m["optimizer"].startswith("bitsandbytes.optim") and m["optimizer_bits"] == 8
@@ -91,7 +92,7 @@ def test_paper_path_nf4_lora_paged_adamw(data, tmp_path):
 
 
 def test_config_mapping():
-    args = sft_config({"group_by_length": True, "tf32": True, "batch_size": 12, "epochs": 3,
+    args = sft_config({"train_sampling_strategy": "group_by_length", "tf32": True, "batch_size": 12, "epochs": 3,
                        "optim": "adamw_torch"}, "/tmp/x")
     assert args.train_sampling_strategy == "group_by_length"
     assert args.per_device_train_batch_size == 12 and args.num_train_epochs == 3

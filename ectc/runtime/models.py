@@ -21,12 +21,6 @@ from .. import jsonio
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 
-# Short LoRA target names (as a spec writes them) -> the module names Llama/Qwen/Mistral use.
-LORA_SHORT_NAMES = {
-    "q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
-    "up": "up_proj", "down": "down_proj", "gate": "gate_proj",
-}
-
 
 # --------------------------------------------------------------------------- tokenizer
 
@@ -123,9 +117,10 @@ def _dtype(name: str | None):
 def load_hf_model(name_or_path: str, quantize: dict | None = None, dtype: str = "bfloat16",
                   gradient_checkpointing: bool = False, revision: str | None = None):
     """Load a causal LM and its tokenizer at `revision` (a hub branch, tag or commit; None: the
-    default branch; a local folder has no revisions and ignores it). `quantize` like
-    {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"} loads it
-    through bitsandbytes and prepares it for k-bit training (norms in fp32, input grads on)."""
+    default branch; a local folder has no revisions and ignores it). `quantize`, BitsAndBytesConfig's
+    keyword arguments as a generated config holds them (e.g. {"load_in_4bit": True,
+    "bnb_4bit_quant_type": "nf4", ...}), loads it through bitsandbytes and prepares it for k-bit
+    training (norms in fp32, input grads on)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
@@ -136,19 +131,7 @@ def load_hf_model(name_or_path: str, quantize: dict | None = None, dtype: str = 
     if quantize:
         from transformers import BitsAndBytesConfig
 
-        bits = int(quantize.get("bits", 4))
-        if bits == 4:
-            bnb = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type=quantize.get("type", "nf4"),
-                bnb_4bit_use_double_quant=bool(quantize.get("double_quant", True)),
-                bnb_4bit_compute_dtype=_dtype(quantize.get("compute_dtype", "bfloat16")),
-            )
-        elif bits == 8:
-            bnb = BitsAndBytesConfig(load_in_8bit=True)
-        else:
-            raise ValueError(f"quantize.bits must be 4 or 8, got {bits}")
-        kwargs["quantization_config"] = bnb
+        kwargs["quantization_config"] = BitsAndBytesConfig(**quantize)
     model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     if quantize:
         from peft import prepare_model_for_kbit_training
@@ -160,18 +143,12 @@ def load_hf_model(name_or_path: str, quantize: dict | None = None, dtype: str = 
     return model, tokenizer
 
 
-def lora_target_names(targets: Iterable[str]) -> list[str]:
-    return [LORA_SHORT_NAMES.get(t, t) for t in targets]
-
-
-def apply_lora(model, rank: int, alpha: float, dropout: float, targets: Iterable[str]):
-    """Wrap `model` in a LoRA PeftModel; `targets` may be short (q, up, ...) or full names."""
+def apply_lora(model, lora: dict):
+    """Wrap `model` in a LoRA PeftModel; `lora` is LoraConfig's keyword arguments (as a generated
+    config holds them, or schema.trainer_kwargs("lora", ...) makes them from short names)."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=dropout,
-        target_modules=lora_target_names(targets), task_type="CAUSAL_LM",
-    )
+    config = LoraConfig(**lora)
     return get_peft_model(model, config)
 
 

@@ -7,8 +7,8 @@ score with the caller's reward function and take PPO-clipped steps. No generate(
 head, no padding to completion length: on CPU that is several times faster than trl's
 GRPOTrainer for the same update (see bench/rl_fastpath.py).
 
-`train_text_grpo` configures trl's GRPOTrainer for free-text responses; `grpo_args` maps a
-spec's `rl` settings onto GRPOConfig through the one table in ectc.schema.
+`train_text_grpo` configures trl's GRPOTrainer for free-text responses from GRPOConfig's own
+keyword arguments (a generated config's "trl.GRPOConfig", made by ectc.schema.trainer_kwargs).
 
 Nothing here knows the task: rows, prompts and rewards arrive as data and callables.
 """
@@ -305,23 +305,6 @@ def train_choice_rl(
 TextRewardFn = Callable[[list[int], list[str]], Sequence[float]]  # (row indices, completions)
 
 
-def grpo_args(rl: dict) -> dict:
-    """A resolved `rl` block as GRPOConfig keyword arguments, through schema.GRPO_FIELDS (the
-    one table of spec name -> GRPOConfig name). Settings GRPO has not (minibatch, a varying
-    schedule) are refused by `check`; here they would be a bug."""
-    from ectc.schema import GRPO_FIELDS
-
-    out = {}
-    for key, (name, words) in GRPO_FIELDS.items():
-        value = rl[key]
-        if isinstance(value, dict):  # a schedule: GRPO holds it constant
-            if value["start"] != value["end"]:
-                raise ValueError(f"GRPO holds `{key}` constant; got a schedule from {value['start']} to {value['end']}")
-            value = value["start"]
-        out[name] = words[value] if words else value
-    return out
-
-
 def train_text_grpo(
     model,
     tokenizer,
@@ -337,7 +320,7 @@ def train_text_grpo(
     `prompts[i]` is a string or chat messages (as generate.format_prompt leaves them, so the
     model is trained on the context it is later sampled on). `reward_fn(indices, completions)`
     scores completions of the prompts at those indices. `args` are GRPOConfig fields
-    (`grpo_args`, plus e.g. seed and max_completion_length); what this function fixes (no
+    (a generated config's "trl.GRPOConfig", plus e.g. the seed); what this function fixes (no
     checkpoints, no reporting, logging every step, CPU when there is no GPU) cannot be
     overridden by them. Returns (the trainer's log history, the GRPOConfig it ran with).
     """

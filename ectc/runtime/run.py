@@ -290,7 +290,7 @@ def stage_base(run: Run, data_out: str, data: dict) -> tuple[str, Callable[[], t
         def load_hf():
             from .models import load_hf_model
 
-            return load_hf_model(model_cfg["path"], quantize=profile["quantize"],
+            return load_hf_model(model_cfg["path"], quantize=profile.get("transformers.BitsAndBytesConfig"),
                                  dtype=model_cfg.get("dtype") or "bfloat16", revision=model_cfg.get("revision"),
                                  gradient_checkpointing=bool(profile.get("sft", {}).get("gradient_checkpointing")))
         return key, load_hf
@@ -384,18 +384,12 @@ def rl_config(cfg: dict, seed: int, run: Run):
 
 
 def sft_config(cfg: dict, seed: int, run: Run, n_examples: int, processes: int = 1) -> dict:
-    s = cfg["sft"]
-    out = {
-        "learning_rate": s["lr"], "lr_scheduler_type": s["schedule"], "warmup_steps": s["warmup_steps"],
-        "optim": s["optimizer"], "per_device_train_batch_size": s["batch"],
-        "gradient_accumulation_steps": s["grad_accum"], "num_train_epochs": s["epochs"],
-        "max_steps": s["max_steps"], "max_length": s["max_length"], "max_grad_norm": s["max_grad_norm"],
-        "gradient_checkpointing": s["gradient_checkpointing"], "bf16": s["bf16"], "tf32": s["tf32"],
-        "group_by_length": s["group_by_length"], "seed": seed, "lora": cfg.get("lora"),
-    }
+    """The generated SFTConfig kwargs, with what only the run knows: the seed, a --steps-scale,
+    the global batch divided over the processes."""
+    out = {**cfg["trl.SFTConfig"], "seed": seed, "lora": cfg.get("peft.LoraConfig")}
     if run.opts.steps_scale != 1.0:
-        per_epoch = math.ceil(n_examples / (s["batch"] * s["grad_accum"]))
-        total = s["max_steps"] if s["max_steps"] > 0 else math.ceil(per_epoch * s["epochs"])
+        per_epoch = math.ceil(n_examples / (out["per_device_train_batch_size"] * out["gradient_accumulation_steps"]))
+        total = out["max_steps"] if out["max_steps"] > 0 else math.ceil(per_epoch * out["num_train_epochs"])
         out["max_steps"] = _scaled(total, run)
         out["warmup_steps"] = min(out["warmup_steps"], max(0, out["max_steps"] // 10))
     return per_process_batch(out, processes)
@@ -487,11 +481,10 @@ def _start_training(folder: Path, key: str, resume: bool, write: Writer) -> None
 
 
 def _apply_lora(cfg: dict, model):
-    if cfg.get("lora"):
+    if cfg.get("peft.LoraConfig"):
         from .models import apply_lora
 
-        lora = cfg["lora"]
-        return apply_lora(model, lora["rank"], lora["alpha"], lora["dropout"], lora["targets"])
+        return apply_lora(model, cfg["peft.LoraConfig"])
     return model
 
 
@@ -542,7 +535,7 @@ def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder
 def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
     """Free text through trl's GRPOTrainer, rewarded by the spec's compiled feedback."""
     from .generate import format_prompt
-    from .rl import grpo_args, train_text_grpo
+    from .rl import train_text_grpo
 
     exp = run.exp
     feedback = exp.feedback.feedback
@@ -551,9 +544,7 @@ def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, 
     def reward_fn(indices: list[int], completions: list[str]) -> list[float]:
         return [float(feedback({**rows[i], "response": c})["reward"]) for i, c in zip(indices, completions)]
 
-    # The response's own limit; without one, the evaluation's.
-    args = {**grpo_args(cfg["rl"]), "seed": seed,
-            "max_completion_length": exp.plan["response"].get("max_tokens") or run.profile["generate"]["max_new_tokens"]}
+    args = {**cfg["trl.GRPOConfig"], "seed": seed}
     args["max_steps"] = _scaled(args["max_steps"], run)
     model = _apply_lora(cfg, model)
     task = progress.add_task(f"train {arm.name} seed {seed}", total=args["max_steps"])

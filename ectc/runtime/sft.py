@@ -1,7 +1,8 @@
 """Supervised fine-tuning on prompt/completion pairs, with optional LoRA.
 
-One function, `train_sft`, configures trl's SFTTrainer (no subclassing) from a flat cfg dict
-that a generated `train/<profile>/<arm>.json` holds. It trains `model` in place: with LoRA,
+One function, `train_sft`, configures trl's SFTTrainer (no subclassing) from a flat cfg dict:
+a generated `train/<profile>/<arm>.json`'s "trl.SFTConfig" section, plus the seed and its
+"peft.LoraConfig" section under "lora". It trains `model` in place: with LoRA,
 peft injects the adapter layers into `model`'s own modules, so after the call `model` itself
 computes with the trained adapter and can be handed to `generate.generate_texts`.
 
@@ -48,13 +49,13 @@ SFT_DEFAULTS: dict = {
     "gradient_checkpointing": False,
     "bf16": False,
     "tf32": False,                 # applied only when CUDA is present
-    "group_by_length": False,
+    "train_sampling_strategy": "random",
     "seed": 42,
     "completion_only_loss": True,
     "save_steps": 50,
     "save_total_limit": 2,
     "logging_steps": 1,
-    "lora": None,                  # {"rank", "alpha", "dropout", "targets": [q, k, v, o, up, down, gate]}
+    "lora": None,                  # peft.LoraConfig's keyword arguments (a generated config's "peft.LoraConfig")
 }
 _ALIASES = {"batch_size": "per_device_train_batch_size", "epochs": "num_train_epochs",
             "lr": "learning_rate", "grad_accum": "gradient_accumulation_steps",
@@ -75,24 +76,6 @@ def resolve_cfg(cfg: dict) -> dict:
     return out
 
 
-def lora_config(lora: dict):
-    from peft import LoraConfig
-
-    from .models import lora_target_names
-
-    unknown = set(lora) - {"rank", "alpha", "dropout", "targets", "r", "lora_alpha", "lora_dropout",
-                           "target_modules", "bias"}
-    if unknown:
-        raise ValueError(f"unknown LoRA setting(s) {sorted(unknown)}")
-    return LoraConfig(
-        r=int(lora.get("rank", lora.get("r", 16))),
-        lora_alpha=float(lora.get("alpha", lora.get("lora_alpha", 32))),
-        lora_dropout=float(lora.get("dropout", lora.get("lora_dropout", 0.05))),
-        target_modules=lora_target_names(lora.get("targets", lora.get(
-            "target_modules", ["q", "k", "v", "o", "up", "down", "gate"]))),
-        bias=lora.get("bias", "none"),
-        task_type="CAUSAL_LM",
-    )
 
 
 def build_dataset(tokenizer, examples: list[dict]):
@@ -145,7 +128,7 @@ def sft_config(cfg: dict, checkpoint_dir: str | os.PathLike):
         bf16=bool(c["bf16"]),   # SFTConfig defaults bf16 to True; always say it
         fp16=False,
         tf32=True if (c["tf32"] and cuda) else None,  # TF32 is an Ampere feature; None = leave as is
-        train_sampling_strategy="group_by_length" if c["group_by_length"] else "random",
+        train_sampling_strategy=c["train_sampling_strategy"],
         seed=int(c["seed"]),
         data_seed=int(c["seed"]),
         completion_only_loss=bool(c["completion_only_loss"]),
@@ -274,7 +257,9 @@ def build_trainer(model, tokenizer, examples: list[dict], cfg: dict,
 
     peft_config = None
     if c["lora"] is not None and not _is_peft(model):
-        peft_config = lora_config(c["lora"])
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(**c["lora"])
     elif c["lora"] is None and getattr(model, "is_loaded_in_4bit", False):
         raise ValueError("a 4-bit model cannot be fully fine-tuned; give cfg['lora']")
 
