@@ -141,6 +141,11 @@ def test_an_unreadable_file_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text("\n")
     with pytest.raises(ValueError, match=r"rows.jsonl: no rows \(the file is empty\)"):
         _dataset(tmp_path, JSONL_BLOCK)("train", 0, root=str(tmp_path))
+    from ectc.runtime.datafiles import MAX_LINE_CHARS
+
+    (tmp_path / "rows.jsonl").write_text('{"a": "' + "x" * MAX_LINE_CHARS + '"}\n')
+    with pytest.raises(ValueError, match=r"row 1 \(line 1\): the line is 10000009 characters long"):
+        _dataset(tmp_path, JSONL_BLOCK)("train", 0, root=str(tmp_path))
     (tmp_path / "rows.jsonl").unlink()
     (tmp_path / "rows.jsonl").mkdir()
     with pytest.raises(ValueError, match=r"rows.jsonl: cannot read: Is a directory"):

@@ -74,6 +74,10 @@ def parse_json_value(value: Any, type_: str) -> Any:
     raise ValueError
 
 
+# A line (a row) beyond this is refused: a 1 GB line used to reach the tokenizer, which aborted.
+MAX_LINE_CHARS = 10_000_000
+
+
 def _records(source: str, file: Path) -> Iterable[tuple[str, dict]]:
     """(where, record) per row: `where` names the row (and the file's line, where it has lines)."""
     if source == "jsonl":
@@ -83,6 +87,9 @@ def _records(source: str, file: Path) -> Iterable[tuple[str, dict]]:
                 continue
             row += 1
             where = f"row {row} (line {line_no})"
+            if len(line) > MAX_LINE_CHARS:
+                raise DataFileError(f"{file}: {where}: the line is {len(line)} characters long; ectc reads "
+                                    f"lines of at most {MAX_LINE_CHARS}")
             try:
                 record = json.loads(line)
             except ValueError as exc:
@@ -93,8 +100,12 @@ def _records(source: str, file: Path) -> Iterable[tuple[str, dict]]:
     elif source == "csv":
         with file.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            for row, record in enumerate(reader, 1):
-                yield f"row {row} (line {reader.line_num})", record
+            row = 0
+            try:
+                for row, record in enumerate(reader, 1):
+                    yield f"row {row} (line {reader.line_num})", record
+            except csv.Error as exc:  # a field over csv's size limit, a NUL byte, ...
+                raise DataFileError(f"{file}: row {row + 1} (line {reader.line_num}): not CSV ({exc})") from None
     elif source == "disk":
         import datasets
 
