@@ -618,11 +618,6 @@ def eval_rows(run: Run, data: dict) -> list[dict]:
     return rows[:samples] if samples else rows
 
 
-def conditions(run: Run, arm: Arm) -> list[tuple[str, Any]]:
-    """(condition name, axis value) pairs an arm is evaluated under."""
-    return keys.conditions(run.exp, arm)
-
-
 def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) -> tuple[list[str], list[list[float]]]:
     from .rl import choice_distribution
 
@@ -674,7 +669,7 @@ def _eval_inputs(run: Run, arm: Arm, trained_out: str, data_out: str, probe_valu
 
 
 def _condition_keys(run: Run, arm: Arm, trained_out: str, data_out: str, probe_values: dict) -> dict[str, str]:
-    return keys.condition_keys(_eval_inputs(run, arm, trained_out, data_out, probe_values), conditions(run, arm))
+    return keys.condition_keys(_eval_inputs(run, arm, trained_out, data_out, probe_values), keys.conditions(run.exp, arm))
 
 
 def stage_eval(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, data: dict,
@@ -682,7 +677,7 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, d
     """Evaluate one arm and seed; return the output hash of its samples, and the samples."""
     exp = run.exp
     folder = run.folder / "eval" / arm.name / f"seed{seed}"
-    parts = keys.eval_parts(_eval_inputs(run, arm, trained_out, data_out, probe_values), conditions(run, arm))
+    parts = keys.eval_parts(_eval_inputs(run, arm, trained_out, data_out, probe_values), keys.conditions(run.exp, arm))
     key = json_hash(parts)
     found = run.reusable(f"evaluate {arm.name} seed {seed}", folder, key)
     if found.ok:
@@ -697,7 +692,7 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, d
         model, tokenizer = load_trained(run, arm.trained_as, seed, load_base)
     rows = eval_rows(run, data)
     samples: list[dict] = []
-    conds = conditions(run, arm)
+    conds = keys.conditions(run.exp, arm)
     cond_keys = _condition_keys(run, arm, trained_out, data_out, probe_values)
     previous = _reusable_conditions(folder, cond_keys)
     task = progress.add_task(f"evaluate {arm.name} seed {seed}", total=len(conds))
