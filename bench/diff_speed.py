@@ -60,7 +60,7 @@ def main() -> None:
     for what, cmd in (("python -c pass", [sys.executable, "-c", "pass"]),
                       ("import ectc.cli + ectc.diff", [sys.executable, "-c", "import ectc.cli, ectc.diff"]),
                       ("import + compile (parse/lower/check)", [sys.executable, "-c", "import ectc.compile"]),
-                      ("import + generate", [sys.executable, "-c", "import ectc.compile, ectc.generate, ectc.stagekeys"])):
+                      ("import + generate", [sys.executable, "-c", "import ectc.compile, ectc.generate, ectc.plan.stages"])):
         best = 1e9
         for _ in range(3):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -14,7 +14,7 @@ from pathlib import Path
 from .compile import compile_text
 from .errors import CompileError, Diagnostic
 from .generate import generate
-from .runtime.cache import atomic_write_text as atomic_write  # torch-free: one atomic writer for all
+from .files import atomic_write_text as atomic_write  # one atomic writer for the compiler and the runtime
 
 
 class BuildError(Exception):

@@ -608,11 +608,11 @@ def check_axis(exp: ir.Experiment) -> list[Diagnostic]:
     if axis.train is None:
         out.append(_err(axis.span, "E110", f"axis `{axis.name}` has no `train` distribution",
                         "add `train uniform(LOW, HIGH)`"))
-        train_range = None
+        drawn = None
     else:
         Typer({}, "axis_train", out).expect(axis.train, ("int", "real"), "the training distribution")
-        train_range = _train_range(axis.train)
-        if train_range and not (domain.contains(train_range[0]) and domain.contains(train_range[1])):
+        drawn = train_range(axis.train)
+        if drawn and not (domain.contains(drawn[0]) and domain.contains(drawn[1])):
             out.append(_err(axis.train.span, "E114", "the training range leaves the axis's range",
                             f"the axis spans [{_fmt(domain.low)}, {_fmt(domain.high)}]"))
     if axis.holdout_values:
@@ -621,9 +621,9 @@ def check_axis(exp: ir.Experiment) -> list[Diagnostic]:
     for iv in axis.holdout_intervals:
         if iv.low > iv.high or (iv.low == iv.high and not (iv.low_closed and iv.high_closed)):
             out.append(_err(iv.span, "E110", "the held-out interval is empty"))
-        if train_range and _overlaps(iv, train_range):
+        if drawn and _overlaps(iv, drawn):
             out.append(_err(iv.span, "E111", "the held-out range overlaps the training range",
-                            f"training draws from [{_fmt(train_range[0])}, {_fmt(train_range[1])}]"))
+                            f"training draws from [{_fmt(drawn[0])}, {_fmt(drawn[1])}]"))
     if axis.deploy is None:
         out.append(_err(axis.span, "E110", f"axis `{axis.name}` has no `deploy` value"))
     else:
@@ -632,7 +632,7 @@ def check_axis(exp: ir.Experiment) -> list[Diagnostic]:
         if value is not None:
             if not domain.contains(value):
                 out.append(_err(axis.deploy.span, "E114", "the deployment value lies outside the axis's range"))
-            if train_range and train_range[0] <= value <= train_range[1]:
+            if drawn and drawn[0] <= value <= drawn[1]:
                 out.append(_warn(axis.deploy.span, "W112", "the deployment value lies inside the training range",
                                  "ECT tests extrapolation: deploy at a held-out value"))
     return out
@@ -690,7 +690,7 @@ def _number(e: Optional[ir.Expr]) -> Optional[float]:
     return None
 
 
-def _train_range(e: ir.Expr) -> Optional[tuple[float, float]]:
+def train_range(e: ir.Expr) -> Optional[tuple[float, float]]:
     if isinstance(e, ir.Call) and e.func in ("uniform", "randint") and len(e.args) == 2:
         lo, hi = _number(e.args[0]), _number(e.args[1])
         if lo is not None and hi is not None:

@@ -160,6 +160,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .plan.model import PlanError
     from .runflags import check_input_files, check_plan_flags, check_run_flags, read_plan
 
     # Every flag is checked before the runtime (torch) is imported or anything runs.
@@ -169,7 +170,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if spec is None:
             return EXIT_ERROR
         for exp in spec.experiments:
-            plan = read_plan(Path(args.generated), exp.name)
+            try:
+                plan = read_plan(Path(args.generated), exp.name)
+            except PlanError as exc:
+                problems.append(str(exc))
+                continue
             if plan is not None:
                 problems += check_plan_flags(args, plan)
                 problems += check_input_files(plan, Path(args.spec), Path(args.generated).parent,
@@ -178,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for problem in problems:
             sys.stderr.write(f"error: {problem}\n")
         return EXIT_ERROR
-    from .runtime.run import main as run_main
+    from .runtime.launch import main as run_main
 
     return run_main(args)
 

@@ -3,7 +3,7 @@
 The diff compares the checked IR with every source span removed, so reformatting and comments
 are not changes. Each changed item gets its consequence for a run, computed rather than guessed:
 the change alone is applied to OLD's IR (a "hybrid" spec), both are generated in memory, and the
-stage keys the runtime would compute (`ectc.stagekeys`) are compared. So `ectc diff` and what a
+stage keys the runtime would compute (`ectc/plan/stages.py`) are compared. So `ectc diff` and what a
 re-run really does agree by construction. No torch is imported.
 
     diff_sources(old_src, new_src) -> DiffResult   # the API; cli: `ectc diff`, see commands.py
@@ -407,22 +407,22 @@ def apply_change(old_dump: dict, new_dump: dict, action: tuple) -> dict:
 
 def generated_experiments(spec, source: str) -> dict:
     from .generate import generate
-    from .stagekeys import GeneratedExperiment
+    from .plan.compiled import CompiledExperiment
 
-    return GeneratedExperiment.from_generated(generate(spec, source, "spec.ect"))
+    return CompiledExperiment.from_generated(generate(spec, source, "spec.ect"))
 
 
 def all_keys(exps: dict) -> dict[str, dict[str, dict]]:
     """experiment -> profile -> stage -> key, for every profile with its own seeds, all arms."""
-    from .stagekeys import stage_keys
+    from .plan import stages
 
     out: dict[str, dict[str, dict]] = {}
     for name, exp in exps.items():
         out[name] = {}
-        for profile in exp.plan["profiles"]:
-            keys = stage_keys(exp, profile, steps_scale=1.0, llm="offline")
-            out[name][profile] = {"keys": {s: k.key for s, k in keys.items()},
-                                  "trains": sorted({a.name for a in exp.arms if a.trains})}
+        for profile in exp.plan.profiles:
+            graph = stages.keys(exp, stages.shape(exp, profile))
+            out[name][profile] = {"keys": {s: k.key for s, k in graph.items()},
+                                  "trains": sorted({a.name for a in exp.plan.arms if a.trains})}
     return out
 
 
@@ -482,6 +482,14 @@ def describe_effect(old: dict, new: dict) -> str:
             phrases.append(f"re-evaluation of arm{'s' if len(re_eval) > 1 else ''} {_arm_list(re_eval)}")
     if eval_new:
         phrases.append(f"evaluates new arm{'s' if len(eval_new) > 1 else ''} {_arm_list(eval_new)}")
+    # Judged again over stored samples: no generation, only new verdicts.
+    re_judge = [a for a in dict.fromkeys(_seed_of(s)[0] for s in nk if s.startswith("judge "))
+                if any(changed(s) for s in nk if s.startswith(f"judge {a} seed "))
+                and a not in re_eval and a not in eval_new and trained_as.get(a, a) not in retrained]
+    if re_judge:
+        every_judged = [a for a in dict.fromkeys(_seed_of(s)[0] for s in nk if s.startswith("judge ")) if a in o_eval]
+        which = "" if re_judge == every_judged else f" (arm{'s' if len(re_judge) > 1 else ''} {_arm_list(re_judge)})"
+        phrases.append(("re-judge only" if not phrases else "re-judges") + which)
     if gone:
         phrases.append(("report only: " if not phrases else "") + f"drops arm{'s' if len(gone) > 1 else ''} {_arm_list(gone)}")
     if fewer:
@@ -526,7 +534,7 @@ def keys_with_arms(exps: dict) -> dict:
     out = all_keys(exps)
     for name, exp in exps.items():
         for prof in out[name].values():
-            prof["trained_as"] = {a.name: a.trained_as for a in exp.arms}
+            prof["trained_as"] = {a.name: a.trained_as for a in exp.plan.arms}
     return out
 
 

@@ -5,27 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from . import ir
-from .generate import _plan, resolve_profile
+from .generate import build_plan
+from .plan.model import Axis, Plan
 
 
-def label_examples(plan: dict[str, Any], label: str, count: int = 5) -> list[tuple[Any, str]]:
+def label_examples(axis: Axis, label: str, count: int = 5) -> list[tuple[Any, str]]:
     """The label rendered at a few axis values: deployment, held out, and across training."""
     from .sandbox import environment
 
-    axis = plan["axis"]
-    if axis["type"] == "enum":
-        values = [v["name"] for v in axis["values"]]
-        describe = {v["name"]: v["description"] or v["name"] for v in axis["values"]}
+    if axis.type == "enum":
+        values = [v.name for v in axis.values]
     else:
-        lo, hi = axis["domain"]
-        values = sorted({axis["deploy"], *[round(lo + (hi - lo) * i / (count - 1), 4) for i in range(count)]})
-        describe = {}
+        lo, hi = axis.domain
+        values = sorted({axis.deploy, *[round(lo + (hi - lo) * i / (count - 1), 4) for i in range(count)]})
     template = environment().from_string(label)
-    out = []
-    for value in values:
-        context = {axis["name"]: value, f"{axis['name']}_description": describe.get(value, value)}
-        out.append((value, template.render(context)))
-    return out
+    return [(value, template.render(axis.context(value))) for value in values]
 
 
 def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
@@ -34,62 +28,62 @@ def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
 
     # User text (descriptions, labels, paths) is shown as written, never read as rich markup.
     for exp in spec.experiments:
-        plan = _plan(exp, "", "", [])
+        plan: Plan = build_plan(exp, "", "", [])
         console.rule(f"[bold]experiment {exp.name}")
-        if plan["description"]:
-            console.print(escape(plan["description"]))
-        axis = plan["axis"]
-        if axis["type"] == "enum":
-            console.print(f"axis [bold]{axis['name']}[/] (enum): trains on {', '.join(axis['train_values'])}; "
-                          f"holds out {', '.join(axis['holdout'])}; deploys at [bold]{axis['deploy']}[/]")
+        if plan.description:
+            console.print(escape(plan.description))
+        axis = plan.axis
+        if axis.type == "enum":
+            console.print(f"axis [bold]{axis.name}[/] (enum): trains on {', '.join(axis.train_values)}; "
+                          f"holds out {', '.join(axis.holdout)}; deploys at [bold]{axis.deploy}[/]")
         else:
-            held = ", ".join(f"{'[' if c1 else '('}{a:g}, {b:g}{']' if c2 else ')'}" for a, b, c1, c2 in axis["holdout"])
-            console.print(f"axis [bold]{axis['name']}[/] ({axis['type']} in [{axis['domain'][0]:g}, {axis['domain'][1]:g}]): "
-                          f"trains on {_dist(axis['train'])}; holds out {held}; deploys at [bold]{axis['deploy']}[/]")
+            held = ", ".join(f"{'[' if c1 else '('}{a:g}, {b:g}{']' if c2 else ')'}" for a, b, c1, c2 in axis.holdout)
+            console.print(f"axis [bold]{axis.name}[/] ({axis.type} in [{axis.domain[0]:g}, {axis.domain[1]:g}]): "
+                          f"trains on {_dist(axis.train)}; holds out {held}; deploys at [bold]{axis.deploy}[/]")
         if exp.label:
             table = Table(title="Evaluation label at a few axis values")
-            table.add_column(axis["name"])
+            table.add_column(axis.name)
             table.add_column("label")
-            for value, text in label_examples(plan, exp.label.text):
+            for value, text in label_examples(axis, exp.label.text):
                 table.add_row(escape(str(value)), escape(text))
             console.print(table)
         table = Table(title="Arms")
         for col in ("arm", "trains with label", "encoding", "data filter", "asked at inference with"):
             table.add_column(col)
-        for arm in plan["arms"]:
-            trains = f"reuses {arm['reuse']}" if arm["reuse"] else (
-                f"fixed {arm['fixed_value']}" if arm["train_label"] == "fixed" else arm["train_label"])
-            infer = {"none": "no label", "deploy": f"deployment label ({axis['deploy']})", "true": "true label"}[arm["infer"]]
-            table.add_row(arm["name"], trains, arm["encode"], arm["filter"] or "-", infer)
+        for arm in plan.arms:
+            trains = f"reuses {arm.reuse}" if arm.reuse else (
+                f"fixed {arm.fixed_value}" if arm.train_label == "fixed" else arm.train_label)
+            infer = {"none": "no label", "deploy": f"deployment label ({axis.deploy})", "true": "true label"}[arm.infer]
+            table.add_row(arm.name, trains, arm.encode, arm.filter or "-", infer)
         console.print(table)
-        name = profile or plan["default_profile"]
-        prof = next((p for p in exp.profiles if p.name == name), None)
-        if prof is None:
+        name = profile or plan.default_profile
+        if name not in plan.profiles:
             console.print(f"[red]no profile `{name}`[/]")
             continue
-        resolved = resolve_profile(exp, prof)
-        trained = [a["name"] for a in plan["arms"] if a["trains"]]
-        seeds = len(resolved["seeds"])
-        stages = [f"data: build {', '.join(d['name'] for d in plan['data'])}"]
-        if resolved["warmup"]:
-            stages.append(f"warm-up: {resolved['warmup']['steps']} supervised steps on "
-                          f"{', '.join(resolved['warmup']['mix'])} (once, cached)")
-        stages.append(f"train: {len(trained)} arm(s) x {seeds} seed(s) with {plan['method'].upper()}")
-        sweep = plan["evaluate"]["sweep"]
-        stages.append(f"evaluate: {len(plan['arms'])} arm(s) at the deployment label"
-                      + (f", and a sweep over {len(sweep['values'])} label values" if sweep else ""))
-        if plan["monitors"]:
-            stages.append(f"monitors: {', '.join(m['name'] + ' (' + m['type'] + ')' for m in plan['monitors'])}")
-        stages.append(f"report: metrics {', '.join(plan['evaluate']['metrics'])}; plots; report.md")
+        resolved = plan.profiles[name]
+        trained = [a.name for a in plan.arms if a.trains]
+        seeds = len(resolved.seeds)
+        stages = [f"data: build {', '.join(d.name for d in plan.data)}"]
+        if resolved.warmup:
+            stages.append(f"warm-up: {resolved.warmup['steps']} supervised steps on "
+                          f"{', '.join(resolved.warmup['mix'])} (once, cached)")
+        stages.append(f"train: {len(trained)} arm(s) x {seeds} seed(s) with {plan.method.upper()}")
+        sweep = plan.evaluate.sweep
+        stages.append(f"evaluate: {len(plan.arms)} arm(s) at the deployment label"
+                      + (f", and a sweep over {len(sweep.values)} label values" if sweep else ""))
+        if plan.monitors:
+            stages.append(f"judge the stored samples: {', '.join(m.name + ' (' + m.type + ')' for m in plan.monitors)}")
+        stages.append(f"report: metrics {', '.join(plan.evaluate.metrics)}; plots; report.md")
         console.print(f"[bold]Stages[/] (profile {name}):")
         for i, stage in enumerate(stages, 1):
             console.print(f"  {i}. {stage}")
         table = Table(title=f"Profile {name}")
         table.add_column("setting")
         table.add_column("value")
-        for key in ("model", "quantize", "lora", "warmup", plan["method"], "generate"):
-            if resolved.get(key):
-                table.add_row(key, escape(", ".join(f"{k}={v}" for k, v in resolved[key].items())))
+        shown = resolved.dump()
+        for key in ("model", "quantize", "lora", "warmup", plan.method, "generate"):
+            if shown.get(key):
+                table.add_row(key, escape(", ".join(f"{k}={v}" for k, v in shown[key].items())))
         console.print(table)
 
 

@@ -16,7 +16,8 @@ from typing import Any, Optional
 import jinja2
 
 from . import __version__, ir, jsonio, schema
-from .check import enum_names, setting_map
+from .check import enum_names, setting_map, train_range
+from .plan.model import SCHEMA_VERSION, Plan
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data, like the grammar
 
@@ -52,8 +53,7 @@ def _experiment_files(exp: ir.Experiment, spec_path: str, sha: str) -> dict[str,
     files["dataset.py"] = _render("dataset.py.j2", header=head, **_dataset_context(exp))
     files["feedback.py"] = _render("feedback.py.j2", header=head, **_feedback_context(exp))
     files["metrics.py"] = _render("metrics.py.j2", header=head, **_metrics_context(exp))
-    plan = _plan(exp, spec_path, sha, sorted(templates))
-    files["experiment.json"] = _json({"_generated": head, **plan})
+    files["experiment.json"] = _json(build_plan(exp, spec_path, sha, sorted(templates), head).dump())
     for profile in exp.profiles:
         resolved = resolve_profile(exp, profile)  # once per profile, not per arm
         for arm in exp.arms:
@@ -397,15 +397,22 @@ def _axis_plan(axis: ir.Axis) -> dict[str, Any]:
         plan["values"] = [{"name": v.name, "description": v.description} for v in axis.values]
         plan["train_values"] = sorted(enum_names(axis.train), key=[v.name for v in axis.values].index)
         plan["holdout"] = [h.id for h in axis.holdout_values]
-        plan["deploy"] = axis.deploy.id if isinstance(axis.deploy, ir.Name) else None
+        plan["deploy"] = deploy_value(axis)
     else:
         d = axis.domain
         assert d is not None
         plan["domain"] = [d.low, d.high]
         plan["train"] = literal(axis.train)
+        plan["train_range"] = train_range(axis.train)
         plan["holdout"] = [[i.low, i.high, i.low_closed, i.high_closed] for i in axis.holdout_intervals]
-        plan["deploy"] = literal(axis.deploy)
+        plan["deploy"] = deploy_value(axis)
     return plan
+
+
+def deploy_value(axis: ir.Axis) -> Any:
+    if axis.type == "enum":
+        return axis.deploy.id if isinstance(axis.deploy, ir.Name) else None
+    return literal(axis.deploy)
 
 
 def _arm_plan(exp: ir.Experiment, arm: ir.Arm) -> dict[str, Any]:
@@ -427,12 +434,43 @@ def _arm_plan(exp: ir.Experiment, arm: ir.Arm) -> dict[str, Any]:
         "encode": (source.part("encode").word if source.part("encode") else "text"),
         "filter": f"keep_{source.name}" if source.part("filter") else None,
         "infer": infer.word if infer else default_infer,
+        "conditions": _conditions(exp, infer.word if infer else default_infer),
     }
+
+
+def _conditions(exp: ir.Experiment, infer: str) -> list[tuple[str, Any]]:
+    """(condition name, axis value) pairs an arm is evaluated under. The value is where the
+    feedback and the metrics sit on the axis: an unlabeled arm is deployed like the others (at
+    the deployment value, shown no label); `true` (None) keeps each row's own value."""
+    assert exp.axis and exp.evaluate
+    deploy = deploy_value(exp.axis)
+    if infer == "none":
+        return [("none", deploy)]
+    if infer == "true":
+        return [("true", None)]
+    return [("deploy", deploy)] + [(f"sweep={v}", v) for v in _sweep_values(exp.evaluate)]
+
+
+def _sweep_values(ev: ir.Evaluate) -> list[Any]:
+    values: list[Any] = []
+    for sw in ev.sweeps:
+        if sw.values:
+            values = [v.id for v in sw.values]
+        else:
+            assert sw.low is not None and sw.high is not None and sw.step is not None
+            count = int(round((sw.high - sw.low) / sw.step)) + 1
+            values = [round(sw.low + i * sw.step, 10) for i in range(count)]
+    return values
 
 
 def response_max_tokens(exp: ir.Experiment) -> int:
     """A free-text response's length limit: its own `max_tokens`, else 256."""
     return settings_dict(exp.response.settings).get("max_tokens", 256)
+
+
+def build_plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str], head: str = "") -> Plan:
+    """The experiment's typed plan (validated as it is made: what the runtime reads back)."""
+    return Plan.model_validate({"_generated": head, **_plan(exp, spec_path, sha, templates)})
 
 
 def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) -> dict[str, Any]:
@@ -471,16 +509,10 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
         })
     ev = exp.evaluate
     ev_settings = {**schema.DEFAULTS["evaluate"], **settings_dict(ev.settings)}
-    sweep = None
-    for sw in ev.sweeps:
-        if sw.values:
-            sweep = {"axis": sw.axis, "values": [v.id for v in sw.values]}
-        else:
-            assert sw.low is not None and sw.high is not None and sw.step is not None
-            count = int(round((sw.high - sw.low) / sw.step)) + 1
-            sweep = {"axis": sw.axis, "values": [round(sw.low + i * sw.step, 10) for i in range(count)]}
+    sweep = {"axis": ev.sweeps[-1].axis, "values": _sweep_values(ev)} if ev.sweeps else None
     feedback_names = [a.name for a in exp.feedback.assigns] if exp.feedback else []
     return {
+        "schema_version": SCHEMA_VERSION,
         "ectc_version": __version__,
         "spec": spec_path,
         "spec_sha256": sha,
@@ -531,6 +563,7 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
         "model": model_plan,
         "seeds": list(range(s.get("seeds", 1))),
         "method": method,
+        "trainer": "sft" if method == "sft" else ("grpo" if trainer["algorithm"] == "grpo" else "choice_rl"),
         method: trainer,
         "quantize": {**schema.DEFAULTS["quantize"], **s["quantize"]} if "quantize" in s else None,
         "lora": {**schema.DEFAULTS["lora"], **s["lora"]} if "lora" in s else None,

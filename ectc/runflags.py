@@ -7,13 +7,13 @@ above the spec that holds `generated/`), so `ectc run /abs/path/specs/x.ect` wor
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 from .errors import did_you_mean
+from .plan.model import Plan
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
@@ -53,36 +53,31 @@ def check_run_flags(args: Any, cwd: Path) -> list[str]:
     return problems
 
 
-def check_plan_flags(args: Any, plan: dict) -> list[str]:
+def check_plan_flags(args: Any, plan: Plan) -> list[str]:
     """Flags that name things in the compiled experiment: the profile and the arms."""
     problems = []
-    profiles = list(plan["profiles"])
+    profiles = list(plan.profiles)
     if args.profile is not None and args.profile not in profiles:
         hint = did_you_mean(args.profile, profiles)
-        problems.append(f"--profile {args.profile!r}: {plan['name']} has no such profile (it has "
+        problems.append(f"--profile {args.profile!r}: {plan.name} has no such profile (it has "
                         f"{', '.join(profiles)})" + (f"; {hint}" if hint else ""))
     if args.arms:
-        names = [a["name"] for a in plan["arms"]]
+        names = [a.name for a in plan.arms]
         for arm in args.arms.split(","):
             if arm not in names:
                 hint = did_you_mean(arm, names)
-                problems.append(f"--arms: {plan['name']} has no arm {arm!r} (it has {', '.join(names)})"
+                problems.append(f"--arms: {plan.name} has no arm {arm!r} (it has {', '.join(names)})"
                                 + (f"; {hint}" if hint else ""))
     return problems
 
 
-def check_input_files(plan: dict, spec: Path, project: Path, allow_outside: bool) -> list[str]:
+def check_input_files(plan: Plan, spec: Path, project: Path, allow_outside: bool) -> list[str]:
     """Data files and word lists the run will read: each must be there, and inside the project
     (the folder holding generated/) unless `--allow-outside-files`, so a spec cannot read
     `../../../../etc/passwd` into a dataset by accident or design."""
-    from .runtime.experiment import PlanView  # torch-free: the plan's accessors
-
-    view = PlanView()
-    view.plan = plan
-    wanted = [(f"data `{name}`", path, source) for name, path in view.data_files().items()
-              for source in [next(b["source"] for b in plan["data"] if b["name"] == name)]]
+    wanted = [(f"data `{name}`", path, plan.data_block(name).source) for name, path in plan.data_files().items()]
     wanted += [(f"monitor `{name}` list `{key}`", path, "file")
-               for name, lists in view.monitor_files().items() for key, path in lists.items()]
+               for name, lists in plan.monitor_files().items() for key, path in lists.items()]
     problems = []
     root, inside = spec.resolve().parent, project.resolve()
     for what, path, source in wanted:
@@ -97,8 +92,12 @@ def check_input_files(plan: dict, spec: Path, project: Path, allow_outside: bool
     return problems
 
 
-def read_plan(generated: Path, experiment: str) -> dict | None:
+def read_plan(generated: Path, experiment: str) -> Plan | None:
+    """The compiled plan, or None where there is none yet (the run then says to build);
+    PlanError where one is there that this ectc does not read."""
+    path = generated / experiment / "experiment.json"
     try:
-        return json.loads((generated / experiment / "experiment.json").read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except OSError:
         return None
+    return Plan.load(text, str(path))

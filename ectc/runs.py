@@ -1,8 +1,8 @@
 """`ectc plan`, `ectc runs`, `ectc compare`: what a run would reuse, and what runs there are.
 
-`plan` computes every stage key of the run `ectc run` would do (`ectc.stagekeys`, from the spec
-generated in memory) and compares each with the `stage.json` the run folder holds, exactly as
-the runtime does, so its "reused"/"ran" is the runtime's. No torch.
+`plan` walks the stage graph `ectc run` walks (`ectc/plan/stages.py`, on the spec generated in
+memory), settling each stage from the record the run folder holds instead of running it, so its
+"reused"/"ran" is the runtime's. No torch.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ PART_NAMES = {
     "probes": "the probes", "train": "the trained checkpoint", "arm": "the arm", "conditions":
     "the label conditions (deploy value, sweep)", "split": "the evaluation split", "samples": "the sample count",
     "generate": "generation settings", "monitors": "the monitors", "evals": "the evaluations",
+    "rubrics": "the judges' rubrics", "expr": "the expression monitors (feedback.py)",
     "metrics": "metrics.py", "plan": "the evaluate block", "hf": "the model", "quantize": "quantization",
-    "inputs": "the input files",
+    "inputs": "the input files", "evaluation": "the evaluation's samples",
 }
 
 
@@ -37,6 +38,20 @@ class StagePlan:
     status: str   # "reused" | "ran": the runtime's words for what it will do
     reason: str
     key: str
+    kind: str = ""  # the stage's kind (plan/stages.KINDS)
+
+
+def effect(plans: list[StagePlan]) -> str:
+    """The run's cost in a few words: "re-judge only" when nothing but judging (and the report)
+    runs, so no sample is generated again."""
+    ran = {p.kind for p in plans if p.status == "ran"}
+    if not ran:
+        return "nothing to run"
+    if ran <= {"judge", "report"} and "judge" in ran:
+        return "re-judge only (no generation)"
+    if ran == {"report"}:
+        return "report only"
+    return ""
 
 
 def _read_json(path: Path) -> Any:
@@ -54,15 +69,26 @@ def _stage_key(folder: Path) -> Optional[str]:
 def _experiments(source: str):
     from .compile import compile_text
     from .generate import generate
-    from .stagekeys import GeneratedExperiment
+    from .plan.compiled import CompiledExperiment
 
     spec, _ = compile_text(source)
-    return GeneratedExperiment.from_generated(generate(spec, source, "spec.ect"))
+    return CompiledExperiment.from_generated(generate(spec, source, "spec.ect"))
+
+
+def _shape(exp, profile, seeds, arms, steps_scale, root):
+    from .plan import stages
+
+    llm = "offline"
+    if exp.plan.uses_llm_data:
+        from .runtime.llm import data_mode  # imports no SDK: checks the key and the package
+
+        llm = data_mode(exp.plan)
+    return stages.shape(exp, profile, seeds, arms, steps_scale, llm, root)
 
 
 def _previous_keys(folder: Path, exp_name: str, runs_dir: Path, root: Optional[Path]) -> dict[str, Any]:
-    """The stage keys the previous run in `folder` computed, from its spec.ect and plan.json."""
-    from .stagekeys import stage_keys
+    """The stages the previous run in `folder` computed, from its spec.ect and plan.json."""
+    from .plan import stages
 
     try:
         old = _experiments((folder / "spec.ect").read_text()).get(exp_name)
@@ -72,9 +98,8 @@ def _previous_keys(folder: Path, exp_name: str, runs_dir: Path, root: Optional[P
     if old is None:
         return {}
     try:
-        return stage_keys(old, run.get("profile"), run.get("seeds"), None, run.get("steps_scale", 1.0),
-                          probe_values=_read_json(folder / "probes" / "values.json"), run_folder=folder,
-                          runs_dir=runs_dir, root=root)
+        shape = _shape(old, run.get("profile"), run.get("seeds"), None, run.get("steps_scale", 1.0), root)
+        return stages.keys(old, shape, stages.recorded(folder, runs_dir))
     except Exception:  # noqa: BLE001
         return {}
 
@@ -84,59 +109,57 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
             steps_scale: float = 1.0, root: Optional[Path] = None) -> dict[str, tuple[Path, list[StagePlan]]]:
     """experiment -> (run folder, the stages in run order with what `ectc run` will do).
     `root`: the spec's folder (its data files and word lists are hashed into the keys)."""
-    from .runtime.stagefiles import check, read_record
-    from .stagekeys import stage_keys
+    from .plan import stages
+    from .plan.records import check, read_record
 
     out = {}
     for name, exp in _experiments(source).items():
-        profile_name, _ = exp.profile(profile)
-        unknown = [a for a in arms or [] if a not in {x.name for x in exp.arms}]
+        profile_name, _ = exp.plan.profile(profile)
+        unknown = [a for a in arms or [] if a not in {x.name for x in exp.plan.arms}]
         if unknown:
             raise KeyError(f"unknown arm(s) {', '.join(unknown)}")
         folder = Path(runs_dir) / name / (run_id or profile_name)
-        where = dict(run_folder=folder, runs_dir=Path(runs_dir), root=root)
-        keys = stage_keys(exp, profile_name, seeds, arms, steps_scale, **where)
-        if "probes" in keys and check(folder / "probes", keys["probes"].key).ok:
-            # The probes are reused, so their values (part of each evaluation key) are known.
-            keys = stage_keys(exp, profile_name, seeds, arms, steps_scale,
-                              probe_values=_read_json(folder / "probes" / "values.json"), **where)
+        shape = _shape(exp, profile_name, seeds, arms, steps_scale, root)
+        graph = stages.keys(exp, shape, stages.recorded(folder, Path(runs_dir)))
         previous = _previous_keys(folder, name, Path(runs_dir), root) if folder.exists() else {}
         plans = []
-        for stage, sk in keys.items():
-            if sk.folder is None:  # the base model: cached by recipe, not per run
-                if sk.cache_dir is None:
-                    plans.append(StagePlan(stage, "reused", "a hub model, loaded per arm", sk.key))
-                    continue
-                cached = check(Path(runs_dir) / sk.cache_dir, sk.key)
-                if cached.ok:
-                    plans.append(StagePlan(stage, "reused", f"in the model cache ({sk.cache_dir})", sk.key))
-                elif cached.redo:
-                    plans.append(StagePlan(stage, "ran", f"redo: {cached.reason} in the model cache", sk.key))
-                else:
-                    plans.append(StagePlan(stage, "ran", "not in the model cache: "
-                                           + _why(sk, previous.get(stage), None, None), sk.key))
+        for stage in graph.values():
+            where = stage.path(folder, Path(runs_dir))
+            if where is None:
+                plans.append(StagePlan(stage.name, "reused", "a hub model, loaded per arm", stage.key, stage.kind))
                 continue
-            have = _stage_key(folder / sk.folder)
-            found = check(folder / sk.folder, sk.key)
+            found = check(where, stage.key)
+            if stage.in_cache:  # the base model: cached by recipe, not per run
+                if found.ok:
+                    plans.append(StagePlan(stage.name, "reused", f"in the model cache ({stage.folder})", stage.key, stage.kind))
+                elif found.redo:
+                    plans.append(StagePlan(stage.name, "ran", f"redo: {found.reason} in the model cache", stage.key, stage.kind))
+                else:
+                    plans.append(StagePlan(stage.name, "ran", "not in the model cache: "
+                                           + _why(stage, previous.get(stage.name), None, None), stage.key, stage.kind))
+                continue
+            have = _stage_key(where)
             if found.ok:
-                plans.append(StagePlan(stage, "reused", found.reason, sk.key))
+                plans.append(StagePlan(stage.name, "reused", found.reason, stage.key, stage.kind))
             elif not folder.exists():
-                plans.append(StagePlan(stage, "ran", "no previous run", sk.key))
+                plans.append(StagePlan(stage.name, "ran", "no previous run", stage.key, stage.kind))
             elif have is None:
-                plans.append(StagePlan(stage, "ran", "never finished here", sk.key))
+                plans.append(StagePlan(stage.name, "ran", "never finished here", stage.key, stage.kind))
             elif found.redo:
-                plans.append(StagePlan(stage, "ran", f"redo: {found.reason}", sk.key))
+                plans.append(StagePlan(stage.name, "ran", f"redo: {found.reason}", stage.key, stage.kind))
             else:
-                recorded = (read_record(folder / sk.folder) or {}).get("parts")
-                plans.append(StagePlan(stage, "ran", _why(sk, previous.get(stage), have, recorded), sk.key))
+                recorded = (read_record(where) or {}).get("parts")
+                plans.append(StagePlan(stage.name, "ran", _why(stage, previous.get(stage.name), have, recorded),
+                                       stage.key, stage.kind))
         out[name] = (folder, plans)
     return out
 
 
-def _why(sk, prev, have: Optional[str], recorded: Optional[dict]) -> str:
+def _why(stage, prev, have: Optional[str], recorded: Optional[dict]) -> str:
     """Which components of the key changed: against the ones the stage recorded when it ran, or
-    else the ones recomputed from the previous run's spec.ect."""
-    from .stagekeys import PROBE_VALUES_UNKNOWN
+    else the ones recomputed from the previous run's spec.ect. An upstream stage that must run
+    again is named as such: its output, part of this key, is only known once it has."""
+    from .plan.records import OUTPUT_UNKNOWN
 
     if isinstance(recorded, dict):
         old = recorded
@@ -146,10 +169,12 @@ def _why(sk, prev, have: Optional[str], recorded: Optional[dict]) -> str:
         return "stage key changed (the previous run's key is not reproducible from its spec.ect)"
     else:
         old = prev.parts
-    changed = [k for k in sk.parts if old.get(k) != sk.parts[k]]
-    changed += [k for k in old if k not in sk.parts]
-    if changed == ["probes"] and sk.parts["probes"].startswith(PROBE_VALUES_UNKNOWN):
-        return "the probes re-run, and their values feed this key"
+    changed = [k for k in stage.parts if old.get(k) != stage.parts[k]]
+    changed += [k for k in old if k not in stage.parts]
+    rerun = [k for k in changed if stage.parts.get(k, "").startswith(OUTPUT_UNKNOWN)]
+    if rerun and rerun == changed:
+        return "re-runs because " + ", ".join(PART_NAMES.get(k, k) for k in rerun) + " re-run" + \
+            ("s" if len(rerun) == 1 else "")
     words = [PART_NAMES.get(k, k) for k in changed]
     return "stage key changed because " + (", ".join(words) if words else "something") + " changed"
 
@@ -176,7 +201,8 @@ def main_plan(args) -> int:
     stale = [name for name in result
              if (_read_json(Path(args.generated) / name / "manifest.json") or {}).get("spec_sha256") != sha]
     if args.json:
-        out = {name: {"folder": str(folder), "stages": [p.__dict__ for p in plans], "generated_stale": name in stale}
+        out = {name: {"folder": str(folder), "stages": [p.__dict__ for p in plans], "effect": effect(plans),
+                      "generated_stale": name in stale}
                for name, (folder, plans) in result.items()}
         sys.stdout.write(jsonio.dumps(out, indent=1) + "\n")
         return 0
@@ -193,7 +219,8 @@ def main_plan(args) -> int:
             table.add_row(p.stage, "[cyan]reuse[/]" if p.status == "reused" else "[green]run[/]", p.reason)
         console.print(table)
         n = sum(p.status == "ran" for p in plans)
-        console.print(f"{n} stage(s) to run, {len(plans) - n} reused")
+        summary = effect(plans)
+        console.print(f"{n} stage(s) to run, {len(plans) - n} reused" + (f": {summary}" if summary else ""))
         if name in stale:
             console.print(f"[yellow]note:[/] {args.generated}/{name}/ is missing or stale for {args.spec}: "
                           "`ectc run` needs `ectc build` first (this plan assumes it)")

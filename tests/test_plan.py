@@ -1,5 +1,5 @@
-"""`ectc plan` predicts exactly what `ectc run` does, and `ectc.stagekeys` computes exactly the
-keys the runtime writes to each stage.json (so any drift between the two fails here).
+"""`ectc plan` predicts exactly what `ectc run` does: both walk the one stage graph
+(`ectc/plan/stages.py`), the run executing each stage, the plan reading its record.
 
 One tiny end-to-end run (a shrunken copy of specs/sycophancy.ect, steps scaled to ~1), then
 the evaluation sweep is edited and the run repeated: the plan must name the stages that re-run,
@@ -17,8 +17,8 @@ import pytest
 
 from ectc.build import build
 from ectc.runs import predict
-from ectc.runtime.stagefiles import record
-from ectc.stagekeys import GeneratedExperiment, stage_keys
+from ectc.plan import stages
+from ectc.plan.records import record
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = ["baseline", "ect", "prompt_only"]
@@ -67,16 +67,6 @@ def test_plan_predicts_the_rerun_after_a_sweep_edit(tmp_path: Path) -> None:
     events = _run(tmp_path, source)
     assert [(e["stage"], e["status"]) for e in events] == first_plan
 
-    # The keys stagekeys computes are the keys the runtime wrote.
-    folder = tmp_path / "runs" / "sycophancy" / "tiny"
-    exp = GeneratedExperiment.from_folder(tmp_path / "generated" / "sycophancy")
-    values = json.loads((folder / "probes" / "values.json").read_text())
-    keys = stage_keys(exp, None, 1, ARMS, 0.002, probe_values=values, run_folder=folder, runs_dir=tmp_path / "runs")
-    for sk in keys.values():
-        if sk.folder is not None:
-            assert json.loads((folder / sk.folder / "stage.json").read_text())["key"] == sk.key, sk.stage
-    assert (tmp_path / "runs" / sk.cache_dir if (sk := keys["base model"]).cache_dir else folder).exists()
-
     # Nothing changed: everything is reused.
     assert all(status == "reused" for _, status in _predicted(tmp_path, source))
 
@@ -107,29 +97,24 @@ def _fake_run(runs: Path, source: str, metrics: dict | None = None) -> Path:
     (folder / "spec.ect").write_text(source)
     (folder / "manifest.json").write_text("{}")
     (folder / "plan.json").write_text(json.dumps({"run": {"profile": "tiny", "seeds": [0], "steps_scale": 1.0}}))
-    (folder / "probes").mkdir()
-    (folder / "probes" / "values.json").write_text(json.dumps({"base_knows": [True, False]}))
     (folder / "metrics.json").write_text(json.dumps(metrics or {}))
-    # A key holds its upstream stages' output hashes: record the stages until the keys settle.
-    keys: dict = {}
-    while True:
-        new = stage_keys(exp, "tiny", 1, probe_values={"base_knows": [True, False]}, run_folder=folder,
-                         runs_dir=runs)
-        if {s: k.key for s, k in new.items()} == {s: k.key for s, k in keys.items()}:
-            return folder
-        keys = new
-        for sk in keys.values():
-            where = runs / sk.cache_dir if sk.folder is None else folder / sk.folder
-            where.mkdir(parents=True, exist_ok=True)
-            outputs = sk.requires or ["output.jsonl"]
-            for r in outputs:
-                out = where / r
-                if r == "final":
-                    out.mkdir(exist_ok=True)
-                    (out / "model.safetensors").write_text("weights")
-                elif not out.exists():
-                    out.write_text("{}")
-            record(where, sk.key, outputs)
+
+    # Each stage "runs" as the walk reaches it: its outputs written, its record kept.
+    def settle(stage: stages.Stage) -> str:
+        where = stage.path(folder, runs)
+        where.mkdir(parents=True, exist_ok=True)
+        outputs = list(stage.outputs) or ["model.safetensors"]  # the base model: whatever save_pretrained wrote
+        for name in outputs:
+            out = where / name
+            if name == "final":
+                out.mkdir(exist_ok=True)
+                (out / "model.safetensors").write_text("weights")
+            elif not out.exists():
+                out.write_text("{}")
+        return record(where, stage.key, outputs, parts=stage.parts)
+
+    stages.walk(exp, stages.shape(exp, "tiny", 1), settle)
+    return folder
 
 
 def _plan(runs: Path, source: str) -> dict[str, tuple[str, str]]:
@@ -147,7 +132,7 @@ def test_plan_reasons(tmp_path: Path) -> None:
     plan = _plan(tmp_path / "runs", lr)
     assert plan["data"] == ("reused", "stage key unchanged")
     assert plan["train ect seed 0"] == ("ran", "stage key changed because the training config changed")
-    assert plan["evaluate ect seed 0"] == ("ran", "stage key changed because the trained checkpoint changed")
+    assert plan["evaluate ect seed 0"] == ("ran", "re-runs because the trained checkpoint re-runs")
     assert plan["report"] == ("ran", "stage key changed because the evaluations changed")
 
     sweep = source.replace("step 0.1", "step 0.05")
@@ -161,7 +146,7 @@ def test_plan_reasons(tmp_path: Path) -> None:
     plan = _plan(tmp_path / "runs", data)
     assert plan["data"] == ("ran", "stage key changed because dataset.py changed")
     assert plan["base model"][0] == "ran"
-    assert plan["probes"] == ("ran", "stage key changed because the data, the base model changed")
+    assert plan["probes"] == ("ran", "re-runs because the data, the base model re-run")
     assert plan["evaluate baseline seed 0"][0] == "ran"
 
     shutil.rmtree(folder / "arms" / "ect" / "seed0" / "final")

@@ -26,12 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 from .. import jsonio
+from ..files import atomic_write_json, atomic_write_text  # re-exported: the cache's writer
 
 __all__ = [
     "canonical_json",
@@ -52,49 +52,6 @@ def canonical_json(obj: Any) -> str:
 def cache_key(identity: Any) -> str:
     """sha256 hex digest of the canonical JSON of ``identity``."""
     return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` atomically (temp file + fsync + os.replace).
-
-    Parent directories are created. Readers see either the previous content or
-    the complete new content, never a prefix.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=str(dest.parent))
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(dest.parent)
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
-    """Serialise ``obj`` as JSON (sorted keys, trailing newline) and write it atomically."""
-    text = jsonio.dumps(obj, sort_keys=True, indent=indent, ensure_ascii=False)
-    atomic_write_text(path, text + "\n")
 
 
 class DiskCache:

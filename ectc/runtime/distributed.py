@@ -145,7 +145,7 @@ def worker(job_file: str) -> int:
     opts = Options(
         profile=job["profile"], run_id=job["run_id"], runs_dir=Path(job["runs_dir"]), seeds=job["seeds"],
         arms=job["arms"], steps_scale=job["steps_scale"], device=str(accelerator.device) if not cpu else "cpu",
-        quiet=not accelerator.is_main_process, only_stages={"train"},
+        quiet=not accelerator.is_main_process, through="train",
         only_jobs={(a, int(s)) for a, s in job["jobs"]},
         writes=accelerator.is_main_process, processes=accelerator.num_processes, choice_rl=choice_rl(accelerator),
     )

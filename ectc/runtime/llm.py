@@ -990,3 +990,9 @@ def _reindex(res: Any, job: _Job) -> Any:
         r.item = job.item or {}
     r.usage = Usage()
     return r
+
+
+def data_mode(plan) -> str:
+    """Whether the data stage writes LLM data fields with Claude ("anthropic") or with the
+    offline procedural writer; part of the data stage's key."""
+    return "anthropic" if plan.uses_llm_data and llm_available() else "offline"

@@ -7,8 +7,6 @@ passes, and cached models are keyed by whatever recipe dict the caller passes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -18,6 +16,7 @@ from typing import Callable, Iterable
 import torch
 
 from .. import jsonio
+from ..plan.stages import recipe_hash  # the base-model stage's folder name: one formula
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 
@@ -153,11 +152,6 @@ def apply_lora(model, lora: dict):
 
 
 # --------------------------------------------------------------------------- cache
-
-def recipe_hash(recipe: dict) -> str:
-    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
 
 def cached_model_dir(cache_root: str | os.PathLike, recipe: dict) -> Path:
     """Where the model built from `recipe` lives (whether or not it exists yet)."""

@@ -9,13 +9,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..plan.model import Monitor
 from .experiment import Experiment
 
 
-def _lexicon_verdicts(exp: Experiment, monitor: dict, texts: list[str], root: Path) -> list[dict]:
+def _lexicon_verdicts(exp: Experiment, monitor: Monitor, texts: list[str], root: Path) -> list[dict]:
     from .lexicon import load_lexicons, objectivity_from_magnitude, score_text
 
-    s = monitor["settings"]
+    s = monitor.settings
     lists = load_lexicons({name: root / path for name, path in s["lists"].items()})
     out = []
     for text in texts:
@@ -61,20 +62,33 @@ def _llm_verdicts(run, monitor: dict, samples: list[dict]) -> tuple[list[Any], l
     return values, meta
 
 
-def run_monitors(run, samples: list[dict]) -> None:
+def run_monitors(run, samples: list[dict]) -> list[dict]:
+    """The judge stage's work: each monitor's verdict on each stored sample, as one row per
+    sample ({"verdicts": {monitor: value}, "monitors": {monitor: how it went}}). The samples are
+    not changed: `apply_verdicts` joins them."""
     exp: Experiment = run.exp
-    root = Path(exp.plan["spec"]).parent
-    for monitor in exp.plan["monitors"]:
-        name = monitor["name"]
-        if monitor["type"] == "lexicon":
+    root = Path(exp.plan.spec).parent
+    rows: list[dict] = [{"verdicts": {}, "monitors": {}} for _ in samples]
+    for monitor in exp.plan.monitors:
+        name = monitor.name
+        if monitor.type == "lexicon":
             values = _lexicon_verdicts(exp, monitor, [str(s["response"]) for s in samples], root)
             meta = [{"scored": True}] * len(samples)
-        elif monitor["type"] == "expr":
+        elif monitor.type == "expr":
             fn = exp.feedback.MONITORS[name]
             values = [fn(s["sample"]) for s in samples]
             meta = [{"scored": True}] * len(samples)
         else:
-            values, meta = _llm_verdicts(run, monitor, samples)
-        for sample, value, info in zip(samples, values, meta):
-            sample["sample"][name] = value
-            sample.setdefault("monitors", {})[name] = info
+            values, meta = _llm_verdicts(run, monitor.dump(), samples)
+        for row, value, info in zip(rows, values, meta):
+            row["verdicts"][name] = value
+            row["monitors"][name] = info
+    return rows
+
+
+def apply_verdicts(samples: list[dict], rows: list[dict]) -> list[dict]:
+    """The samples with the judge's verdicts: each monitor's value beside the sample's fields
+    (what metrics read) and how it was had under "monitors"."""
+    if len(rows) != len(samples):
+        raise RuntimeError(f"{len(rows)} verdicts for {len(samples)} samples: the judge stage is stale")
+    return [{**s, "sample": {**s["sample"], **r["verdicts"]}, "monitors": r["monitors"]} for s, r in zip(samples, rows)]

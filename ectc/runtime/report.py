@@ -11,13 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write_text, write_json
 from ..jsonio import missing
+from ..plan.model import Arm
 from . import plots, stats
-from .experiment import Arm, json_hash
-
-
-def main_condition(arm: Arm) -> str:
-    return {"none": "none", "true": "true"}.get(arm.infer, "deploy")
 
 
 def metric_values(exp, metric: str, samples: list[dict]) -> tuple[dict[int, float], int]:
@@ -105,19 +102,16 @@ def _interval(d: dict, digits: int = 3) -> str:
     return f"{d['mean']:.3f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
 
 
-def stage_report(run, arms: list[Arm], eval_samples: dict, eval_outs: dict, elapsed: float) -> dict:
-    """`eval_outs`: (arm, seed) -> the output hash of that evaluation's samples."""
-    from .keys import components, report_parts
-    from .run import write_json, atomic_write_text, mark_done
-
+def stage_report(run, stage, elapsed: float) -> dict:
+    """The report over the (judged) samples the run carries; `stage` is the graph's report stage."""
     exp = run.exp
     folder = run.folder
-    parts = report_parts(exp, eval_outs)
-    key = json_hash(parts)
-    if run.reusable("report", folder / "report", key).ok:
+    arms = [exp.plan.arm(name) for name in run.shape.arms]
+    eval_samples = run.carried.samples
+    if run.reusable(stage.name, folder / stage.folder, stage.key).ok:
         import json
 
-        run.log("report", "reused")
+        run.log(stage.name, "reused")
         metrics = json.loads((folder / "metrics.json").read_text())
         _summary_table(run, metrics)
         _write_stage_log(run, elapsed)
@@ -133,7 +127,7 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_outs: dict, elap
                               "arms": {}, "comparisons": [], "sweep": {}, "unscored": {}, "shares": {}}
     seed_items: dict[tuple[str, str, int], dict[int, float]] = {}
     for arm in arms:
-        cond = main_condition(arm)
+        cond = arm.main_condition
         result["arms"][arm.name] = {"condition": cond, "metrics": {}}
         for m in metric_names:
             agg = exp.metrics.METRICS[m]["aggregate"]
@@ -149,14 +143,14 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_outs: dict, elap
         result["unscored"][arm.name] = _unscored(by, arm.name, run.seeds, cond)
         result["shares"][arm.name] = _verdict_shares(exp, by, arm.name, run.seeds, cond)
 
-    for comp in exp.plan["evaluate"]["comparisons"]:
-        for a, b in comp["pairs"]:
+    for comp in exp.plan.evaluate.comparisons:
+        for a, b in comp.pairs:
             if a not in result["arms"] or b not in result["arms"]:
                 continue
-            for m in comp["metrics"]:
+            for m in comp.metrics:
                 result["comparisons"].append(compare(a, b, m, seed_items, run.seeds))
 
-    sweep = exp.plan["evaluate"].get("sweep")
+    sweep = exp.plan.evaluate.sweep
     if sweep:
         for m in metric_names:
             agg = exp.metrics.METRICS[m]["aggregate"]
@@ -165,12 +159,12 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_outs: dict, elap
                 if arm.infer != "deploy":
                     continue
                 points = []
-                for v in sweep["values"]:
+                for v in sweep.values:
                     per_seed = [aggregate(agg, list(metric_values(exp, m, by[(arm.name, s, f"sweep={v}")])[0].values()))
                                 for s in run.seeds]
                     points.append(_ci(per_seed))
                 series[arm.name] = points
-            result["sweep"][m] = {"values": sweep["values"], "series": series}
+            result["sweep"][m] = {"values": sweep.values, "series": series}
 
     result["agreement"] = _agreement(exp, eval_samples)
     plot_files = _plots(run, result, arms)
@@ -178,17 +172,15 @@ def stage_report(run, arms: list[Arm], eval_samples: dict, eval_outs: dict, elap
     result["elapsed_seconds"] = round(elapsed, 1)
     write_json(folder / "metrics.json", result)
     atomic_write_text(folder / "report.md", _markdown(run, result, eval_samples))
-    (folder / "report").mkdir(parents=True, exist_ok=True)
-    mark_done(folder / "report", key, ["../metrics.json", "../report.md"], parts=components(parts))
-    run.log("report", "ran", f"{folder / 'report.md'}", time.perf_counter() - t0)
+    (folder / stage.folder).mkdir(parents=True, exist_ok=True)
+    run.write.done(folder / stage.folder, stage)
+    run.log(stage.name, "ran", f"{folder / 'report.md'}", time.perf_counter() - t0)
     _summary_table(run, result)
     _write_stage_log(run, elapsed)
     return result
 
 
 def _write_stage_log(run, elapsed: float) -> None:
-    from .run import write_json
-
     write_json(run.folder / "stages.json", {"events": run.events, "elapsed_seconds": round(elapsed, 1)})
 
 
@@ -209,23 +201,23 @@ def _unscored(by, arm: str, seeds: list[int], cond: str) -> dict:
 
 def _verdict_shares(exp, by, arm: str, seeds: list[int], cond: str) -> dict:
     out = {}
-    for monitor in exp.plan["monitors"]:
-        fields = [n for n, f in monitor["returns"].items() if f["type"] == "enum"]
-        if monitor["type"] == "lexicon":
+    for monitor in exp.plan.monitors:
+        fields = [n for n, f in monitor.returns.items() if f.type == "enum"]
+        if monitor.type == "lexicon":
             fields, values = ["objectivity"], ["PASS", "PARTIAL", "FAIL"]
         for f in fields:
-            categories = values if monitor["type"] == "lexicon" else monitor["returns"][f]["values"]
-            labels = [s["sample"][monitor["name"]][f] for seed in seeds for s in by[(arm, seed, cond)]
-                      if s["sample"].get(monitor["name"]) is not None]
+            categories = values if monitor.type == "lexicon" else monitor.returns[f].values
+            labels = [s["sample"][monitor.name][f] for seed in seeds for s in by[(arm, seed, cond)]
+                      if s["sample"].get(monitor.name) is not None]
             if labels:
-                out[f"{monitor['name']}.{f}"] = stats.category_shares(labels, categories)
+                out[f"{monitor.name}.{f}"] = stats.category_shares(labels, categories)
     return out
 
 
 def _agreement(exp, eval_samples: dict) -> list[dict]:
     """Where two monitors score the same samples on a field of the same name: Spearman for
     numbers, Cohen's kappa for verdict categories."""
-    monitors = [m["name"] for m in exp.plan["monitors"]]
+    monitors = [m.name for m in exp.plan.monitors]
     out = []
     for i, a in enumerate(monitors):
         for b in monitors[i + 1:]:
@@ -311,7 +303,7 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
                           [_num(d["high"]) for d in data], title=f"{m} at the deployment label (95% CI over seeds)",
                           ylabel=m)
         files.append(str(path.relative_to(run.folder)))
-    axis = exp.axis
+    axis = exp.plan.axis
     for m, sw in result["sweep"].items():
         if not sw["series"]:
             continue
@@ -322,17 +314,16 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
                 d = result["arms"][arm.name]["metrics"][m]
                 n = len(sw["values"])
                 series[f"{arm.name} (no label)"] = ([_num(d["mean"])] * n, [_num(d["low"])] * n, [_num(d["high"])] * n)
-        if axis["type"] == "enum":
+        if axis.type == "enum":
             shown = set(sw["values"])
-            train = [v for v in axis["train_values"] if v in shown]
-            holdout = [v for v in axis["holdout"] if v in shown]
+            train = [v for v in axis.train_values if v in shown]
+            holdout = [v for v in axis.holdout if v in shown]
         else:
-            t = axis["train"]
-            train = tuple(t["args"][:2]) if isinstance(t, dict) else (t, t)
-            holdout = [(h[0], h[1]) for h in axis["holdout"]]
+            train = axis.train_range
+            holdout = [(h[0], h[1]) for h in axis.holdout]
         path = folder / f"sweep_{m}.png"
         plots.dose_response(path, sw["values"], series, train_range=train, holdout_ranges=holdout,
-                            deploy_value=axis["deploy"], xlabel=f"{axis['name']} in the evaluation label",
+                            deploy_value=axis.deploy, xlabel=f"{axis.name} in the evaluation label",
                             ylabel=m, title=f"{m} against the label value")
         files.append(str(path.relative_to(run.folder)))
     shares = {arm: s for arm, s in result["shares"].items() if s}
@@ -347,12 +338,12 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
 
 def _markdown(run, result: dict, eval_samples: dict) -> str:
     exp = run.exp
-    axis = exp.axis
+    axis = exp.plan.axis
     lines = [f"# {exp.name}: ECT report", "",
-             f"{exp.plan['description']}", "",
+             f"{exp.plan.description}", "",
              f"- profile `{run.profile_name}`, seeds {run.seeds}, device {run.device}",
-             f"- deployment label: `{axis['name']} = {axis['deploy']}` (held out of training)",
-             f"- spec sha256 `{exp.plan['spec_sha256'][:16]}`, run time {result['elapsed_seconds']} s", "",
+             f"- deployment label: `{axis.name} = {axis.deploy}` (held out of training)",
+             f"- spec sha256 `{exp.plan.spec_sha256[:16]}`, run time {result['elapsed_seconds']} s", "",
              "## Metrics at the deployment label", "",
              "Mean over seeds with a 95% t-interval over seeds; `n` is the number of items.", ""]
     metric_names = list(exp.metrics.METRICS)
@@ -395,10 +386,10 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
                 continue
             lines.append(f"### {m}")
             lines.append("")
-            lines.append(f"| {axis['name']} | " + " | ".join(sw["series"]) + " |")
+            lines.append(f"| {axis.name} | " + " | ".join(sw["series"]) + " |")
             lines.append("|---|" + "---|" * len(sw["series"]))
             for i, v in enumerate(sw["values"]):
-                held = " (held out)" if _held_out(axis, v) else ""
+                held = " (held out)" if axis.held_out(v) else ""
                 lines.append(f"| {v}{held} | " + " | ".join(
                     f"{pts[i]['mean']:.3f}" if not missing(pts[i]["mean"]) else "n/a"
                     for pts in sw["series"].values()) + " |")
@@ -433,17 +424,8 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
     return "\n".join(lines)
 
 
-def _held_out(axis: dict, value: Any) -> bool:
-    if axis["type"] == "enum":
-        return value in axis["holdout"]
-    for lo, hi, lc, hc in axis["holdout"]:
-        if (value > lo or (lc and value == lo)) and (value < hi or (hc and value == hi)):
-            return True
-    return False
-
-
 def _examples(exp, eval_samples: dict, count: int = 2) -> list[str]:
-    if exp.plan["response"]["type"] != "text":
+    if exp.plan.response.type != "text":
         return []
     firsts: dict[str, dict[int, dict]] = {}
     for (arm, seed), samples in eval_samples.items():

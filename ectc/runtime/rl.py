@@ -23,7 +23,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ectc.runtime.warmup import position_ids_for
 

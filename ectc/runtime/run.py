@@ -1,52 +1,32 @@
-"""`ectc run`: data -> base model -> train each arm and seed -> evaluate -> monitors -> report.
+"""`ectc run`: the stages of `plan/stages.py` (data -> base model -> train each arm and seed ->
+probes -> evaluate -> judge -> report), executed.
 
-Every stage writes its output atomically with a `stage.json` holding the stage's key, the hash
-of exactly what the stage depends on. A stage whose key is unchanged is reused, so a killed run
-resumes where it stopped and an edited spec re-runs only what the edit invalidates.
+`execute` walks the stage graph; for each stage it gets the key computed there and either
+reuses the stage (its `stage.json` holds that key and its outputs are intact) or runs it. So a
+killed run resumes where it stopped, an edited spec re-runs only what the edit invalidates, and
+`ectc plan` (the same walk, reading records) says in advance which.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import jsonio
-from . import keys
-from .cache import atomic_write_text
-from .datafiles import DataFileError
-from .experiment import Arm, Experiment, json_hash, prompt_string
-from .stagefiles import STAGE_FILE, Reuse, check, read_record, record
-
-
-# ---- small I/O helpers ---------------------------------------------------------------
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, jsonio.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(jsonio.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def mark_done(folder: Path, key: str, outputs: list[str], **info: Any) -> str:
-    """Record a finished stage: its key and the hash of its outputs (returned: what downstream
-    keys use)."""
-    return record(folder, key, outputs, **info)
+from ..files import atomic_write_text, read_jsonl, write_json, write_jsonl
+from ..plan import stages
+from ..plan.model import Arm, Profile
+from ..plan.records import STAGE_FILE, Reuse, check, read_record, record
+from ..plan.stages import Stage
+from .experiment import Experiment, prompt_string
 
 
 class Writer:
@@ -69,9 +49,12 @@ class Writer:
         if self.enabled:
             write_jsonl(path, rows)
 
-    def done(self, folder: Path, key: str, outputs: list[str], **info: Any) -> str | None:
-        """mark_done; None where nothing is written."""
-        return mark_done(folder, key, outputs, **info) if self.enabled else None
+    def done(self, folder: Path, stage: Stage, **info: Any) -> str | None:
+        """Record a finished stage (its key, its outputs' hash, its key's components) and return
+        that hash, what downstream keys use; None where nothing is written."""
+        if not self.enabled:
+            return None
+        return record(folder, stage.key, list(stage.outputs), parts=stage.parts, **info)
 
     def final(self, model, tokenizer, folder: Path) -> None:
         if self.enabled:
@@ -91,7 +74,7 @@ class Options:
     steps_scale: float = 1.0
     device: str = "auto"
     quiet: bool = False
-    only_stages: set[str] | None = None  # used by fan-out workers: run just these stages
+    through: str = "report"  # the last kind of stage to run (plan/stages.KINDS): workers stop at "train"
     only_jobs: set[tuple[str, int]] | None = None  # (arm, seed) pairs a worker trains
     # A multi-process launch's worker (runtime/distributed.py) sets these three; the defaults
     # are one process.
@@ -101,16 +84,36 @@ class Options:
 
 
 @dataclass
+class Carried:
+    """What stages hand each other in memory, beside the output hashes in their keys."""
+    data: dict[str, dict[str, list[dict]]] = field(default_factory=dict)
+    load_base: Callable[[], tuple] | None = None
+    probe_values: dict[str, list] = field(default_factory=dict)
+    samples: dict[tuple[str, int], list[dict]] = field(default_factory=dict)  # judged where there is a judge
+
+
+@dataclass
 class Run:
     exp: Experiment
     opts: Options
-    profile_name: str
-    profile: dict
+    shape: stages.Shape
     folder: Path
     console: Any
     device: str
-    seeds: list[int]
     events: list[dict] = field(default_factory=list)
+    carried: Carried = field(default_factory=Carried)
+
+    @property
+    def profile_name(self) -> str:
+        return self.shape.profile
+
+    @property
+    def profile(self) -> Profile:
+        return self.exp.plan.profiles[self.shape.profile]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.shape.seeds)
 
     @property
     def write(self) -> Writer:
@@ -151,56 +154,37 @@ def _progress(run: Run):
 # ---- stage: data ---------------------------------------------------------------------
 
 
-def data_splits(exp: Experiment) -> dict[str, list[str]]:
-    main = exp.plan["main_data"]
-    out = {}
-    for block in exp.plan["data"]:
-        out[block["name"]] = ["train", "validation", "test"] if block["name"] == main else ["train"]
-    return out
-
-
-def stage_data(run: Run) -> tuple[str, dict[str, dict[str, list[dict]]]]:
-    """The rows of every block and split, and their output hash."""
+def stage_data(run: Run, stage: Stage) -> str:
+    """The rows of every block and split; returns their output hash."""
     exp = run.exp
-    folder = run.folder / "data"
-    uses_llm = any(b["llm_fields"] for b in exp.plan["data"])
-    llm_mode = "offline"
-    if uses_llm:
-        from .llm import llm_available
-
-        llm_mode = "anthropic" if llm_available() else "offline"
-    parts = keys.data_parts(exp, llm_mode, _spec_root(run))
-    key = json_hash(parts)
-    splits = data_splits(exp)
-    found = run.reusable("data", folder, key)
+    folder = run.folder / stage.folder
+    splits = exp.plan.data_splits()
+    found = run.reusable(stage.name, folder, stage.key)
     if found.ok:
-        data = {b: {s: read_jsonl(folder / f"{b}.{s}.jsonl") for s in ss} for b, ss in splits.items()}
-        run.log("data", "reused", _data_summary(data))
-        return found.output, data
+        run.carried.data = {b: {s: read_jsonl(folder / f"{b}.{s}.jsonl") for s in ss} for b, ss in splits.items()}
+        run.log(stage.name, "reused", _data_summary(run.carried.data))
+        return found.output
     t0 = time.perf_counter()
+    llm_mode = stage.parts["llm"]
     llm = _data_llm(run) if llm_mode == "anthropic" else None
-    data = {}
+    data: dict[str, dict[str, list[dict]]] = {}
     for block, split_names in splits.items():
         data[block] = {}
         for split in split_names:
-            rows = exp.dataset.BUILDERS[block](split, 0, llm=llm, root=str(_spec_root(run)))
+            rows = exp.dataset.BUILDERS[block](split, 0, llm=llm, root=str(run.shape.root))
             data[block][split] = rows
             run.write.jsonl(folder / f"{block}.{split}.jsonl", rows)
-    out = run.write.done(folder, key, [f"{b}.{s}.jsonl" for b, ss in splits.items() for s in ss], llm=llm_mode,
-                    parts=keys.components(parts))
-    run.log("data", "ran", _data_summary(data) + (" (articles from the procedural writer: no API key)"
-                                                 if uses_llm and llm_mode == "offline" else ""),
+    run.carried.data = data
+    out = run.write.done(folder, stage, llm=llm_mode)
+    run.log(stage.name, "ran", _data_summary(data) + (" (articles from the procedural writer: no API key)"
+                                                     if exp.plan.uses_llm_data and llm_mode == "offline" else ""),
             time.perf_counter() - t0)
-    return out, data
+    return out
 
 
 def _data_summary(data: dict) -> str:
     return ", ".join(f"{b} " + "/".join(f"{s} {len(r)}" for s, r in splits.items() if r)
                      for b, splits in data.items())
-
-
-def _spec_root(run: Run) -> Path:
-    return keys.spec_root(run.exp)
 
 
 def _data_llm(run: Run) -> Callable[[str, list[str]], list[str]]:
@@ -223,88 +207,88 @@ def _data_llm(run: Run) -> Callable[[str, list[str]], list[str]]:
 
 
 def _random_axis_value(exp: Experiment, rng) -> Any:
-    axis = exp.axis
-    if axis["type"] == "enum":
-        return rng.choice([v["name"] for v in axis["values"]])
-    lo, hi = axis["domain"]
-    return rng.randint(int(lo), int(hi)) if axis["type"] == "int" else rng.uniform(lo, hi)
+    axis = exp.plan.axis
+    if axis.type == "enum":
+        return rng.choice([v.name for v in axis.values])
+    lo, hi = axis.domain
+    return rng.randint(int(lo), int(hi)) if axis.type == "int" else rng.uniform(lo, hi)
 
 
 def _label_values(exp: Experiment) -> list[Any]:
     """Axis values whose labels the tokenizer must know: deployment, sweep, and a grid."""
-    axis = exp.axis
-    values: list[Any] = [axis["deploy"]]
-    sweep = exp.plan["evaluate"].get("sweep")
+    axis = exp.plan.axis
+    values: list[Any] = [axis.deploy]
+    sweep = exp.plan.evaluate.sweep
     if sweep:
-        values += sweep["values"]
-    if axis["type"] == "enum":
-        values += [v["name"] for v in axis["values"]]
+        values += sweep.values
+    if axis.type == "enum":
+        values += [v.name for v in axis.values]
     else:
-        lo, hi = axis["domain"]
+        lo, hi = axis.domain
         values += [lo + (hi - lo) * i / 200 for i in range(201)]
     return values
 
 
 def tokenizer_corpus(run: Run, data: dict) -> list[str]:
     """Every text the tiny model will read or write, so its closed vocabulary covers them."""
-    exp, profile = run.exp, run.profile
-    main = exp.plan["main_data"]
+    exp, profile, plan = run.exp, run.profile, run.exp.plan
+    main = plan.main_data
     rows = data[main]["train"] + data[main]["test"]
     texts = ["system: user: assistant:", exp.unlabeled_text(profile)]
     labels = {exp.label_text(v, enc, profile) for v in _label_values(exp) for enc in ("text", "id", "number")}
-    labels |= {exp.label_text(r[exp.axis["name"]], enc, profile) for r in data[main]["train"] for enc in ("text", "id")}
+    labels |= {exp.label_text(r[plan.axis.name], enc, profile) for r in data[main]["train"] for enc in ("text", "id")}
     texts += sorted(labels)
     some_label = next(iter(sorted(labels)))
     for row in rows:
         system, user = exp.prompt_parts(row, some_label, profile)
         texts += [system or "", user]
-    response = exp.plan["response"]
-    texts += response.get("choices", [])
-    if exp.plan["method"] == "sft":
+    texts += plan.response.choices
+    if plan.method == "sft":
         texts += [exp.feedback.feedback(r)["target"] for r in data[main]["train"]]
-    for block in exp.plan["data"]:
-        for row in data[block["name"]]["train"]:
-            if block["has_prompt"]:
-                texts.append(exp.render(f"data.{block['name']}", row))
-            if block["has_target"]:
+    for block in plan.data:
+        for row in data[block.name]["train"]:
+            if block.has_prompt:
+                texts.append(exp.render(f"data.{block.name}", row))
+            if block.has_target:
                 texts.append(str(row["target"]))
-    for probe in exp.plan["evaluate"]["probes"]:
-        texts += [exp.render(probe["prompt"], {**r, "label": exp.unlabeled_text(profile)}) for r in rows]
+    for probe in plan.evaluate.probes:
+        texts += [exp.render(probe.prompt, {**r, "label": exp.unlabeled_text(profile)}) for r in rows]
     return texts
 
 
 def _scaled(n: int, run: Run) -> int:
-    return keys.scaled(n, run.opts.steps_scale)
+    return stages.scaled(n, run.opts.steps_scale)
 
 
-def stage_base(run: Run, data_out: str, data: dict) -> tuple[str, Callable[[], tuple]]:
+def stage_base(run: Run, stage: Stage) -> str:
     """The base model: a tiny one built, warmed up and cached by recipe; or a hub/local one.
-    Returns its output hash (a hub model's: its key; nothing of it is stored here) and a loader."""
+    Returns its output hash (a hub model's: its key; nothing of it is stored here); the loader
+    goes to `run.carried.load_base`."""
     exp, profile = run.exp, run.profile
-    model_cfg = profile["model"]
-    recipe = keys.base_parts(exp, profile, data_out, run.opts.steps_scale)
-    key = json_hash(recipe)
-    if model_cfg["type"] == "hf":
-        run.log("base model", "reused", f"{model_cfg['path']} (loaded per arm)")
+    model_cfg = profile.model
+    if stage.folder is None:
+        run.log(stage.name, "reused", f"{model_cfg.path} (loaded per arm)")
 
         def load_hf():
             from .models import load_hf_model
 
-            return load_hf_model(model_cfg["path"], quantize=profile.get("transformers.BitsAndBytesConfig"),
-                                 dtype=model_cfg.get("dtype") or "bfloat16", revision=model_cfg.get("revision"),
-                                 gradient_checkpointing=bool(profile.get("sft", {}).get("gradient_checkpointing")))
-        return key, load_hf
+            return load_hf_model(model_cfg.path, quantize=profile.bnb_config, dtype=model_cfg.dtype or "bfloat16",
+                                 revision=model_cfg.revision,
+                                 gradient_checkpointing=bool((profile.sft or {}).get("gradient_checkpointing")))
+        run.carried.load_base = load_hf
+        return stage.key
 
-    from .models import build_tiny_llama, build_word_tokenizer, get_or_build, load_cached_model, cached_model_dir
+    from .models import build_tiny_llama, build_word_tokenizer, load_cached_model, save_model_atomic
 
+    recipe = stages.base_recipe(exp, run.shape, stage.upstream["data"])
     warmup = recipe["warmup"]
-    cache_root = run.opts.runs_dir / ".cache" / "models"
+    data = run.carried.data
 
     def build():
         texts = tokenizer_corpus(run, data)
-        tokenizer = build_word_tokenizer(texts, split_digits=model_cfg["numbers"] == "digits")
-        model = build_tiny_llama(tokenizer, layers=model_cfg["layers"], width=model_cfg["width"],
-                                 heads=model_cfg["heads"], seed=0)
+        tokenizer = build_word_tokenizer(texts, split_digits=model_cfg.numbers == "digits")
+        model = build_tiny_llama(tokenizer, layers=model_cfg.layers, width=model_cfg.width,
+                                 heads=model_cfg.heads, seed=0)
         if warmup and warmup["steps"] > 0:
             from .warmup import supervised_warmup
 
@@ -320,28 +304,30 @@ def stage_base(run: Run, data_out: str, data: dict) -> tuple[str, Callable[[], t
         return model, tokenizer
 
     t0 = time.perf_counter()
-    directory = cached_model_dir(cache_root, recipe)
-    found = run.reusable("base model", directory, key)
-    if not found.ok and directory.exists():
-        shutil.rmtree(directory)  # damaged, or cached without a record: build it again
-    _, _, _ = get_or_build(cache_root, recipe, build)
-    hit = found.ok
-    out = found.output if hit else run.write.done(
-        directory, key, sorted(p.name for p in directory.iterdir() if p.name != STAGE_FILE),
-        parts=keys.components(recipe))
-    detail = f"tiny llama {model_cfg['layers']}x{model_cfg['width']}" + (
+    directory = stage.path(run.folder, run.opts.runs_dir)
+    found = run.reusable(stage.name, directory, stage.key)
+    if not found.ok:
+        if directory.exists():
+            shutil.rmtree(directory)  # damaged, or cached without a record: build it again
+        model, tokenizer = build()
+        if run.opts.writes:
+            save_model_atomic(model, tokenizer, directory, recipe)
+    out = found.output if found.ok else run.write.done(
+        directory, dataclasses.replace(stage, outputs=tuple(sorted(p.name for p in directory.iterdir()
+                                                                     if p.name != STAGE_FILE))))
+    detail = f"tiny llama {model_cfg.layers}x{model_cfg.width}" + (
         f", warm-up {warmup['steps']} steps" if warmup else "")
-    run.log("base model", "reused" if hit else "ran", detail, 0.0 if hit else time.perf_counter() - t0)
-    return out, lambda: load_cached_model(directory)
+    run.log(stage.name, "reused" if found.ok else "ran", detail, 0.0 if found.ok else time.perf_counter() - t0)
+    run.carried.load_base = lambda: load_cached_model(directory)
+    return out
 
 
 def _warmup_examples(run: Run, data: dict, tokenizer, warmup: dict):
-    exp, profile = run.exp, run.profile
-    main = exp.plan["main_data"]
+    exp, profile, plan = run.exp, run.profile, run.exp.plan
+    main = plan.main_data
     mix = warmup["mix"] or {main: 1.0}
     blocks = list(mix)
     weights = [float(mix[b]) for b in blocks]
-    has_prompt = {b["name"]: b["has_prompt"] for b in exp.plan["data"]}
 
     def examples(rng, n):
         pairs = []
@@ -358,7 +344,7 @@ def _warmup_examples(run: Run, data: dict, tokenizer, warmup: dict):
                     label = exp.unlabeled_text(profile)
                 prompt = prompt_string(tokenizer, exp.messages(row, label, profile))
             else:
-                prompt = exp.render(f"data.{block}", row) if has_prompt[block] else ""
+                prompt = exp.render(f"data.{block}", row) if plan.data_block(block).has_prompt else ""
             pairs.append((prompt, str(row["target"])))
         return pairs
 
@@ -408,54 +394,44 @@ def per_process_batch(args: dict, processes: int) -> dict:
     raise ValueError(f"the SFT batch ({batch} x {accum} accumulation) does not divide over {processes} processes")
 
 
-def train_key(run: Run, arm: Arm, seed: int, base_out: str, data_out: str) -> str:
-    return json_hash(keys.train_parts(run.exp, run.profile_name, arm, seed, base_out, data_out,
-                                      run.opts.steps_scale))
-
-
-def _arm_dir(run: Run, arm: str, seed: int) -> Path:
-    return run.folder / "arms" / arm / f"seed{seed}"
+def arm_dir(run: Run, arm: str, seed: int) -> Path:
+    """Where an arm's training stage keeps its weights (`final/`)."""
+    return run.folder / stages.train_folder(arm, seed)
 
 
 def training_rows(run: Run, arm: Arm, data: dict) -> list[dict]:
     exp = run.exp
-    rows = data[exp.plan["main_data"]]["train"]
+    rows = data[exp.plan.main_data]["train"]
     if arm.filter:
         keep = exp.feedback.FILTERS[arm.filter]
         rows = [r for r in rows if keep(r)]
     return rows
 
 
-def stage_train(run: Run, arm: Arm, seed: int, base_out: str, data_out: str, data: dict,
-                load_base: Callable[[], tuple], progress) -> str:
+def stage_train(run: Run, stage: Stage, progress) -> str:
     """Train one arm and seed; return the output hash of its weights (and history)."""
     exp = run.exp
-    folder = _arm_dir(run, arm.name, seed)
-    parts = keys.train_parts(exp, run.profile_name, arm, seed, base_out, data_out, run.opts.steps_scale)
-    key = json_hash(parts)
-    found = run.reusable(f"train {arm.name} seed {seed}", folder, key)
+    arm, seed = exp.plan.arm(stage.arm), stage.seed
+    folder = run.folder / stage.folder
+    found = run.reusable(stage.name, folder, stage.key)
     if found.ok:
-        run.log(f"train {arm.name} seed {seed}", "reused")
+        run.log(stage.name, "reused")
         return found.output
-    _start_training(folder, key, resume=not found.redo, write=run.write)
+    _start_training(folder, stage.key, resume=not found.redo, write=run.write)
     t0 = time.perf_counter()
     cfg = exp.train_config(run.profile_name, arm.name)
-    rows = training_rows(run, arm, data)
+    rows = training_rows(run, arm, run.carried.data)
     if not rows:
         raise RuntimeError(f"arm {arm.name!r} keeps no training rows: check its filter")
     labels = exp.training_labels(arm, rows, seed, run.profile)
-    model, tokenizer = load_base()
+    model, tokenizer = run.carried.load_base()
     model.to(run.device) if not getattr(model, "is_loaded_in_4bit", False) else None
-    if exp.plan["method"] == "rl" and cfg["rl"]["algorithm"] == "ppo":  # `check` matched it to the response
-        info = _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
-    elif exp.plan["method"] == "rl":
-        info = _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
-    else:
-        info = _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
-    outputs = ["final"] + [f for f in ("history.jsonl",) if (folder / f).exists()]
-    out = run.write.done(folder, key, outputs, arm=arm.name, seed=seed, rows=len(rows), parts=keys.components(parts),
-                    **info)
-    run.log(f"train {arm.name} seed {seed}", "ran", f"{len(rows)} rows", time.perf_counter() - t0)
+    train = {"choice_rl": _train_rl_choice, "grpo": _train_rl_text, "sft": _train_sft}[run.profile.trainer]
+    info = train(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
+    history = [f for f in ("history.jsonl",) if (folder / f).exists()]
+    out = run.write.done(folder, dataclasses.replace(stage, outputs=("final", *history)), arm=arm.name, seed=seed,
+                         rows=len(rows), **info)
+    run.log(stage.name, "ran", f"{len(rows)} rows", time.perf_counter() - t0)
     return out
 
 
@@ -522,7 +498,7 @@ def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder
 
     task = progress.add_task(f"train {arm.name} seed {seed}", total=rl_cfg.steps)
     history = (run.opts.choice_rl or train_choice_rl)(model, tokenizer, sample_rows, lambda b: prompts[b["i"]],
-                              exp.plan["response"]["choices"], reward_fn, rl_cfg,
+                              exp.plan.response.choices, reward_fn, rl_cfg,
                               progress=lambda step, stats: progress.update(task, completed=step + 1))
     progress.remove_task(task)
     folder.mkdir(parents=True, exist_ok=True)
@@ -580,27 +556,26 @@ def _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, prog
             "last_loss": metrics.get("last_loss")}
 
 
-def _generation_backend(run: Run, arm: Arm, seed: int, load_base):
+def _generation_backend(run: Run, arm: Arm, seed: int):
     """transformers by default; vLLM only when the profile asks (`generate { backend "vllm" }`)."""
     from .generate import make_backend
 
-    gen = run.profile["generate"]
-    if gen["backend"] == "vllm":
-        final = _arm_dir(run, arm.trained_as, seed) / "final"
-        lora = run.profile.get("lora")
-        if lora:
-            return make_backend("vllm", model_path=run.profile["model"]["path"], adapter_path=str(final),
-                                revision=run.profile["model"].get("revision"), max_lora_rank=lora["rank"])
+    profile = run.profile
+    if profile.generate.backend == "vllm":
+        final = arm_dir(run, arm.trained_as, seed) / "final"
+        if profile.lora:
+            return make_backend("vllm", model_path=profile.model.path, adapter_path=str(final),
+                                revision=profile.model.revision, max_lora_rank=profile.lora["rank"])
         return make_backend("vllm", model_path=str(final))
-    model, tokenizer = load_trained(run, arm.trained_as, seed, load_base)
+    model, tokenizer = load_trained(run, arm.trained_as, seed)
     return make_backend("transformers", model=model, tokenizer=tokenizer)
 
 
-def load_trained(run: Run, arm: str, seed: int, load_base: Callable[[], tuple]):
+def load_trained(run: Run, arm: str, seed: int):
     from .sft import load_final
 
-    model, tokenizer = load_base()
-    load_final(model, _arm_dir(run, arm, seed) / "final")
+    model, tokenizer = run.carried.load_base()
+    load_final(model, arm_dir(run, arm, seed) / "final")
     if not getattr(model, "is_loaded_in_4bit", False):
         model.to(run.device)
     model.eval()
@@ -611,11 +586,9 @@ def load_trained(run: Run, arm: str, seed: int, load_base: Callable[[], tuple]):
 
 
 def eval_rows(run: Run, data: dict) -> list[dict]:
-    exp = run.exp
-    ev = exp.plan["evaluate"]
-    rows = data[exp.plan["main_data"]][ev["split"]]
-    samples = ev.get("samples") or 0
-    return rows[:samples] if samples else rows
+    plan = run.exp.plan
+    rows = data[plan.main_data][plan.evaluate.split]
+    return rows[:plan.evaluate.samples] if plan.evaluate.samples else rows
 
 
 def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) -> tuple[list[str], list[list[float]]]:
@@ -627,100 +600,86 @@ def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) ->
     return answers, [[round(float(x), 5) for x in p] for p in probs]
 
 
-def stage_probes(run: Run, data_out: str, base_out: str, data: dict, load_base) -> dict[str, list]:
-    exp = run.exp
-    probes = exp.plan["evaluate"]["probes"]
-    if not probes:
-        return {}
-    folder = run.folder / "probes"
-    parts = keys.probe_parts(exp, base_out, data_out)
-    key = json_hash(parts)
-    if run.reusable("probes", folder, key).ok:
-        run.log("probes", "reused")
-        return json.loads((folder / "values.json").read_text())
+def stage_probes(run: Run, stage: Stage) -> str:
+    exp, plan = run.exp, run.exp.plan
+    folder = run.folder / stage.folder
+    if run.reusable(stage.name, folder, stage.key).ok:
+        run.log(stage.name, "reused")
+        run.carried.probe_values = json.loads((folder / "values.json").read_text())
+        return check(folder, stage.key).output
     t0 = time.perf_counter()
-    rows = eval_rows(run, data)
+    rows = eval_rows(run, run.carried.data)
     out = {}
-    for probe in probes:
-        checkpoint = probe.get("checkpoint", "base")
-        model, tokenizer = load_base() if checkpoint == "base" else load_trained(run, checkpoint, run.seeds[0], load_base)
+    for probe in plan.evaluate.probes:
+        model, tokenizer = (run.carried.load_base() if probe.checkpoint == "base"
+                            else load_trained(run, probe.checkpoint, run.seeds[0]))
         if not getattr(model, "is_loaded_in_4bit", False):
             model.to(run.device)
         unlabeled = exp.unlabeled_text(run.profile)
-        prompts = [prompt_string(tokenizer, exp.render(probe["prompt"], {**r, "label": unlabeled})) for r in rows]
-        if exp.plan["response"]["type"] == "choice":
-            answers, _ = _answer_choices(model, tokenizer, prompts, exp.plan["response"]["choices"])
+        prompts = [prompt_string(tokenizer, exp.render(probe.prompt, {**r, "label": unlabeled})) for r in rows]
+        if plan.response.type == "choice":
+            answers, _ = _answer_choices(model, tokenizer, prompts, plan.response.choices)
         else:
             from .generate import generate_texts
 
             answers = generate_texts(model, tokenizer, prompts, temperature=0.0, max_new_tokens=64)
-        fn = exp.feedback.PROBES[probe["name"]]
-        out[probe["name"]] = [bool(fn({**r, "response": a})) for r, a in zip(rows, answers)]
+        fn = exp.feedback.PROBES[probe.name]
+        out[probe.name] = [bool(fn({**r, "response": a})) for r, a in zip(rows, answers)]
+    run.carried.probe_values = out
     run.write.json(folder / "values.json", out)
-    run.write.done(folder, key, ["values.json"], parts=keys.components(parts))
+    done = run.write.done(folder, stage)
     shares = ", ".join(f"{k} {sum(v) / max(1, len(v)):.0%}" for k, v in out.items())
-    run.log("probes", "ran", shares, time.perf_counter() - t0)
-    return out
+    run.log(stage.name, "ran", shares, time.perf_counter() - t0)
+    return done
 
 
-def _eval_inputs(run: Run, arm: Arm, trained_out: str, data_out: str, probe_values: dict) -> dict:
-    """What an evaluation's samples depend on, besides the label conditions."""
-    return keys.eval_inputs(run.exp, run.profile, arm, trained_out, data_out, json_hash(probe_values), _spec_root(run))
-
-
-def _condition_keys(run: Run, arm: Arm, trained_out: str, data_out: str, probe_values: dict) -> dict[str, str]:
-    return keys.condition_keys(_eval_inputs(run, arm, trained_out, data_out, probe_values), keys.conditions(run.exp, arm))
-
-
-def stage_eval(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, data: dict,
-               probe_values: dict, load_base, progress) -> tuple[str, list[dict]]:
-    """Evaluate one arm and seed; return the output hash of its samples, and the samples."""
-    exp = run.exp
-    folder = run.folder / "eval" / arm.name / f"seed{seed}"
-    parts = keys.eval_parts(_eval_inputs(run, arm, trained_out, data_out, probe_values), keys.conditions(run.exp, arm))
-    key = json_hash(parts)
-    found = run.reusable(f"evaluate {arm.name} seed {seed}", folder, key)
+def stage_eval(run: Run, stage: Stage, progress) -> str:
+    """Evaluate one arm and seed under each of its label conditions; return the output hash of
+    its samples (the samples go to `run.carried.samples`)."""
+    exp, plan = run.exp, run.exp.plan
+    arm, seed = plan.arm(stage.arm), stage.seed
+    folder = run.folder / stage.folder
+    found = run.reusable(stage.name, folder, stage.key)
     if found.ok:
-        run.log(f"evaluate {arm.name} seed {seed}", "reused")
-        return found.output, read_jsonl(folder / "samples.jsonl")
+        run.log(stage.name, "reused")
+        run.carried.samples[(arm.name, seed)] = read_jsonl(folder / "samples.jsonl")
+        return found.output
     t0 = time.perf_counter()
-    response = exp.plan["response"]
-    if response["type"] == "text":
-        backend = _generation_backend(run, arm, seed, load_base)
+    response = plan.response
+    if response.type == "text":
+        backend = _generation_backend(run, arm, seed)
         model, tokenizer = getattr(backend, "model", None), getattr(backend, "tokenizer", None)
     else:
-        model, tokenizer = load_trained(run, arm.trained_as, seed, load_base)
-    rows = eval_rows(run, data)
+        model, tokenizer = load_trained(run, arm.trained_as, seed)
+    rows = eval_rows(run, run.carried.data)
     samples: list[dict] = []
-    conds = keys.conditions(run.exp, arm)
-    cond_keys = _condition_keys(run, arm, trained_out, data_out, probe_values)
-    previous = _reusable_conditions(folder, cond_keys)
-    task = progress.add_task(f"evaluate {arm.name} seed {seed}", total=len(conds))
-    for name, value in conds:
+    previous = _reusable_conditions(folder, stage.conditions)
+    task = progress.add_task(stage.name, total=len(arm.conditions))
+    for name, value in arm.conditions:
         if name in previous:
             samples.extend(previous[name])
             progress.update(task, advance=1)
             continue
         # Each row's axis set to the condition's value: feedback and metrics over the axis must
         # read the evaluation's value, not the one the row drew for training.
-        axis_name = exp.axis["name"]
+        axis_name = plan.axis.name
         cond_rows = [r if value is None else {**r, axis_name: value} for r in rows]
         labels = [exp.inference_label(arm, r[axis_name], run.profile) for r in cond_rows]
         messages = [exp.messages(r, l, run.profile) for r, l in zip(cond_rows, labels)]
         probs: list = [None] * len(rows)
-        if response["type"] == "choice":
+        if response.type == "choice":
             prompts = [prompt_string(tokenizer, m) for m in messages]
-            answers, probs = _answer_choices(model, tokenizer, prompts, response["choices"])
+            answers, probs = _answer_choices(model, tokenizer, prompts, response.choices)
         else:
-            gen = run.profile["generate"]
+            gen = run.profile.generate
             prompts = messages
-            answers = backend.generate(messages, temperature=gen["temperature"],
-                                       max_new_tokens=min(gen["max_new_tokens"], response.get("max_tokens", 10**9)),
-                                       seed=gen["seed"] + seed, batch_size=gen["batch"])
+            answers = backend.generate(messages, temperature=gen.temperature,
+                                       max_new_tokens=min(gen.max_new_tokens, response.max_tokens or 10**9),
+                                       seed=gen.seed + seed, batch_size=gen.batch)
         for i, (row, label, prompt, answer, p) in enumerate(zip(cond_rows, labels, prompts, answers, probs)):
             sample = {**row, "response": answer}
-            sample.update(exp.feedback.feedback(sample) if exp.plan["method"] == "rl" else {})
-            for probe, values in probe_values.items():
+            sample.update(exp.feedback.feedback(sample) if plan.method == "rl" else {})
+            for probe, values in run.carried.probe_values.items():
                 sample[probe] = values[i]
             samples.append({
                 "arm": arm.name, "seed": seed, "condition": name, "label_value": value, "item": i,
@@ -729,16 +688,13 @@ def stage_eval(run: Run, arm: Arm, seed: int, trained_out: str, data_out: str, d
             })
         progress.update(task, advance=1)
     progress.remove_task(task)
-    from .monitors import run_monitors
-
-    run_monitors(run, samples)
     run.write.jsonl(folder / "samples.jsonl", samples)
-    out = run.write.done(folder, key, ["samples.jsonl"], samples=len(samples), conditions=cond_keys,
-                    parts=keys.components(parts))
+    out = run.write.done(folder, stage, samples=len(samples), conditions=stage.conditions)
+    run.carried.samples[(arm.name, seed)] = samples
     reused = f", {len(previous)} reused" if previous else ""
-    run.log(f"evaluate {arm.name} seed {seed}", "ran",
-            f"{len(samples)} samples, {len(conds)} label condition(s){reused}", time.perf_counter() - t0)
-    return out, samples
+    run.log(stage.name, "ran", f"{len(samples)} samples, {len(arm.conditions)} label condition(s){reused}",
+            time.perf_counter() - t0)
+    return out
 
 
 def _reusable_conditions(folder: Path, cond_keys: dict[str, str]) -> dict[str, list[dict]]:
@@ -760,64 +716,88 @@ def _reusable_conditions(folder: Path, cond_keys: dict[str, str]) -> dict[str, l
         return {}  # no complete earlier evaluation: evaluate everything
 
 
+# ---- stage: judge ----------------------------------------------------------------------
+
+
+def stage_judge(run: Run, stage: Stage) -> str:
+    """The monitors over one evaluation's stored samples (as Inspect scores stored outputs): a
+    reworded rubric re-judges here and generates nothing. Verdicts go to verdicts.jsonl, one row
+    per sample; `run.carried.samples` gets the samples with their verdicts."""
+    from .monitors import apply_verdicts, run_monitors
+
+    key = (stage.arm, stage.seed)
+    folder = run.folder / stage.folder
+    samples = run.carried.samples[key]
+    found = run.reusable(stage.name, folder, stage.key)
+    if found.ok:
+        run.carried.samples[key] = apply_verdicts(samples, read_jsonl(folder / "verdicts.jsonl"))
+        run.log(stage.name, "reused")
+        return found.output
+    t0 = time.perf_counter()
+    verdicts = run_monitors(run, samples)
+    run.write.jsonl(folder / "verdicts.jsonl", verdicts)
+    out = run.write.done(folder, stage, samples=len(samples))
+    run.carried.samples[key] = apply_verdicts(samples, verdicts)
+    run.log(stage.name, "ran", f"{len(samples)} samples, {len(run.exp.plan.monitors)} monitor(s)",
+            time.perf_counter() - t0)
+    return out
+
+
 # ---- the run -------------------------------------------------------------------------
 
 
 def run_folder(exp: Experiment, opts: Options) -> Path:
-    return opts.runs_dir / exp.name / (opts.run_id or exp.profile(opts.profile)[0])
+    return opts.runs_dir / exp.name / (opts.run_id or exp.plan.profile(opts.profile)[0])
+
+
+def run_shape(exp: Experiment, opts: Options) -> stages.Shape:
+    """The run's stage-graph shape from its options (the same call `ectc plan` makes)."""
+    from .llm import data_mode
+
+    return stages.shape(exp, opts.profile, opts.seeds, opts.arms, opts.steps_scale, data_mode(exp.plan))
 
 
 def prepare(exp: Experiment, spec_source: str, opts: Options, console) -> Run:
-    profile_name, profile = exp.profile(opts.profile)
+    shape = run_shape(exp, opts)
     folder = run_folder(exp, opts)
     folder.mkdir(parents=True, exist_ok=True)
-    seeds = list(profile["seeds"])
-    if opts.seeds is not None:
-        seeds = list(range(opts.seeds))
-    run = Run(exp=exp, opts=opts, profile_name=profile_name, profile=profile, folder=folder,
-              console=console, device=_device(opts.device), seeds=seeds)
+    run = Run(exp=exp, opts=opts, shape=shape, folder=folder, console=console, device=_device(opts.device))
     run.write.text(folder / "spec.ect", spec_source)
     run.write.json(folder / "manifest.json", exp.manifest)
-    run.write.json(folder / "plan.json", {**exp.plan, "run": {"profile": profile_name, "seeds": seeds,
-                                                          "steps_scale": opts.steps_scale, "device": run.device}})
+    run.write.json(folder / "plan.json", {**exp.plan.dump(), "run": {
+        "profile": shape.profile, "seeds": list(shape.seeds), "steps_scale": opts.steps_scale, "device": run.device}})
     return run
 
 
 def execute(run: Run) -> dict:
-    """Run every stage, reusing what is unchanged; return the metrics."""
+    """Walk the stage graph, running what is not reusable; return the metrics."""
     from .report import stage_report
 
-    exp = run.exp
-    selected = [a for a in exp.arms if not run.opts.arms or a.name in run.opts.arms]
-    needed_training = []
-    for arm in selected:
-        source = exp.arm(arm.trained_as)
-        if source not in needed_training:
-            needed_training.append(source)
     t0 = time.perf_counter()
-    # Each stage returns the hash of its outputs, which the stages reading them put in their keys.
-    data_out, data = stage_data(run)
-    base_out, load_base = stage_base(run, data_out, data)
-    train_outs: dict[tuple[str, int], str] = {}
-    eval_samples: dict[tuple[str, int], list[dict]] = {}
-    eval_outs: dict[tuple[str, int], str] = {}
+    metrics: dict = {}
+    opts = run.opts
     with _progress(run) as progress:
-        for arm in needed_training:
-            for seed in run.seeds:
-                if run.opts.only_jobs is not None and (arm.name, seed) not in run.opts.only_jobs:
-                    continue  # another worker trains it
-                train_outs[(arm.name, seed)] = stage_train(run, arm, seed, base_out, data_out, data,
-                                                           load_base, progress)
-        if run.opts.only_stages is not None and "evaluate" not in run.opts.only_stages:
-            return {}
-        probe_values = stage_probes(run, data_out, base_out, data, load_base)
-        for arm in selected:
-            for seed in run.seeds:
-                out, samples = stage_eval(run, arm, seed, train_outs[(arm.trained_as, seed)], data_out, data,
-                                          probe_values, load_base, progress)
-                eval_outs[(arm.name, seed)] = out
-                eval_samples[(arm.name, seed)] = samples
-    metrics = stage_report(run, selected, eval_samples, eval_outs, time.perf_counter() - t0)
+
+        def settle(stage: Stage) -> str:
+            nonlocal metrics
+            if stage.kind == "data":
+                return stage_data(run, stage)
+            if stage.kind == "base":
+                return stage_base(run, stage)
+            if stage.kind == "train":
+                if opts.only_jobs is not None and (stage.arm, stage.seed) not in opts.only_jobs:
+                    return stages.unknown(stage)  # another worker trains it
+                return stage_train(run, stage, progress)
+            if stage.kind == "probes":
+                return stage_probes(run, stage)
+            if stage.kind == "evaluate":
+                return stage_eval(run, stage, progress)
+            if stage.kind == "judge":
+                return stage_judge(run, stage)
+            metrics = stage_report(run, stage, time.perf_counter() - t0)
+            return stage.key
+
+        stages.walk(run.exp, run.shape, settle, through=opts.through)
     return metrics
 
 
@@ -848,57 +828,3 @@ def flush_denormals():
         yield
     finally:
         torch.set_flush_denormal(False)
-
-
-def main(args) -> int:
-    from rich.console import Console
-
-    quiet_libraries()
-    from ..compile import compile_text
-    from ..errors import CompileError
-
-    console = Console(stderr=False, highlight=False)
-    spec_path = Path(args.spec)
-    try:
-        source = spec_path.read_text()
-    except OSError as exc:
-        sys.stderr.write(f"error: cannot read {args.spec}: {exc.strerror}\n")
-        return 1
-    try:
-        spec, _ = compile_text(source)
-    except CompileError as err:
-        sys.stderr.write(err.render(source, args.spec) + "\n")
-        return 1
-    sha = hashlib.sha256(source.encode()).hexdigest()
-    opts = Options(profile=args.profile, run_id=args.run_id, runs_dir=Path(args.runs_dir), seeds=args.seeds,
-                   arms=args.arms.split(",") if args.arms else None, steps_scale=args.steps_scale,
-                   device=args.device)
-    status = 0
-    for exp_ir in spec.experiments:
-        folder = Path(args.generated) / exp_ir.name
-        manifest = folder / "manifest.json"
-        if not manifest.exists() or json.loads(manifest.read_text()).get("spec_sha256") != sha:
-            sys.stderr.write(f"error: {folder}/ is missing or stale for {args.spec}: run `ectc build` first\n")
-            return 1
-        exp = Experiment(folder)  # the flags naming its profile and arms were checked by the CLI
-        if getattr(args, "launcher", "none") == "accelerate" or getattr(args, "executor", "local") != "local":
-            from .scale import dispatch
-
-            status = max(status, dispatch(args, exp, source, opts, console))
-            continue
-        from .lock import RunFolderBusy, run_folder_lock
-
-        try:
-            with run_folder_lock(run_folder(exp, opts)):
-                run = prepare(exp, source, opts, console)
-                console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device}")
-                console.print(f"run folder: {run.folder}")
-                with flush_denormals():
-                    execute(run)
-        except RunFolderBusy as busy:
-            sys.stderr.write(f"error: {busy}\n")
-            return 1
-        except DataFileError as exc:  # a value the spec's declared type refuses: no traceback
-            sys.stderr.write(f"error: {exc}\n")
-            return 1
-    return status

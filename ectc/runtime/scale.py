@@ -27,6 +27,7 @@ finished and failed), which is also how the tests count resubmitted jobs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -36,6 +37,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from ..files import atomic_write_text, write_json
+from ..plan import stages
+from ..plan.model import Profile
+from ..plan.records import check
 
 KILL_ENV = "ECTC_SCALE_KILL"  # "arm:seed": that fan-out job SIGKILLs itself before training (tests)
 
@@ -48,30 +54,14 @@ def _args(args, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def training_jobs(run, base_out: str, data_out: str) -> list[tuple[str, int, bool]]:
-    """(arm, seed, done) for every training job the run needs, in execute's order."""
-    from .run import _arm_dir, train_key
-    from .stagefiles import check
-
-    exp = run.exp
-    needed = []
-    for arm in exp.arms:
-        if run.opts.arms and arm.name not in run.opts.arms:
-            continue
-        source = exp.arm(arm.trained_as)
-        if source not in needed:
-            needed.append(source)
-    out = []
-    for arm in needed:
-        for seed in run.seeds:
-            done = check(_arm_dir(run, arm.name, seed), train_key(run, arm, seed, base_out, data_out)).ok
-            out.append((arm.name, seed, done))
-    return out
+def training_jobs(run) -> list[tuple[str, int, bool]]:
+    """(arm, seed, done) for every training job the run needs, in the stage graph's order (the
+    data and base-model stages have run: their records give the keys' inputs)."""
+    visited = stages.walk(run.exp, run.shape, stages.recorded(run.folder, run.opts.runs_dir), through="train")
+    return [(s.arm, s.seed, check(run.folder / s.folder, s.key).ok) for s in visited if s.kind == "train"]
 
 
 def _record(run, entry: dict) -> None:
-    from .run import write_json
-
     path = run.folder / "scale.json"
     try:
         history = json.loads(path.read_text())
@@ -89,22 +79,11 @@ def _payload(run, args, jobs: list[tuple[str, int]], processes: int) -> dict:
         "runs_dir": str(Path(opts.runs_dir).resolve()), "run_id": opts.run_id, "profile": opts.profile,
         "seeds": opts.seeds, "arms": opts.arms, "steps_scale": opts.steps_scale, "device": opts.device,
         "jobs": [list(j) for j in jobs], "processes": processes, "cwd": os.getcwd(),
-        "mixed_precision": mixed_precision(run.profile),
+        "mixed_precision": run.profile.mixed_precision,
     }
 
 
 # ---- multi-process training ------------------------------------------------------------------
-
-
-def mixed_precision(profile: dict) -> str:
-    """bf16 when the profile computes in bf16 (an SFT bf16 flag, a bf16 model or bf16 compute
-    dtype for a quantized one), else no."""
-    sft = profile.get("sft") or {}
-    model = profile.get("model") or {}
-    quantize = profile.get("quantize") or {}
-    bf16 = bool(sft.get("bf16")) or (model.get("type") == "hf" and model.get("dtype") == "bfloat16") \
-        or quantize.get("compute_dtype") == "bfloat16"
-    return "bf16" if bf16 else "no"
 
 
 def _free_port() -> int:
@@ -113,7 +92,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def accelerate_config(profile: dict, processes: int) -> dict:
+def accelerate_config(profile: Profile, processes: int) -> dict:
     """The accelerate config ectc writes for a CUDA launch (DDP over `processes` GPUs)."""
     config: dict[str, Any] = {}
     custom = os.environ.get("ECTC_ACCELERATE_CONFIG")
@@ -123,7 +102,7 @@ def accelerate_config(profile: dict, processes: int) -> dict:
         config = yaml.safe_load(Path(custom).read_text()) or {}
     config.setdefault("compute_environment", "LOCAL_MACHINE")
     config.setdefault("distributed_type", "MULTI_GPU" if processes > 1 else "NO")
-    config.setdefault("mixed_precision", mixed_precision(profile))
+    config.setdefault("mixed_precision", profile.mixed_precision)
     config.update({"num_processes": processes, "num_machines": 1, "machine_rank": 0, "use_cpu": False,
                    "main_process_port": _free_port(), "rdzv_backend": "static", "same_network": True,
                    "gpu_ids": "all"})
@@ -136,8 +115,6 @@ def launch_command(run, job_file: Path, processes: int, cuda: bool) -> list[str]
         import yaml
 
         cfg_path = job_file.parent / "accelerate.yaml"
-        from .run import atomic_write_text
-
         atomic_write_text(cfg_path, yaml.safe_dump(accelerate_config(run.profile, processes), sort_keys=True))
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg_path), *worker]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *worker]
@@ -148,8 +125,6 @@ def launch_training(payload: dict, folder: Path, console=None, run=None) -> int:
     import hashlib
 
     import torch
-
-    from .run import write_json
 
     processes = int(payload["processes"])
     cuda = payload["device"] != "cpu" and torch.cuda.is_available()
@@ -162,7 +137,7 @@ def launch_training(payload: dict, folder: Path, console=None, run=None) -> int:
 
         from .experiment import Experiment
 
-        run = SimpleNamespace(profile=Experiment(Path(payload["generated"])).profile(payload["profile"])[1])
+        run = SimpleNamespace(profile=Experiment(Path(payload["generated"])).plan.profile(payload["profile"])[1])
     cmd = launch_command(run, job_file, processes, cuda)
     env = dict(os.environ)
     if not cuda:
@@ -188,7 +163,7 @@ def train_job(payload: dict) -> dict:
         from .experiment import Experiment
 
         exp = Experiment(Path(payload["generated"]))
-        name, _ = exp.profile(payload["profile"])
+        name, _ = exp.plan.profile(payload["profile"])
         run_folder = folder / exp.name / (payload["run_id"] or name)
         code = launch_training(payload, run_folder)
         if code:
@@ -202,7 +177,7 @@ def train_job(payload: dict) -> dict:
         quiet_libraries()
         opts = Options(profile=payload["profile"], run_id=payload["run_id"], runs_dir=folder,
                        seeds=payload["seeds"], arms=payload["arms"], steps_scale=payload["steps_scale"],
-                       device=payload["device"], quiet=True, only_stages={"train"},
+                       device=payload["device"], quiet=True, through="train",
                        only_jobs={(a, int(s)) for a, s in payload["jobs"]})
         run = prepare(Experiment(Path(payload["generated"])), Path(payload["spec"]).read_text(), opts,
                       Console(highlight=False, color_system=None))
@@ -297,7 +272,7 @@ def fan_out(run, args, pending: list[tuple[str, int]], console) -> dict:
 
 
 def dispatch(args, exp, source: str, opts, console) -> int:
-    from .run import execute, prepare, stage_base, stage_data
+    from .run import execute, prepare
 
     launcher = _args(args, "launcher", "none")
     executor = _args(args, "executor", "local")
@@ -312,9 +287,8 @@ def dispatch(args, exp, source: str, opts, console) -> int:
     console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device} · {how}")
     console.print(f"run folder: {run.folder}")
     # Data and the base model once, here: every job then finds them cached.
-    data_out, data = stage_data(run)
-    base_out, _ = stage_base(run, data_out, data)
-    jobs = training_jobs(run, base_out, data_out)
+    execute(dataclasses.replace(run, opts=dataclasses.replace(opts, through="base")))
+    jobs = training_jobs(run)
     pending = [(a, s) for a, s, done in jobs if not done]
     skipped = [[a, s] for a, s, done in jobs if done]
     if skipped:
@@ -334,7 +308,7 @@ def dispatch(args, exp, source: str, opts, console) -> int:
                 console.print(f"[red]error:[/] cannot submit to {executor}: {exc}")
                 return 1
     entry["seconds"] = round(time.perf_counter() - t0, 2)
-    left = [[a, s] for a, s, done in training_jobs(run, base_out, data_out) if not done]
+    left = [[a, s] for a, s, done in training_jobs(run) if not done]
     entry["unfinished"] = left
     _record(run, entry)
     if left:

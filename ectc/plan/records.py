@@ -9,8 +9,8 @@ bytes does not.
 Also the content hash of a stage's input files (data files, lexicon word lists, a `disk`
 dataset folder), which enter the keys of the stages that read them.
 
-Torch-free: the runtime (`run.py`, `report.py`) writes and checks records through this module,
-and `ectc plan` (`runs.py`, `stagekeys.py`) reads them the same way.
+Torch-free: the runtime writes and checks records through this module,
+and `ectc plan` (`runs.py`, through `plan/stages.py`) reads them the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .cache import atomic_write_text
+from ..files import atomic_write_text
 
 STAGE_FILE = "stage.json"
 # Stands in for an output hash that only running the stage will tell: `ectc plan` uses it for

@@ -1,0 +1,300 @@
+"""The stage graph: every stage of a run, its inputs and its key, defined once.
+
+    data -> base model -> train (arm, seed) -> probes -> evaluate (arm, seed)
+         -> judge (arm, seed; when the experiment has monitors) -> report
+
+`walk` visits the stages in that order and hands each to a `settle` callback, which returns the
+stage's *output hash*; the stages downstream put that hash in their keys. The runtime's settle
+runs the stage (or reuses it); `ectc plan`'s settle reads the record a previous run left
+(`records.output_or_unknown`); `ectc diff`'s settle knows nothing and returns a placeholder.
+So `run`, `plan`, `diff` and the fan-out all compute keys through this one module, as
+terraform's plan and apply read one graph.
+
+A key is `json_hash` of a dict of *components* (`Stage.parts` keeps each component hashed, so
+`ectc plan` can say which changed). Input files (data files, word lists) enter as their content
+hash; upstream stages enter as their output hash, never their key, so a stage that re-ran to
+different bytes invalidates what read it and one that re-ran to the same bytes does not.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from .compiled import CompiledExperiment, json_hash
+from .model import Arm, Plan
+from .records import OUTPUT_UNKNOWN, input_hashes, output_or_unknown
+
+# What the stages are, in run order.
+KINDS = ("data", "base", "train", "probes", "evaluate", "judge", "report")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a run is, as far as keys go: the profile, seeds and arms it runs, --steps-scale,
+    whether LLM-written data uses Claude ("anthropic") or the offline writer, and the spec's
+    folder (where its data files and word lists are)."""
+
+    profile: str
+    seeds: tuple[int, ...]
+    arms: tuple[str, ...]  # the arms evaluated (all, unless --arms chose)
+    steps_scale: float = 1.0
+    llm: str = "offline"
+    root: Path = Path(".")
+
+
+def shape(exp: CompiledExperiment, profile: Optional[str] = None, seeds: int | Iterable[int] | None = None,
+          arms: Optional[Iterable[str]] = None, steps_scale: float = 1.0, llm: str = "offline",
+          root: Optional[Path] = None) -> Shape:
+    """A run's shape from its options: `seeds` N means range(N), None the profile's own."""
+    name, prof = exp.plan.profile(profile)
+    if seeds is None:
+        seed_list = tuple(prof.seeds)
+    elif isinstance(seeds, int):
+        seed_list = tuple(range(seeds))
+    else:
+        seed_list = tuple(seeds)
+    chosen = tuple(a.name for a in exp.plan.arms if not arms or a.name in set(arms))
+    return Shape(name, seed_list, chosen, steps_scale, llm, Path(root) if root is not None else spec_root(exp.plan))
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str                 # one of KINDS
+    name: str                 # as the run logs it: "data", "train ect seed 0", "judge ect seed 0", ...
+    key: str
+    parts: dict[str, str]     # component -> its hash (strings kept readable)
+    folder: Optional[str]     # relative to the run folder; the model cache's for a tiny base; None for a hub model
+    outputs: tuple[str, ...] = ()  # what the stage leaves in its folder (recorded in stage.json)
+    arm: Optional[str] = None
+    seed: Optional[int] = None
+    in_cache: bool = False    # folder is under runs_dir (the model cache), not the run folder
+    conditions: dict[str, str] = field(default_factory=dict)  # evaluate: a key per label condition
+    upstream: dict[str, str] = field(default_factory=dict)    # the output hashes it was keyed on
+
+    def path(self, run_folder: Path, runs_dir: Path) -> Optional[Path]:
+        if self.folder is None:
+            return None
+        return Path(runs_dir if self.in_cache else run_folder) / self.folder
+
+
+def components(obj: dict[str, Any]) -> dict[str, str]:
+    """Each component of a key, hashed (strings kept, so hashes and placeholders stay readable)."""
+    return {k: (v if isinstance(v, str) else json_hash(v)) for k, v in obj.items()}
+
+
+def _stage(kind: str, name: str, parts: dict[str, Any], folder: Optional[str], outputs: tuple[str, ...] = (),
+           **extra: Any) -> Stage:
+    return Stage(kind, name, json_hash(parts), components(parts), folder, outputs, **extra)
+
+
+def spec_root(plan: Plan) -> Path:
+    """Paths in a spec (data files, word lists) are relative to the spec's folder."""
+    return Path(plan.spec).parent
+
+
+def scaled(n: int, steps_scale: float) -> int:
+    """A step count under --steps-scale (never below one step)."""
+    return max(1, int(round(n * steps_scale))) if n > 0 else n
+
+
+def recipe_hash(recipe: dict) -> str:
+    """The model cache's folder name for a tiny base model's recipe."""
+    import json
+
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def training_identity(cfg: dict) -> dict:
+    """The part of an arm's train config that decides its weights: not the number of seeds
+    (each seed is its own stage), not generation settings, not how the arm is asked later."""
+    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate")}
+    out["arm"] = {k: v for k, v in cfg["arm"].items() if k not in ("infer", "conditions")}
+    return out
+
+
+def training_arms(plan: Plan, arms: Iterable[str]) -> list[Arm]:
+    """The arms whose checkpoints the chosen arms evaluate (an arm that reuses another's
+    checkpoint trains nothing itself), in the spec's order of first use."""
+    out: list[Arm] = []
+    for name in arms:
+        source = plan.arm(plan.arm(name).trained_as)
+        if source not in out:
+            out.append(source)
+    return out
+
+
+def _judged_templates(exp: CompiledExperiment) -> dict[str, str]:
+    return {k: v for k, v in exp.templates.items() if k.startswith("judge.")}
+
+
+def _generation_templates(exp: CompiledExperiment) -> dict[str, str]:
+    """Every template but the judges' rubrics: what the model is shown."""
+    return {k: v for k, v in exp.templates.items() if not k.startswith("judge.")}
+
+
+# ---- the stages ------------------------------------------------------------------------------
+
+
+def data_stage(exp: CompiledExperiment, shape: Shape) -> Stage:
+    plan = exp.plan
+    parts = {"dataset": exp.file_hash("dataset.py"), "data": [b.dump() for b in plan.data],
+             "llm": shape.llm if plan.uses_llm_data else "offline",
+             "inputs": input_hashes(shape.root, plan.data_files())}
+    outputs = tuple(f"{b}.{s}.jsonl" for b, splits in plan.data_splits().items() for s in splits)
+    return _stage("data", "data", parts, "data", outputs)
+
+
+def base_recipe(exp: CompiledExperiment, shape: Shape, data_out: str) -> dict[str, Any]:
+    """The base model: a hub model by its config; a tiny one by its recipe (also its cache key)."""
+    plan = exp.plan
+    prof = plan.profiles[shape.profile]
+    if prof.model.type == "hf":
+        return {"hf": prof.model.dump(), "quantize": prof.quantize}
+    warmup = dict(prof.warmup or {})
+    if warmup:
+        warmup["steps"] = scaled(warmup["steps"], shape.steps_scale)
+        if plan.response.type == "text":
+            warmup["eos"] = True  # free text ends at EOS: the warm-up teaches where to stop
+    shown = _generation_templates(exp)
+    return {
+        "model": prof.model.dump(), "warmup": warmup, "data": data_out,
+        "templates": {k: hashlib.sha256(shown[k].encode()).hexdigest() for k in sorted(shown)},
+        "profile_templates": prof.templates.dump(), "version": 1,
+    }
+
+
+def base_stage(exp: CompiledExperiment, shape: Shape, data_out: str) -> Stage:
+    recipe = base_recipe(exp, shape, data_out)
+    if "hf" in recipe:
+        return _stage("base", "base model", recipe, None, upstream={"data": data_out})
+    return _stage("base", "base model", recipe, f".cache/models/{recipe_hash(recipe)[:20]}", in_cache=True,
+                  upstream={"data": data_out})
+
+
+def train_folder(arm: str, seed: int) -> str:
+    """An arm's training stage folder, relative to the run folder (its weights are `final/` there)."""
+    return f"arms/{arm}/seed{seed}"
+
+
+def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base_out: str, data_out: str) -> Stage:
+    parts = {
+        "config": training_identity(exp.train_config(shape.profile, arm.name)), "base": base_out,
+        "data": data_out, "seed": seed, "feedback": exp.file_hash("feedback.py"), "scale": shape.steps_scale,
+        "templates": {k: v for k, v in _generation_templates(exp).items() if not k.startswith("probe.")},
+    }
+    return _stage("train", f"train {arm.name} seed {seed}", parts, train_folder(arm.name, seed), ("final",),
+                  arm=arm.name, seed=seed, upstream={"base": base_out, "data": data_out})
+
+
+def probe_stage(exp: CompiledExperiment, base_out: str, data_out: str) -> Stage:
+    probes = exp.plan.evaluate.probes
+    parts = {"data": data_out, "base": base_out, "probes": [p.dump() for p in probes],
+             "fb": exp.file_hash("feedback.py"), "templates": {p.prompt: exp.templates[p.prompt] for p in probes}}
+    return _stage("probes", "probes", parts, "probes", ("values.json",), upstream={"base": base_out})
+
+
+def eval_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, train_out: str, data_out: str,
+               probes_out: str) -> Stage:
+    """Generation (or choice probabilities) under each of the arm's label conditions, with the
+    feedback terms; no monitor verdicts (the judge stage adds those)."""
+    plan = exp.plan
+    prof = plan.profiles[shape.profile]
+    inputs = {
+        "train": train_out, "data": data_out, "arm": {k: v for k, v in arm.dump().items() if k != "conditions"},
+        "split": plan.evaluate.split, "samples": plan.evaluate.samples, "generate": prof.generate.dump(),
+        "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": _generation_templates(exp),
+    }
+    digest = json_hash(inputs)
+    # A key per condition: a changed sweep re-evaluates only the conditions it adds.
+    cond_keys = {name: json_hash({"inputs": digest, "condition": [name, value]}) for name, value in arm.conditions}
+    parts = {**inputs, "conditions": [list(c) for c in arm.conditions]}
+    return _stage("evaluate", f"evaluate {arm.name} seed {seed}", parts, f"eval/{arm.name}/seed{seed}",
+                  ("samples.jsonl",), arm=arm.name, seed=seed, conditions=cond_keys,
+                  upstream={"train": train_out, "probes": probes_out})
+
+
+def judge_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, eval_out: str) -> Stage:
+    """The monitors over stored samples: a rubric edit re-judges, and generates nothing."""
+    plan = exp.plan
+    parts = {"evaluation": eval_out, "monitors": [m.dump() for m in plan.monitors],
+             "rubrics": _judged_templates(exp), "inputs": input_hashes(shape.root, plan.monitor_files()),
+             "expr": exp.file_hash("feedback.py")}
+    return _stage("judge", f"judge {arm.name} seed {seed}", parts, f"judge/{arm.name}/seed{seed}",
+                  ("verdicts.jsonl",), arm=arm.name, seed=seed, upstream={"samples": eval_out})
+
+
+def report_stage(exp: CompiledExperiment, outs: dict[tuple[str, int], str]) -> Stage:
+    """`outs`: (arm, seed) -> the output hash the report reads (the judge's where there is one)."""
+    parts = {"evals": sorted([f"{a}/{s}", o] for (a, s), o in outs.items()),
+             "metrics": exp.file_hash("metrics.py"), "plan": exp.plan.evaluate.dump()}
+    return _stage("report", "report", parts, "report", ("../metrics.json", "../report.md"))
+
+
+# ---- the walk --------------------------------------------------------------------------------
+
+
+Settle = Callable[[Stage], str]
+
+
+def walk(exp: CompiledExperiment, shape: Shape, settle: Settle, through: str = "report") -> list[Stage]:
+    """Visit every stage of the run in order, keyed on the output hashes `settle` returns for the
+    stages upstream; stop after the stages of kind `through`. Returns the stages visited."""
+    plan = exp.plan
+    visited: list[Stage] = []
+    last = KINDS.index(through)
+
+    def visit(stage: Stage) -> str:
+        visited.append(stage)
+        return settle(stage)
+
+    data_out = visit(data_stage(exp, shape))
+    base_out = visit(base_stage(exp, shape, data_out))
+    if last < KINDS.index("train"):
+        return visited
+    train_outs = {(arm.name, seed): visit(train_stage(exp, shape, arm, seed, base_out, data_out))
+                  for arm in training_arms(plan, shape.arms) for seed in shape.seeds}
+    if last < KINDS.index("probes"):
+        return visited
+    probes_out = visit(probe_stage(exp, base_out, data_out)) if plan.evaluate.probes else "none"
+    outs: dict[tuple[str, int], str] = {}
+    for name in shape.arms:
+        arm = plan.arm(name)
+        for seed in shape.seeds:
+            outs[(name, seed)] = visit(eval_stage(exp, shape, arm, seed, train_outs[(arm.trained_as, seed)],
+                                                  data_out, probes_out))
+    if plan.monitors:
+        for (name, seed), eval_out in list(outs.items()):
+            outs[(name, seed)] = visit(judge_stage(exp, shape, plan.arm(name), seed, eval_out))
+    if last < KINDS.index("report"):
+        return visited
+    visit(report_stage(exp, outs))
+    return visited
+
+
+def recorded(run_folder: Optional[Path], runs_dir: Optional[Path]) -> Settle:
+    """A settle that runs nothing: a stage's output hash as a previous run recorded it where its
+    key and outputs still hold, else a placeholder derived from its key (so what reads it runs too)."""
+
+    def settle(stage: Stage) -> str:
+        if stage.folder is None:
+            return stage.key  # a hub model: nothing stored, its key stands for it
+        where = runs_dir if stage.in_cache else run_folder
+        return output_or_unknown(Path(where) / stage.folder if where is not None else None, stage.key)
+
+    return settle
+
+
+def unknown(stage: Stage) -> str:
+    """A settle with no run folder (`ectc diff`): every output is a placeholder of its key."""
+    return stage.key if stage.folder is None else OUTPUT_UNKNOWN + stage.key
+
+
+def keys(exp: CompiledExperiment, shape: Shape, settle: Settle = unknown) -> dict[str, Stage]:
+    """Every stage of the run by name, in run order."""
+    return {s.name: s for s in walk(exp, shape, settle)}

@@ -1,0 +1,68 @@
+"""`ectc run` from the command line: compile the spec, check that generated/ is its build, lock
+the run folder, and execute the stage graph here (`run.py`) or hand it to the scale-out
+(`scale.py`: a multi-process launch or a fan-out of training jobs)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from .datafiles import DataFileError
+from .experiment import Experiment
+from .run import Options, execute, flush_denormals, prepare, quiet_libraries, run_folder
+
+
+def main(args) -> int:
+    from rich.console import Console
+
+    quiet_libraries()
+    from ..compile import compile_text
+    from ..errors import CompileError
+
+    console = Console(stderr=False, highlight=False)
+    spec_path = Path(args.spec)
+    try:
+        source = spec_path.read_text()
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot read {args.spec}: {exc.strerror}\n")
+        return 1
+    try:
+        spec, _ = compile_text(source)
+    except CompileError as err:
+        sys.stderr.write(err.render(source, args.spec) + "\n")
+        return 1
+    sha = hashlib.sha256(source.encode()).hexdigest()
+    opts = Options(profile=args.profile, run_id=args.run_id, runs_dir=Path(args.runs_dir), seeds=args.seeds,
+                   arms=args.arms.split(",") if args.arms else None, steps_scale=args.steps_scale,
+                   device=args.device)
+    status = 0
+    for exp_ir in spec.experiments:
+        folder = Path(args.generated) / exp_ir.name
+        manifest = folder / "manifest.json"
+        if not manifest.exists() or json.loads(manifest.read_text()).get("spec_sha256") != sha:
+            sys.stderr.write(f"error: {folder}/ is missing or stale for {args.spec}: run `ectc build` first\n")
+            return 1
+        exp = Experiment(folder)  # the flags naming its profile and arms were checked by the CLI
+        if getattr(args, "launcher", "none") == "accelerate" or getattr(args, "executor", "local") != "local":
+            from .scale import dispatch  # imports torch and submitit: only when asked
+
+            status = max(status, dispatch(args, exp, source, opts, console))
+            continue
+        from .lock import RunFolderBusy, run_folder_lock
+
+        try:
+            with run_folder_lock(run_folder(exp, opts)):
+                run = prepare(exp, source, opts, console)
+                console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device}")
+                console.print(f"run folder: {run.folder}")
+                with flush_denormals():
+                    execute(run)
+        except RunFolderBusy as busy:
+            sys.stderr.write(f"error: {busy}\n")
+            return 1
+        except DataFileError as exc:  # a value the spec's declared type refuses: no traceback
+            sys.stderr.write(f"error: {exc}\n")
+            return 1
+    return status
