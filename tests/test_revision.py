@@ -51,6 +51,7 @@ SCRIPT = textwrap.dedent("""
     from ectc.runtime.experiment import Experiment
     from ectc.runtime.generate import make_backend
     from ectc.runtime.models import load_hf_model
+    from ectc.plan import stages
     from ectc.runtime.run import Options, prepare, stage_base
 
     def show(label, tok, *more):
@@ -60,7 +61,8 @@ SCRIPT = textwrap.dedent("""
     exp = Experiment(project / "generated" / "sycophancy")
     opts = Options(profile="paper", runs_dir=project / "runs", quiet=True)
     run = prepare(exp, (project / "specs" / "sycophancy.ect").read_text(), opts, Console(quiet=True))
-    _, load = stage_base(run, "data", {})
+    stage_base(run, stages.base_stage(exp, run.shape, "data"))
+    load = run.carried.load_base
     for label, (model, tok) in (("spec", load()), ("default", load_hf_model(repo, dtype="float32"))):
         show(label, tok, model.config.hidden_size)
 

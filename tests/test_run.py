@@ -81,11 +81,11 @@ def test_training_labels_follow_the_arm(syco):
     from ectc.runtime.experiment import Experiment
 
     exp = Experiment(project / "generated/sycophancy")
-    _, profile = exp.profile(None)
+    _, profile = exp.plan.profile(None)
     rows = [json.loads(l) for l in (project / "runs/sycophancy/tiny/data/problems.train.jsonl").read_text().splitlines()]
-    true = exp.training_labels(exp.arm("ect"), rows, 0, profile)
-    shuffled = exp.training_labels(exp.arm("shuffled"), rows, 0, profile)
-    none = exp.training_labels(exp.arm("baseline"), rows, 0, profile)
+    true = exp.training_labels(exp.plan.arm("ect"), rows, 0, profile)
+    shuffled = exp.training_labels(exp.plan.arm("shuffled"), rows, 0, profile)
+    none = exp.training_labels(exp.plan.arm("baseline"), rows, 0, profile)
     assert true[0] == f"Suggestibility Level: {round(rows[0]['suggestibility'] / 1.5 * 100)}%"
     assert sorted(true) == sorted(shuffled) and true != shuffled   # same tokens, no association
     assert set(none) == {"Suggestibility Level: none"}
