@@ -147,7 +147,7 @@ def test_verdict_model_schema_and_validation():
         verdict_model({"x": {"type": "list"}})
 
 
-def test_every_declared_verdict_type_from_the_plan():
+def test_every_declared_verdict_type_from_the_plan(fake_anthropic, tmp_path):
     """real and bool fields, and names that are BaseModel attributes, straight from `returns`."""
     returns = {
         "score": {"type": "real", "min": 0.0, "max": 1.0, "values": []},
@@ -163,6 +163,9 @@ def test_every_declared_verdict_type_from_the_plan():
     assert check(returns, {**good, "score": 1})[0]["score"] == 1.0  # an int is a real
     for bad in ({**good, "score": 1.5}, {**good, "score": float("nan")}, {**good, "flag": 1}, {**good, "flag": "true"}):
         assert check(returns, bad)[0] is None, bad
+    fake_anthropic.default = tool_use(good)
+    v = make(fake_anthropic, tmp_path).judge(items(1), RUBRIC, returns)[0]  # no translation step in between
+    assert v.scored and v.fields == good
 
 
 def test_judge_takes_the_bias_plans_returns(fake_anthropic, tmp_path):
