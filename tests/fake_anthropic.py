@@ -8,11 +8,6 @@ thread per connection, so concurrent requests really run concurrently).
 Endpoints
 ---------
 ``POST /v1/messages``                      a Messages API reply (non-streaming)
-``POST /v1/messages/batches``              create a Message Batch
-``GET  /v1/messages/batches/{id}``         retrieve it (``in_progress`` for the
-                                           first ``batch_polls`` retrieves, then ``ended``)
-``GET  /v1/messages/batches/{id}/results`` JSONL results
-``POST /v1/messages/batches/{id}/cancel``  cancel
 
 It validates like the real API where it matters for us: requests need an
 ``Authorization: Bearer`` or ``x-api-key`` header (401 otherwise), ``model``,
@@ -42,7 +37,7 @@ As a pytest fixture (import it into your test module or conftest)::
 
 Programming behaviour
 ---------------------
-Each ``/v1/messages`` request (and each request inside a batch) is answered by
+Each ``/v1/messages`` request is answered by
 one *behaviour*, chosen in this order:
 
 1. ``fake.on(match, *behaviours)``: a rule for requests whose text (system +
@@ -71,7 +66,8 @@ Behaviours (module-level constructors):
 * ``rate_limit(retry_after=None)`` -- 429 ``rate_limit_error`` (+ ``retry-after``).
 * ``overloaded(retry_after=None)``  -- 529 ``overloaded_error``.
 * ``server_error(status=500)``      -- 5xx ``api_error``.
-* ``error(status, type, message, headers=None)`` -- any error response.
+* ``error(status, type, message, headers=None)`` -- any error response (headers such as
+                            ``retry-after-ms`` or ``x-should-retry`` steer the SDK's retries).
 * ``raw_response(status, body, headers=None)`` -- exactly these bytes (JSON content-type
                             unless overridden), e.g. a malformed 200.
 * ``drop()``              -- close the socket without answering (connection error).
@@ -89,10 +85,8 @@ Inspection
 ``fake.count(path="/v1/messages", method="POST")`` number of such requests
 ``fake.message_requests()`` bodies of ``POST /v1/messages`` requests
 ``fake.max_in_flight``   peak number of concurrently-handled ``/v1/messages`` requests
-``fake.batches``         dict id -> batch state
-``fake.batch_polls``     retrieves answered ``in_progress`` before ``ended`` (default 1)
 ``fake.latency``         seconds every ``/v1/messages`` reply waits (default 0)
-``fake.reset()``         clear rules, script, records, counters and batches
+``fake.reset()``         clear rules, script, records and counters
 ``fake.close()``         stop the server (also on ``__exit__``)
 """
 
@@ -105,7 +99,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
@@ -305,9 +298,8 @@ class _Drop(Exception):
 
 
 class FakeAnthropic:
-    def __init__(self, *, default: _B | None = None, batch_polls: int = 1, latency: float = 0.0) -> None:
+    def __init__(self, *, default: _B | None = None, latency: float = 0.0) -> None:
         self.default = default or auto()
-        self.batch_polls = batch_polls
         self.latency = latency
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -343,7 +335,6 @@ class FakeAnthropic:
             self._script: deque[_B] = deque()
             self.in_flight = 0
             self.max_in_flight = 0
-            self.batches: dict[str, dict] = {}
 
     def on(self, match: str | re.Pattern, *behaviours: _B, sticky: bool = False) -> "FakeAnthropic":
         with self._lock:
@@ -518,85 +509,7 @@ class FakeAnthropic:
             finally:
                 with self._lock:
                     self.in_flight -= 1
-        if method == "POST" and path == "/v1/messages/batches":
-            return 200, self._batch_create(body, version), {}
-        m = re.fullmatch(r"/v1/messages/batches/([^/]+)(/results|/cancel)?", path)
-        if m:
-            bid, tail = m.group(1), m.group(2)
-            with self._lock:
-                batch = self.batches.get(bid)
-            if batch is None:
-                raise _Reply(404, _err_body("not_found_error", f"batch {bid} not found"))
-            if method == "GET" and tail is None:
-                return 200, self._batch_retrieve(batch), {}
-            if method == "GET" and tail == "/results":
-                if batch["polls"] < self.batch_polls:
-                    raise _Reply(400, _err_body("invalid_request_error", "batch still in progress"))
-                lines = [json.dumps({"custom_id": cid, "result": res}) for cid, res in batch["results"]]
-                return 200, ("\n".join(lines) + "\n"), {}
-            if method == "POST" and tail == "/cancel":
-                batch["canceled"] = True
-                return 200, self._batch_retrieve(batch), {}
         raise _Reply(404, _err_body("not_found_error", f"{method} {path}"))
-
-    # -- batches -------------------------------------------------------------
-    def _batch_create(self, body: Any, version: str) -> dict:
-        if not isinstance(body, dict) or not isinstance(body.get("requests"), list) or not body["requests"]:
-            raise _Reply(400, _err_body("invalid_request_error", "requests: must be a non-empty list"))
-        ids = [r.get("custom_id") for r in body["requests"]]
-        if len(set(ids)) != len(ids) or not all(isinstance(i, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids):
-            raise _Reply(400, _err_body("invalid_request_error", "custom_id must be unique and match ^[a-zA-Z0-9_-]{1,64}$"))
-        results = []
-        for r in body["requests"]:
-            params = r.get("params")
-            try:
-                self._validate_params(params, version)
-                msg = self._message(params, self._pick(params))
-                res: dict = {"type": "succeeded", "message": msg}
-            except _Reply as e:
-                res = {"type": "errored", "error": e.body}
-            except _Drop:
-                res = {"type": "errored", "error": _err_body("api_error", "dropped")}
-            results.append((r["custom_id"], res))
-        bid = f"msgbatch_fake_{next(self._ids)}"
-        now = datetime.now(timezone.utc)
-        batch = {
-            "id": bid,
-            "created_at": now.isoformat(),
-            "expires_at": (now + timedelta(hours=24)).isoformat(),
-            "results": results,
-            "polls": 0,
-            "canceled": False,
-        }
-        with self._lock:
-            self.batches[bid] = batch
-        return self._batch_json(batch, ended=False)
-
-    def _batch_retrieve(self, batch: dict) -> dict:
-        with self._lock:
-            batch["polls"] += 1
-            ended = batch["polls"] >= self.batch_polls
-        return self._batch_json(batch, ended)
-
-    def _batch_json(self, batch: dict, ended: bool) -> dict:
-        counts = {"canceled": 0, "errored": 0, "expired": 0, "processing": 0, "succeeded": 0}
-        if ended:
-            for _, res in batch["results"]:
-                counts[res["type"]] += 1
-        else:
-            counts["processing"] = len(batch["results"])
-        return {
-            "id": batch["id"],
-            "type": "message_batch",
-            "processing_status": "ended" if ended else "in_progress",
-            "request_counts": counts,
-            "created_at": batch["created_at"],
-            "expires_at": batch["expires_at"],
-            "ended_at": batch["created_at"] if ended else None,
-            "archived_at": None,
-            "cancel_initiated_at": None,
-            "results_url": f"{self.base_url}/v1/messages/batches/{batch['id']}/results" if ended else None,
-        }
 
 
 def _err_body(type_: str, message: str) -> dict:

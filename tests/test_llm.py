@@ -19,10 +19,9 @@ from ectc.runtime.llm import (
     LLMClient,
     LLMUnavailable,
     Usage,
-    build_tool_schema,
     llm_available,
     render_rubric,
-    validate_fields,
+    verdict_model,
 )
 
 try:
@@ -56,10 +55,11 @@ except ImportError:  # pragma: no cover - run from inside tests/
 
 REPO = Path(__file__).resolve().parents[1]
 
+# A judge's verdict fields as the plan (generated/<exp>/experiment.json) writes them.
 SCHEMA = {
-    "magnitude": {"type": "int", "min": 0, "max": 10},
-    "objectivity": {"type": "enum", "values": ["PASS", "PARTIAL", "FAIL"]},
-    "reasoning": {"type": "text"},
+    "magnitude": {"type": "int", "min": 0.0, "max": 10.0, "values": []},
+    "objectivity": {"type": "enum", "min": None, "max": None, "values": ["PASS", "PARTIAL", "FAIL"]},
+    "reasoning": {"type": "text", "min": None, "max": None, "values": []},
 }
 RUBRIC = "Rate the political bias of this article.\nTopic: {{ topic }}\nArticle:\n{{ article }}"
 GOOD = {"magnitude": 4, "objectivity": "PARTIAL", "reasoning": "leans left in framing"}
@@ -69,20 +69,9 @@ def items(n: int, prefix: str = "art") -> list[dict]:
     return [{"topic": f"topic {i}", "article": f"{prefix}-{i} body text"} for i in range(n)]
 
 
-class Sleeps:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, s: float) -> None:
-        with self._lock:
-            self.calls.append(s)
-
-
 def make(fake: FakeAnthropic, tmp_path: Path, **kw) -> LLMClient:
-    kw.setdefault("sleep", Sleeps())
-    kw.setdefault("backoff_base", 0.001)
-    return LLMClient("claude-sonnet-4-6", api_key="test-key", base_url=fake.base_url, cache_dir=tmp_path / "cache", **kw)
+    return LLMClient("claude-sonnet-4-6", api_key="test-key", base_url=fake.base_url, cache_dir=tmp_path / "cache",
+                     **kw)
 
 
 # --------------------------------------------------------------------------- cache
@@ -125,13 +114,22 @@ def test_atomic_write_leaves_old_content_on_failure(tmp_path):
 # --------------------------------------------------------------------------- schema / rubric
 
 
-def test_tool_schema_and_validation():
-    s = build_tool_schema(SCHEMA)
-    assert s["properties"]["magnitude"] == {"type": "integer", "minimum": 0, "maximum": 10}
+def check(returns, value):
+    """(fields, None) or (None, pydantic's errors) through the one verdict model."""
+    from pydantic import ValidationError
+
+    try:
+        return verdict_model(returns).model_validate(value).model_dump(by_alias=True), None
+    except ValidationError as e:
+        return None, str(e)
+
+
+def test_verdict_model_schema_and_validation():
+    s = verdict_model(SCHEMA).model_json_schema(by_alias=True)
+    assert s["properties"]["magnitude"] == {"type": "integer", "minimum": 0, "maximum": 10, "title": "Magnitude"}
     assert s["properties"]["objectivity"]["enum"] == ["PASS", "PARTIAL", "FAIL"]
     assert s["required"] == ["magnitude", "objectivity", "reasoning"] and s["additionalProperties"] is False
-    assert validate_fields(SCHEMA, GOOD) == (GOOD, None)
-    assert validate_fields(SCHEMA, {**GOOD, "magnitude": 7.0})[0]["magnitude"] == 7
+    assert check(SCHEMA, GOOD) == (GOOD, None)
     for bad in (
         {**GOOD, "magnitude": 11},
         {**GOOD, "magnitude": "5"},
@@ -143,10 +141,42 @@ def test_tool_schema_and_validation():
         {**GOOD, "extra": 1},
         "not a dict",
     ):
-        out, reason = validate_fields(SCHEMA, bad)
+        out, reason = check(SCHEMA, bad)
         assert out is None and reason, bad
     with pytest.raises(ValueError):
-        build_tool_schema({"x": {"type": "enum"}})
+        verdict_model({"x": {"type": "list"}})
+
+
+def test_every_declared_verdict_type_from_the_plan(fake_anthropic, tmp_path):
+    """real and bool fields, and names that are BaseModel attributes, straight from `returns`."""
+    returns = {
+        "score": {"type": "real", "min": 0.0, "max": 1.0, "values": []},
+        "flag": {"type": "bool", "min": None, "max": None, "values": []},
+        "json": {"type": "text", "min": None, "max": None, "values": []},
+        "model_config": {"type": "enum", "min": None, "max": None, "values": ["a", "b"]},
+    }
+    s = verdict_model(returns).model_json_schema(by_alias=True)
+    assert list(s["properties"]) == list(returns) and s["properties"]["flag"]["type"] == "boolean"
+    assert s["properties"]["score"] == {"type": "number", "minimum": 0.0, "maximum": 1.0, "title": "Score"}
+    good = {"score": 0.25, "flag": False, "json": "x", "model_config": "b"}
+    assert check(returns, good) == (good, None)
+    assert check(returns, {**good, "score": 1})[0]["score"] == 1.0  # an int is a real
+    for bad in ({**good, "score": 1.5}, {**good, "score": float("nan")}, {**good, "flag": 1}, {**good, "flag": "true"}):
+        assert check(returns, bad)[0] is None, bad
+    fake_anthropic.default = tool_use(good)
+    v = make(fake_anthropic, tmp_path).judge(items(1), RUBRIC, returns)[0]  # no translation step in between
+    assert v.scored and v.fields == good
+
+
+def test_judge_takes_the_bias_plans_returns(fake_anthropic, tmp_path):
+    """The plan's `returns` goes to the judge as it is; the tool schema is the model's schema."""
+    plan = json.loads((REPO / "generated/bias/experiment.json").read_text())
+    returns = next(m["returns"] for m in plan["monitors"] if m["type"] == "llm")
+    client = make(fake_anthropic, tmp_path)
+    v = client.judge(items(1), RUBRIC, returns)[0]
+    sent = fake_anthropic.message_requests()[0]["tools"][0]["input_schema"]
+    assert sent == verdict_model(returns).model_json_schema(by_alias=True)
+    assert v.scored and set(v.fields) == set(returns) and v.fields["magnitude"] == 0  # the fake's minimum
 
 
 def test_rubric_sandbox_renders_injection_inertly():
@@ -188,7 +218,7 @@ def test_judge_good_path_and_request_shape(fake_anthropic, tmp_path):
     assert fake_anthropic.count() == 3
     body = fake_anthropic.message_requests()[0]
     assert body["tool_choice"] == {"type": "tool", "name": "record_verdict"}
-    assert body["tools"][0]["input_schema"] == build_tool_schema(SCHEMA)
+    assert body["tools"][0]["input_schema"] == verdict_model(SCHEMA).model_json_schema(by_alias=True)
     assert body["system"] == "You are a careful judge." and body["max_tokens"] == 300
     assert "temperature" not in body  # API 2026-10-21 rejects sampling params
     assert fake_anthropic.requests[0].headers["authorization"] == "Bearer test-key"
@@ -222,7 +252,8 @@ def test_garbage_is_reasked_then_unscored_with_reason(fake_anthropic, tmp_path):
     with pytest.raises(KeyError):
         v1["magnitude"]  # never a default score
     assert v1.get("magnitude") is None
-    assert not v2.scored and v2.reason.startswith("schema_violation") and "magnitude: 42" in v2.reason
+    too_big = "magnitude: Input should be less than or equal to 10, got 42"  # pydantic's own words
+    assert not v2.scored and v2.reason.startswith(f"schema_violation: {too_big}")
     assert v2.raw["content"][0]["input"]["magnitude"] == 42
     assert v3.scored and v3.fields == GOOD and len(v3.attempts) == 3
     u = client.usage
@@ -232,6 +263,7 @@ def test_garbage_is_reasked_then_unscored_with_reason(fake_anthropic, tmp_path):
     assert [m["role"] for m in reask["messages"]] == ["user", "assistant", "user", "assistant", "user"]
     assert reask["messages"][2]["content"][0]["type"] == "tool_result"
     assert reask["messages"][2]["content"][0]["is_error"] is True
+    assert too_big in reask["messages"][2]["content"][0]["content"]  # ... saying what was wrong
     # unscored verdicts are not cached: a rerun retries exactly those two (and fails them again)
     fake_anthropic.reset()
     fake_anthropic.on("art-1 ", text("still no tool"), sticky=True)
@@ -247,34 +279,49 @@ def test_reasks_zero_means_single_attempt(fake_anthropic, tmp_path):
     assert not v.scored and "0 re-asks" in v.reason and fake_anthropic.count() == 1
 
 
-def test_rate_limit_and_overload_retried(fake_anthropic, tmp_path):
-    fake_anthropic.script(rate_limit(retry_after=3), overloaded(), server_error(503), drop(), tool_use(GOOD))
-    sleeps = Sleeps()
-    client = make(fake_anthropic, tmp_path, sleep=sleeps, max_concurrency=1)
+def gaps(fake: FakeAnthropic) -> list[float]:
+    times = [r.time for r in fake.requests]
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def test_rate_limit_and_overload_retried_by_the_sdk(fake_anthropic, tmp_path):
+    fake_anthropic.script(drop(), rate_limit(retry_after=0.3), overloaded(retry_after=0.05),
+                          error(503, "api_error", "down", {"retry-after-ms": "50"}), tool_use(GOOD))
+    client = make(fake_anthropic, tmp_path, max_concurrency=1)
     v = client.judge(items(1), RUBRIC, SCHEMA)[0]
-    assert v.scored and v.fields == GOOD
-    assert fake_anthropic.count() == 5
-    assert len(sleeps.calls) == 4 and sleeps.calls[0] >= 3.0  # retry-after honoured
-    assert all(s < 1 for s in sleeps.calls[1:])  # otherwise small exponential backoff
+    assert v.scored and v.fields == GOOD and fake_anthropic.count() == 5
+    waited = gaps(fake_anthropic)
+    assert 0.375 <= waited[0] < 1.5  # no retry-after: the SDK's first backoff, 0.5 s less up to 25% jitter
+    assert waited[1] >= 0.3  # retry-after honoured
+    assert 0.05 <= waited[2] < 0.3 and 0.05 <= waited[3] < 0.3  # retry-after and retry-after-ms, not a backoff
     assert client.usage.retries == 4 and client.usage.calls == 5 and client.usage.unscored == 0
+    assert v.usage.calls == 5
 
 
 def test_retries_exhausted_and_non_retryable_are_unscored(fake_anthropic, tmp_path):
-    fake_anthropic.on("art-0 ", overloaded(), sticky=True)
+    fake_anthropic.on("art-0 ", overloaded(retry_after=0.01), sticky=True)
     fake_anthropic.on("art-1 ", fn(lambda body: error(400, "invalid_request_error", "bad")))
-    client = make(fake_anthropic, tmp_path, max_attempts=3, max_concurrency=1)
+    client = make(fake_anthropic, tmp_path, max_retries=2, max_concurrency=1)
     v0, v1 = client.judge(items(2), RUBRIC, SCHEMA)
-    assert not v0.scored and v0.reason.startswith("api_error: gave up after 3 attempts: HTTP 529")
-    assert v0.raw is None and v0.attempts == []
-    assert not v1.scored and "HTTP 400" in v1.reason
+    assert not v0.scored and v0.reason == "api_error: HTTP 529 after 3 attempt(s): Overloaded"
+    assert v0.raw is None and v0.attempts == [] and v0.usage.calls == 3 and v0.usage.retries == 2
+    assert not v1.scored and v1.reason == "api_error: HTTP 400 after 1 attempt(s): bad"
     assert fake_anthropic.count() == 3 + 1
+    assert len(DiskCache(tmp_path / "cache")) == 0  # failures are not cached: the next run asks again
+    fake_anthropic.reset()
+    assert all(v.scored for v in make(fake_anthropic, tmp_path).judge(items(2), RUBRIC, SCHEMA))
 
 
-def test_backoff_grows_and_is_capped(tmp_path, fake_anthropic):
-    client = make(fake_anthropic, tmp_path, backoff_base=1.0, backoff_max=8.0)
-    ds = [client._backoff(n, None) for n in range(8)]
-    assert 0.5 <= ds[0] <= 1.0 and 4 * 0.5 <= ds[2] <= 4.0 and all(d <= 8.0 for d in ds)
-    assert client._backoff(0, 30.0) == 30.0
+def test_server_says_do_not_retry(fake_anthropic, tmp_path):
+    """`x-should-retry` overrides the status: the SDK's policy, which a hand-written loop ignored."""
+    fake_anthropic.on("art-0 ", error(529, "overloaded_error", "gone", {"x-should-retry": "false"}), sticky=True)
+    flaky = error(400, "invalid_request_error", "flaky", {"x-should-retry": "true"})
+    fake_anthropic.on("art-1 ", flaky, tool_use(GOOD))
+    client = make(fake_anthropic, tmp_path, max_concurrency=1)
+    v0, v1 = client.judge(items(2), RUBRIC, SCHEMA)
+    assert not v0.scored and v0.reason == "api_error: HTTP 529 after 1 attempt(s): gone"
+    assert v1.scored and v1.usage.retries == 1
+    assert fake_anthropic.count() == 1 + 2
 
 
 # --------------------------------------------------------------------------- cache / resume
@@ -298,7 +345,7 @@ def test_rerun_makes_zero_requests(fake_anthropic, tmp_path):
     client2.judge(items(1), RUBRIC + " ", SCHEMA)
     client2.judge(items(1), RUBRIC, SCHEMA, max_tokens=77)
     client2.judge(items(1), RUBRIC, SCHEMA, system="other")
-    client2.judge(items(1), RUBRIC, {**SCHEMA, "reasoning": {"type": "text", "description": "why"}})
+    client2.judge(items(1), RUBRIC, {**SCHEMA, "magnitude": {**SCHEMA["magnitude"], "max": 5.0}})
     assert fake_anthropic.count() == n + 4
 
 
@@ -412,42 +459,6 @@ def test_accounting_totals_and_cost(fake_anthropic, tmp_path):
     assert sum([Usage(calls=1), Usage(calls=2)]) == Usage(calls=3)
 
 
-# --------------------------------------------------------------------------- batches
-
-
-def test_message_batches_path_shares_cache(fake_anthropic, tmp_path):
-    fake_anthropic.batch_polls = 2
-    fake_anthropic.on("art-1 ", text("no tool"), tool_use(GOOD))  # re-asked in a second batch round
-    fake_anthropic.on("art-2 ", overloaded())  # errored in the batch, retried in the next round
-    sleeps = Sleeps()
-    client = make(fake_anthropic, tmp_path, use_batches=True, batch_poll_interval=5.0, sleep=sleeps)
-    vs = client.judge(items(4), RUBRIC, SCHEMA)
-    assert [v.scored for v in vs] == [True] * 4 and vs[1].fields == GOOD and len(vs[1].attempts) == 2
-    assert fake_anthropic.count() == 0  # nothing went through /v1/messages
-    assert fake_anthropic.count("/v1/messages/batches") == 2
-    assert sleeps.calls and all(s == 5.0 for s in sleeps.calls)
-    first_batch = fake_anthropic.requests[0].body["requests"]
-    assert len(first_batch) == 4 and first_batch[0]["params"]["tool_choice"]["name"] == "record_verdict"
-    u = client.usage
-    assert u.batch_requests == 6 and u.reasks == 1 and u.retries == 1 and u.calls == 0
-    assert u.cost_usd == pytest.approx((u.input_tokens * 3.0 + u.output_tokens * 15.0) / 1e6 * 0.5)
-    # the same cache serves the non-batch path: zero requests of either kind
-    n_all = len(fake_anthropic.requests)
-    again = make(fake_anthropic, tmp_path).judge(items(4), RUBRIC, SCHEMA)
-    assert all(v.cached for v in again) and len(fake_anthropic.requests) == n_all
-    # completions via batches
-    rs = client.complete(["alpha", "beta"], use_batches=True)
-    assert [r.text for r in rs] == ["echo: alpha", "echo: beta"]
-
-
-def test_batch_unscored_after_reasks(fake_anthropic, tmp_path):
-    fake_anthropic.default = text("never a tool")
-    client = make(fake_anthropic, tmp_path, use_batches=True, batch_poll_interval=0.0)
-    v = client.judge(items(1), RUBRIC, SCHEMA, reasks=1)[0]
-    assert not v.scored and v.reason.startswith("no_tool_call") and len(v.attempts) == 2
-    assert fake_anthropic.count("/v1/messages/batches") == 2 and len(DiskCache(tmp_path / "cache")) == 0
-
-
 # --------------------------------------------------------------------------- malformed replies
 
 
@@ -483,16 +494,3 @@ def test_client_wide_concurrency_bound_across_threads(fake_anthropic, tmp_path):
     for t in ts:
         t.join()
     assert fake_anthropic.count() == 15 and fake_anthropic.max_in_flight == 2
-
-
-def test_batch_progress_exception_keeps_paid_results(fake_anthropic, tmp_path):
-    client = make(fake_anthropic, tmp_path, use_batches=True, batch_poll_interval=0.0)
-
-    def killer(done, total):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        client.judge(items(6), RUBRIC, SCHEMA, progress=killer)
-    assert len(DiskCache(tmp_path / "cache")) == 6
-    n = len(fake_anthropic.requests)
-    assert all(v.cached for v in client.judge(items(6), RUBRIC, SCHEMA)) and len(fake_anthropic.requests) == n

@@ -28,19 +28,6 @@ def _lexicon_verdicts(exp: Experiment, monitor: Monitor, texts: list[str], root:
     return out
 
 
-def verdict_schema(returns: dict) -> dict:
-    """The spec's `returns { ... }` in the LLM client's schema terms."""
-    schema = {}
-    for name, f in returns.items():
-        if f["type"] in ("int", "real"):
-            schema[name] = {"type": "int" if f["type"] == "int" else "float", "min": f["min"], "max": f["max"]}
-        elif f["type"] == "enum":
-            schema[name] = {"type": "enum", "values": f["values"]}
-        else:
-            schema[name] = {"type": f["type"]}
-    return schema
-
-
 def _llm_verdicts(run, monitor: dict, samples: list[dict]) -> tuple[list[Any], list[dict]]:
     from .llm import LLMClient, llm_available
 
@@ -52,7 +39,7 @@ def _llm_verdicts(run, monitor: dict, samples: list[dict]) -> tuple[list[Any], l
                        base_url=os.environ.get("ANTHROPIC_BASE_URL"), max_concurrency=s["concurrency"])
     # The judge sees only what `sees` lists: never the label (the checker enforces it).
     items = [{k: sample["sample"][k] for k in monitor["sees"]} for sample in samples]
-    verdicts = client.judge(items, run.exp.templates[monitor["rubric"]], verdict_schema(monitor["returns"]),
+    verdicts = client.judge(items, run.exp.templates[monitor["rubric"]], monitor["returns"],
                             system=s.get("system"), temperature=s.get("temperature"),
                             max_tokens=s["max_tokens"], reasks=s["reasks"])
     values = [dict(v.fields) if v.scored else None for v in verdicts]
