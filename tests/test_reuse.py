@@ -58,7 +58,8 @@ SPEC = """experiment mini {
 
 STAGES = ["data", "base model", "train baseline seed 0", "train baseline seed 1", "train ect seed 0",
           "train ect seed 1", "evaluate baseline seed 0", "evaluate baseline seed 1", "evaluate ect seed 0",
-          "evaluate ect seed 1", "report"]
+          "evaluate ect seed 1", "judge baseline seed 0", "judge baseline seed 1", "judge ect seed 0",
+          "judge ect seed 1", "report"]
 
 
 def _write_rows(project: Path, n: int) -> None:

@@ -18,7 +18,7 @@ pytest.importorskip("accelerate")
 pytest.importorskip("submitit")
 
 from ectc.cli import build_parser, main as cli_main  # noqa: E402
-from ectc.runtime import run as run_module  # noqa: E402
+from ectc.runtime import launch as run_module  # noqa: E402
 from ectc.runtime.scale import KILL_ENV  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +177,7 @@ def test_sft_batch_is_global_over_processes():
 def test_writer_off_writes_nothing(tmp_path):
     """Ranks other than 0 get Writer(False): every stage write is skipped, and mark_done's
     output hash is None (the worker uses none of them)."""
+    from ectc.plan.stages import Stage
     from ectc.runtime.run import Writer
 
     for enabled in (False, True):
@@ -186,7 +187,7 @@ def test_writer_off_writes_nothing(tmp_path):
         w.text(folder / "spec.ect", "x")
         w.json(folder / "a.json", {"a": 1})
         w.jsonl(folder / "h.jsonl", [{"a": 1}])
-        out = w.done(folder, "k", ["a.json"])
+        out = w.done(folder, Stage("data", "data", "k", {}, ".", ("a.json",)))
         written = sorted(p.name for p in folder.iterdir())
         if enabled:
             assert written == ["a.json", "h.jsonl", "spec.ect", "stage.json"] and isinstance(out, str)

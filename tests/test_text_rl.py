@@ -40,10 +40,14 @@ def test_free_text_rl_trains_and_evaluates(verbosity):
     assert {s["condition"] for s in samples} == {"deploy", "sweep=0.0", "sweep=1.0"}
     deploy = [s for s in samples if s["condition"] == "deploy"]
     assert len(deploy) == 6 and all("Grader length preference: 0%" in s["prompt"] for s in deploy)
-    # The compiled feedback and the expr monitor scored each generated response.
-    for s in deploy:
-        assert s["sample"]["verbosity"] == min(len(s["response"].split()), 10) / 10
-        assert s["sample"]["length"] == len(s["response"].split()) and s["monitors"]["length"]["scored"]
+    # The compiled feedback scored each generated response; the judge stage ran the expr monitor
+    # over the stored samples (one verdict row per sample, in order).
+    verdicts = [json.loads(line) for line in (run / "judge/ect/seed0/verdicts.jsonl").read_text().splitlines()]
+    assert len(verdicts) == len(samples)
+    for s, v in zip(samples, verdicts):
+        if s["condition"] == "deploy":
+            assert s["sample"]["verbosity"] == min(len(s["response"].split()), 10) / 10
+            assert v["verdicts"]["length"] == len(s["response"].split()) and v["monitors"]["length"]["scored"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["arms"]) == {"baseline", "shuffled", "ect", "prompt_only"}
     assert "report:" in out.stdout

@@ -28,24 +28,25 @@ def _lexicon_verdicts(exp: Experiment, monitor: Monitor, texts: list[str], root:
     return out
 
 
-def _llm_verdicts(run, monitor: dict, samples: list[dict]) -> tuple[list[Any], list[dict]]:
+def _llm_verdicts(run, monitor: Monitor, samples: list[dict]) -> tuple[list[Any], list[dict]]:
     from .llm import LLMClient, llm_available
 
     if not llm_available():
         reason = "no API key (set ANTHROPIC_API_KEY to use this judge)"
         return [None] * len(samples), [{"scored": False, "reason": reason}] * len(samples)
-    s = monitor["settings"]
-    client = LLMClient(monitor["model"], cache_dir=run.opts.runs_dir / ".cache" / "llm",
+    s = monitor.settings
+    client = LLMClient(monitor.model, cache_dir=run.opts.runs_dir / ".cache" / "llm",
                        base_url=os.environ.get("ANTHROPIC_BASE_URL"), max_concurrency=s["concurrency"])
     # The judge sees only what `sees` lists: never the label (the checker enforces it).
-    items = [{k: sample["sample"][k] for k in monitor["sees"]} for sample in samples]
-    verdicts = client.judge(items, run.exp.templates[monitor["rubric"]], monitor["returns"],
+    items = [{k: sample["sample"][k] for k in monitor.sees} for sample in samples]
+    returns = {name: field.dump() for name, field in monitor.returns.items()}
+    verdicts = client.judge(items, run.exp.templates[monitor.rubric], returns,
                             system=s.get("system"), temperature=s.get("temperature"),
                             max_tokens=s["max_tokens"], reasks=s["reasks"])
     values = [dict(v.fields) if v.scored else None for v in verdicts]
     meta = [{"scored": v.scored, "reason": v.reason, "raw": v.raw, "attempts": v.attempts, "cached": v.cached}
             for v in verdicts]
-    run.events.append({"stage": f"judge {monitor['name']}", **client.usage.to_dict()})
+    run.events.append({"stage": f"judge {monitor.name}", **client.usage.to_dict()})
     return values, meta
 
 
@@ -66,7 +67,7 @@ def run_monitors(run, samples: list[dict]) -> list[dict]:
             values = [fn(s["sample"]) for s in samples]
             meta = [{"scored": True}] * len(samples)
         else:
-            values, meta = _llm_verdicts(run, monitor.dump(), samples)
+            values, meta = _llm_verdicts(run, monitor, samples)
         for row, value, info in zip(rows, values, meta):
             row["verdicts"][name] = value
             row["monitors"][name] = info
