@@ -409,6 +409,11 @@ def _axis_plan(axis: ir.Axis) -> dict[str, Any]:
     return plan
 
 
+def training_method(exp: ir.Experiment) -> str:
+    """RL where the feedback defines a reward, else SFT on its target."""
+    return "rl" if exp.feedback and any(a.name == "reward" for a in exp.feedback.assigns) else "sft"
+
+
 def deploy_value(axis: ir.Axis) -> Any:
     if axis.type == "enum":
         return axis.deploy.id if isinstance(axis.deploy, ir.Name) else None
@@ -520,7 +525,7 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
         "description": exp.descriptions[0].text if exp.descriptions else "",
         "axis": _axis_plan(exp.axis),
         "response": response,
-        "method": "rl" if "reward" in feedback_names else "sft",
+        "method": training_method(exp),
         "feedback": feedback_names,
         "main_data": exp.data[0].name,
         "data": data,
@@ -549,7 +554,7 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
         model_plan.update({**schema.DEFAULTS["model_tiny"], **settings_dict(model.settings)})
     else:
         model_plan.update({"path": model.path, **schema.DEFAULTS["model_hf"], **settings_dict(model.settings)})
-    method = "rl" if exp.feedback and any(a.name == "reward" for a in exp.feedback.assigns) else "sft"
+    method = training_method(exp)
     trainer = {**schema.DEFAULTS[method], **s.get(method, {})}
     if method == "rl":
         # The algorithm follows the response; the config keeps only the settings it has.

@@ -61,7 +61,8 @@ def test_claude_writes_and_judges(tmp_path):
         fields = {g["field"] for g in metrics["agreement"] if {g["a"], g["b"]} == {"bias_judge", "loaded_language"}}
         assert fields == {"magnitude", "objectivity"}
         samples = [json.loads(l) for l in (folder / "eval/ect/seed0/samples.jsonl").read_text().splitlines()]
-        assert all(s["monitors"]["bias_judge"]["scored"] for s in samples)
+        verdicts = [json.loads(l) for l in (folder / "judge/ect/seed0/verdicts.jsonl").read_text().splitlines()]
+        assert len(verdicts) == len(samples) and all(v["monitors"]["bias_judge"]["scored"] for v in verdicts)
         # The judge never sees the label: what reaches it is the rubric rendered over the
         # topic and the generated article, and nothing else.
         from ectc.runtime.experiment import Experiment

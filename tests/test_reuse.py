@@ -120,25 +120,27 @@ def test_edited_inputs_and_damaged_outputs_rerun_what_they_feed(project: Path) -
     rows = sum(len((run / f"data/rows.{s}.jsonl").read_text().splitlines()) for s in ("train", "test"))
     assert rows == 24
 
-    # An edited word list: the evaluations that scored with it, and the report.
+    # An edited word list: the judging that scored with it, and the report; nothing generated.
     (project / "words.txt").write_text("yes\nno\n")
     reasons = {p.stage: p.reason for p in predict(SPEC, project / "runs", root=project)["mini"][1]}
-    assert reasons["evaluate ect seed 0"] == "stage key changed because the input files changed"
-    assert _ran(_run(project)) == [s for s in STAGES if s.startswith(("evaluate", "report"))]
+    assert reasons["judge ect seed 0"] == "stage key changed because the input files changed"
+    assert _ran(_run(project)) == [s for s in STAGES if s.startswith(("judge", "report"))]
 
     # Deleted weights: trained again. The evaluation that read them runs again exactly when the
     # new weights differ in a byte, and the report exactly when the evaluation's samples do.
     def output(stage: str) -> str:
         return json.loads((run / stage / "stage.json").read_text())["output_hash"]
 
-    before = output("arms/ect/seed1"), output("eval/ect/seed1")
+    before = output("arms/ect/seed1"), output("eval/ect/seed1"), output("judge/ect/seed1")
     shutil.rmtree(run / "arms/ect/seed1/final")
     statuses = _run(project, exact=False)
     redo = [e for e in json.loads((run / "stages.json").read_text())["events"] if "redo" in e]
     assert redo == [{"stage": "train ect seed 1", "redo": "output missing (final)"}]
-    new_weights, new_samples = output("arms/ect/seed1") != before[0], output("eval/ect/seed1") != before[1]
+    new_weights, new_samples, new_verdicts = (output("arms/ect/seed1") != before[0],
+                                              output("eval/ect/seed1") != before[1],
+                                              output("judge/ect/seed1") != before[2])
     assert _ran(statuses) == (["train ect seed 1"] + ["evaluate ect seed 1"] * new_weights
-                              + ["report"] * new_samples)
+                              + ["judge ect seed 1"] * new_samples + ["report"] * new_verdicts)
 
     # A truncated history, an emptied samples file, a deleted metrics.json: each stage again.
     history = run / "arms/baseline/seed0/history.jsonl"
