@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from .. import jsonio
+from ..schema import SFT_FIELDS
 from .generate import format_prompt
 
 # What every run sets on top of the profile's own SFTConfig kwargs (a generated config's
@@ -74,8 +75,11 @@ def check_cfg(cfg: dict) -> None:
         if key in OWNED_KEYS:
             raise ValueError(f"SFT setting {key!r} is set by train_sft; leave it out")
         if key not in fields and key not in EXTRA_KEYS:
-            near = difflib.get_close_matches(key, sorted(fields | set(EXTRA_KEYS)), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
+            if key in SFT_FIELDS:  # a spec's short name: the compiler's table names trl's
+                hint = f"; the spec's `{key}` is SFTConfig's {SFT_FIELDS[key][0]!r}"
+            else:
+                near = difflib.get_close_matches(key, sorted(fields | set(EXTRA_KEYS)), n=1, cutoff=0.7)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ValueError(f"unknown SFT setting {key!r}: not a trl.SFTConfig field{hint}")
 
 
