@@ -3,13 +3,15 @@ resume after an interruption, and the atomic final save."""
 
 import itertools
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from ectc.runtime.generate import generate_texts
 from ectc.runtime.models import build_tiny_llama, build_word_tokenizer, load_hf_model
-from ectc.runtime.sft import build_dataset, build_trainer, resolve_cfg, sft_config, train_sft
+from ectc.runtime.sft import build_dataset, build_trainer, sft_config, train_sft
 from ectc.schema import trainer_kwargs
 
 SYLLABLES = ["ka", "lo", "mi", "zu", "re", "ti"]
@@ -91,17 +93,47 @@ def test_paper_path_nf4_lora_paged_adamw(data, tmp_path):
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
 
 
-def test_config_mapping():
-    args = sft_config({"train_sampling_strategy": "group_by_length", "tf32": True, "batch_size": 12, "epochs": 3,
-                       "optim": "adamw_torch"}, "/tmp/x")
+def test_config_mapping(tmp_path):
+    """cfg is SFTConfig's own kwargs: each reaches SFTConfig as given, over the run's settings."""
+    args = sft_config({"train_sampling_strategy": "group_by_length", "tf32": True,
+                       "per_device_train_batch_size": 12, "num_train_epochs": 3, "optim": "adamw_torch",
+                       "seed": 7, "save_steps": 5, "lora": None}, tmp_path)
     assert args.train_sampling_strategy == "group_by_length"
     assert args.per_device_train_batch_size == 12 and args.num_train_epochs == 3
-    assert args.bf16 is False  # trl's default would be True; ours follows the cfg
+    assert args.seed == args.data_seed == 7 and args.save_steps == 5 and args.output_dir == str(tmp_path)
+    assert args.bf16 is False  # trl's default would be True; a run says it
+    assert args.learning_rate == 2e-5  # left out: trl's own default, not a second table's
     if not torch.cuda.is_available():
-        assert args.tf32 is None  # tf32 is requested only where CUDA exists
-    assert args.completion_only_loss is True
-    with pytest.raises(ValueError, match="unknown SFT setting"):
-        resolve_cfg({"learning_rat": 1e-3})
+        assert args.tf32 is None and args.use_cpu  # tf32 is requested only where CUDA exists
+    assert args.completion_only_loss is True and args.packing is False and args.logging_steps == 1
+    assert args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+
+
+@pytest.mark.parametrize("cfg,message", [
+    ({"learning_rat": 1e-3}, "unknown SFT setting 'learning_rat': not a trl.SFTConfig field; did you mean 'learning_rate'?"),
+    # The spec's short names are the compiler's (schema.SFT_FIELDS): refused here, with trl's name.
+    ({"lr": 1e-3}, "unknown SFT setting 'lr': not a trl.SFTConfig field; the spec's `lr` is SFTConfig's 'learning_rate'"),
+    ({"batch_size": 8}, "unknown SFT setting 'batch_size': not a trl.SFTConfig field"),
+    ({"output_dir": "elsewhere"}, "SFT setting 'output_dir' is set by train_sft; leave it out"),
+])
+def test_unknown_setting_refused_before_anything_is_written(data, cfg, message, tmp_path):
+    ex, tok = data
+    with pytest.raises(ValueError, match=re.escape(message) + "$"):
+        train_sft(tiny(tok), tok, ex, {"max_steps": 1, **cfg}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("profile", ["tiny", "paper"])
+def test_generated_sft_kwargs_reach_sft_config_as_given(profile, tmp_path):
+    """A generated config's "trl.SFTConfig" section, as run.sft_config hands it over, keeps
+    every value: no runtime default overrides the compiler's."""
+    path = Path(__file__).resolve().parent.parent / "generated" / "bias" / "train" / profile / "ect.json"
+    kwargs = json.loads(path.read_text())["trl.SFTConfig"]
+    args = sft_config({**kwargs, "seed": 3, "lora": None}, tmp_path)
+    if not torch.cuda.is_available():
+        kwargs = {**kwargs, "tf32": None}  # TF32 needs CUDA: dropped elsewhere
+    assert {key: getattr(args, key) for key in kwargs} == kwargs
+    assert args.seed == args.data_seed == 3
 
 
 def test_chat_prompts_without_template_are_flattened(data):

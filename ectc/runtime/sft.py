@@ -1,8 +1,10 @@
 """Supervised fine-tuning on prompt/completion pairs, with optional LoRA.
 
-One function, `train_sft`, configures trl's SFTTrainer (no subclassing) from a flat cfg dict:
-a generated `train/<profile>/<arm>.json`'s "trl.SFTConfig" section, plus the seed and its
-"peft.LoraConfig" section under "lora". It trains `model` in place: with LoRA,
+One function, `train_sft`, configures trl's SFTTrainer (no subclassing) from a flat cfg dict
+in trl's own names: a generated `train/<profile>/<arm>.json`'s "trl.SFTConfig" section, plus
+the seed and its "peft.LoraConfig" section under "lora". The keys go to trl.SFTConfig as they
+are, over the few settings every run needs (RUN_ARGS); what cfg leaves out takes trl's own
+default, and a key SFTConfig does not have is refused. It trains `model` in place: with LoRA,
 peft injects the adapter layers into `model`'s own modules, so after the call `model` itself
 computes with the trained adapter and can be handed to `generate.generate_texts`.
 
@@ -29,53 +31,56 @@ from typing import Callable
 import torch
 
 from .. import jsonio
+from ..schema import SFT_FIELDS
 from .generate import format_prompt
 
-# Every key train_sft understands, with its default. Defaults suit a tiny CPU model; a paper
-# profile spells out its own values (e.g. the seed's: lr 2e-4, cosine, 50 warmup steps,
-# paged_adamw_8bit, batch 12, 3 epochs, max_length 512, max_grad_norm 0.3, ...).
-SFT_DEFAULTS: dict = {
-    "learning_rate": 2e-4,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0,
-    "optim": "adamw_torch",
-    "per_device_train_batch_size": 8,
-    "gradient_accumulation_steps": 1,
-    "num_train_epochs": 1.0,
-    "max_steps": -1,               # > 0 overrides num_train_epochs
-    "max_length": 512,
-    "max_grad_norm": 1.0,
-    "weight_decay": 0.0,
-    "gradient_checkpointing": False,
-    "bf16": False,
-    "tf32": False,                 # applied only when CUDA is present
-    "train_sampling_strategy": "random",
-    "seed": 42,
-    "completion_only_loss": True,
+# What every run sets on top of the profile's own SFTConfig kwargs (a generated config's
+# "trl.SFTConfig"): trl defaults bf16 to True, logs every 10 steps and leaves completion-only
+# loss to the dataset's shape; a run folder needs step checkpoints to resume from and wants no
+# progress bars, trackers or packing (packed rows would mix examples). A cfg may still say
+# otherwise in trl's own names. output_dir, use_cpu, data_seed and tf32 are set by train_sft.
+RUN_ARGS: dict = {
+    "bf16": False,                  # the model's own dtype unless the profile asks
+    "completion_only_loss": True,   # the prompt carries the evaluation label: never a target
+    "packing": False,
+    "save_strategy": "steps",
     "save_steps": 50,
     "save_total_limit": 2,
     "logging_steps": 1,
-    "lora": None,                  # peft.LoraConfig's keyword arguments (a generated config's "peft.LoraConfig")
+    "report_to": "none",
+    "disable_tqdm": True,
+    # Reentrant checkpointing needs an input that requires grad; the non-reentrant kind works
+    # with frozen embeddings (LoRA) and full fine-tuning alike. Unused without checkpointing.
+    "gradient_checkpointing_kwargs": {"use_reentrant": False},
 }
-_ALIASES = {"batch_size": "per_device_train_batch_size", "epochs": "num_train_epochs",
-            "lr": "learning_rate", "grad_accum": "gradient_accumulation_steps",
-            "max_seq_len": "max_length", "scheduler": "lr_scheduler_type"}
+# Keys of cfg that are not SFTConfig's: peft.LoraConfig's kwargs (None: full fine-tuning).
+EXTRA_KEYS = ("lora",)
+# SFTConfig fields the run owns: where checkpoints go and which device trains.
+OWNED_KEYS = ("output_dir", "use_cpu")
 
 Progress = Callable[[int, int, dict], None]  # (global step, total steps, latest logged metrics)
 
 
-def resolve_cfg(cfg: dict) -> dict:
-    """cfg with aliases mapped and defaults filled; unknown keys are an error (a typo in a
-    generated config must not silently train with a default)."""
-    out = dict(SFT_DEFAULTS)
-    for key, value in cfg.items():
-        key = _ALIASES.get(key, key)
-        if key not in SFT_DEFAULTS:
-            raise ValueError(f"unknown SFT setting {key!r}; known: {sorted(SFT_DEFAULTS)}")
-        out[key] = value
-    return out
+def check_cfg(cfg: dict) -> None:
+    """Refuse a key that is not an SFTConfig field (a typo in a generated config must not
+    silently train with trl's default), with the nearest field named; checked before anything
+    is written, so a bad config leaves no run.json behind."""
+    import dataclasses
+    import difflib
 
+    from trl import SFTConfig
 
+    fields = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+    for key in cfg:
+        if key in OWNED_KEYS:
+            raise ValueError(f"SFT setting {key!r} is set by train_sft; leave it out")
+        if key not in fields and key not in EXTRA_KEYS:
+            if key in SFT_FIELDS:  # a spec's short name: the compiler's table names trl's
+                hint = f"; the spec's `{key}` is SFTConfig's {SFT_FIELDS[key][0]!r}"
+            else:
+                near = difflib.get_close_matches(key, sorted(fields | set(EXTRA_KEYS)), n=1, cutoff=0.7)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ValueError(f"unknown SFT setting {key!r}: not a trl.SFTConfig field{hint}")
 
 
 def build_dataset(tokenizer, examples: list[dict]):
@@ -104,44 +109,16 @@ def build_dataset(tokenizer, examples: list[dict]):
 
 
 def sft_config(cfg: dict, checkpoint_dir: str | os.PathLike):
+    """trl.SFTConfig from cfg (SFTConfig's own kwargs, plus "lora"), over RUN_ARGS."""
     from trl import SFTConfig
 
-    c = resolve_cfg(cfg)
+    check_cfg(cfg)
     cuda = torch.cuda.is_available()
-    return SFTConfig(
-        output_dir=str(checkpoint_dir),
-        learning_rate=float(c["learning_rate"]),
-        lr_scheduler_type=c["lr_scheduler_type"],
-        warmup_steps=int(c["warmup_steps"]),
-        optim=c["optim"],
-        per_device_train_batch_size=int(c["per_device_train_batch_size"]),
-        gradient_accumulation_steps=int(c["gradient_accumulation_steps"]),
-        num_train_epochs=float(c["num_train_epochs"]),
-        max_steps=int(c["max_steps"]),
-        max_length=c["max_length"],
-        max_grad_norm=float(c["max_grad_norm"]),
-        weight_decay=float(c["weight_decay"]),
-        gradient_checkpointing=bool(c["gradient_checkpointing"]),
-        # Reentrant checkpointing needs an input that requires grad; the non-reentrant kind
-        # works with frozen embeddings (LoRA) and with full fine-tuning alike.
-        gradient_checkpointing_kwargs={"use_reentrant": False} if c["gradient_checkpointing"] else None,
-        bf16=bool(c["bf16"]),   # SFTConfig defaults bf16 to True; always say it
-        fp16=False,
-        tf32=True if (c["tf32"] and cuda) else None,  # TF32 is an Ampere feature; None = leave as is
-        train_sampling_strategy=c["train_sampling_strategy"],
-        seed=int(c["seed"]),
-        data_seed=int(c["seed"]),
-        completion_only_loss=bool(c["completion_only_loss"]),
-        packing=False,
-        save_strategy="steps",
-        save_steps=int(c["save_steps"]),
-        save_total_limit=c["save_total_limit"],
-        logging_steps=int(c["logging_steps"]),
-        report_to="none",
-        disable_tqdm=True,
-        dataset_num_proc=None,
-        use_cpu=not cuda,
-    )
+    args = {**RUN_ARGS, **{k: v for k, v in cfg.items() if k not in EXTRA_KEYS}}
+    # TF32 is an Ampere feature: asked for without CUDA it is left as the machine has it (None).
+    args["tf32"] = args.get("tf32") if cuda else None
+    args.setdefault("data_seed", args.get("seed"))  # None: transformers falls back to the seed
+    return SFTConfig(output_dir=str(checkpoint_dir), use_cpu=not cuda, **args)
 
 
 def progress_callback(progress: Progress | None):
@@ -250,21 +227,21 @@ def build_trainer(model, tokenizer, examples: list[dict], cfg: dict,
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
 
-    c = resolve_cfg(cfg)
     if tokenizer.pad_token is None:  # trl pads with it; the eos is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
     dataset = build_dataset(tokenizer, examples)
 
+    lora = cfg.get("lora")
     peft_config = None
-    if c["lora"] is not None and not _is_peft(model):
+    if lora is not None and not _is_peft(model):
         from peft import LoraConfig
 
-        peft_config = LoraConfig(**c["lora"])
-    elif c["lora"] is None and getattr(model, "is_loaded_in_4bit", False):
+        peft_config = LoraConfig(**lora)
+    elif lora is None and getattr(model, "is_loaded_in_4bit", False):
         raise ValueError("a 4-bit model cannot be fully fine-tuned; give cfg['lora']")
 
     trainer = SFTTrainer(
-        model=model, args=sft_config(c, checkpoint_dir), train_dataset=dataset,
+        model=model, args=sft_config(cfg, checkpoint_dir), train_dataset=dataset,
         processing_class=tokenizer, peft_config=peft_config,
         callbacks=[progress_callback(progress)],
     )
@@ -293,9 +270,9 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     """
     output_dir = Path(output_dir)
     checkpoint_dir, final_dir = output_dir / "checkpoints", output_dir / "final"
-    c = resolve_cfg(cfg)
+    check_cfg(cfg)
 
-    _check_same_run(output_dir, c, examples, resume, writes)
+    _check_same_run(output_dir, cfg, examples, resume, writes)
     if resume and (final_dir / "metrics.json").exists():
         load_final(model, final_dir)
         model.eval()
@@ -304,7 +281,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     if not resume and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
 
-    trainer = build_trainer(model, tokenizer, examples, c, checkpoint_dir, progress)
+    trainer = build_trainer(model, tokenizer, examples, cfg, checkpoint_dir, progress)
     last = _last_checkpoint(checkpoint_dir) if resume else None
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
