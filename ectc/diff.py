@@ -195,7 +195,8 @@ def arm_text(n: dict) -> str:
 
 
 def _r_model(n: dict) -> str:
-    return n["type"] + (f" {quote(n['path'])}" if n["path"] is not None else "")
+    return n["type"] + (f" {quote(n['path'])}" if n["path"] is not None else "") \
+        + (f" in {quote(n['package'])}" if n.get("package") is not None else "")
 
 
 def _r_metric(n: dict) -> str:
@@ -261,7 +262,7 @@ NODES: dict[str, tuple[list[tuple[str, list[str], Render]], list[tuple[str, str,
     "Arm": ([("", ["parts"], arm_text)], []),
     "Profile": ([("default", ["default"], lambda n: "true" if n["default"] else "false")],
                 [("models", "Model", _const("model")), ("settings", "Setting", lambda n: n["key"])]),
-    "Model": ([("", ["type", "path"], _r_model)], [("settings", "Setting", lambda n: n["key"])]),
+    "Model": ([("", ["type", "path", "package"], _r_model)], [("settings", "Setting", lambda n: n["key"])]),
     "Evaluate": ([], [("probes", "Probe", _name("probe.")), ("metrics", "Metric", _name("metric.")),
                       ("sweeps", "Sweep", _const("sweep")), ("comparisons", "Comparison", _const("compare")),
                       ("settings", "Setting", lambda n: n["key"])]),

@@ -440,6 +440,11 @@ class _Printer:
         path, block = t.children
         return self.optional_block(t, f"model hf {_str(path)}", block, depth)
 
+    def s_model_gguf(self, t, depth):
+        path, package, block = t.children
+        head = f"model gguf {_str(path)}" + (f" in {_str(package)}" if package is not None else "")
+        return self.optional_block(t, head, block, depth)
+
     def optional_block(self, t, head, block, depth):
         if block is None or (not block.children and not self.has_comment(block.meta)):
             return _Leaf(t.meta, [head])

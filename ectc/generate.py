@@ -552,6 +552,9 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
     model_plan: dict[str, Any] = {"type": model.type}
     if model.type == "tiny":
         model_plan.update({**schema.DEFAULTS["model_tiny"], **settings_dict(model.settings)})
+    elif model.type == "gguf":
+        model_plan.update({"file": model.path, "package": model.package, **schema.DEFAULTS["model_gguf"],
+                           **settings_dict(model.settings)})
     else:
         model_plan.update({"path": model.path, **schema.DEFAULTS["model_hf"], **settings_dict(model.settings)})
     method = training_method(exp)

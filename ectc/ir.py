@@ -218,8 +218,9 @@ class Arm(Node):
 
 
 class Model(Node):
-    type: Literal["tiny", "hf"]
+    type: Literal["tiny", "hf", "gguf"]
     path: Optional[str] = None
+    package: Optional[str] = None  # gguf: the installed package that ships the file `path`
     settings: tuple[Setting, ...] = ()
 
 

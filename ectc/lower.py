@@ -453,6 +453,11 @@ class _Lower:
     def model_hf(self, meta, children):
         return _new(ir.Model, span=span_of(meta), type="hf", path=children[0].value, settings=children[1] or ())
 
+    def model_gguf(self, meta, children):
+        path, package, block = children
+        return _new(ir.Model, span=span_of(meta), type="gguf", path=path.value,
+                    package=package.value if package is not None else None, settings=block or ())
+
     def default_mark(self, meta, children):
         return True
 

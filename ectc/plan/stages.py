@@ -151,11 +151,17 @@ def data_stage(exp: CompiledExperiment, shape: Shape) -> Stage:
 
 
 def base_recipe(exp: CompiledExperiment, shape: Shape, data_out: str) -> dict[str, Any]:
-    """The base model: a hub model by its config; a tiny one by its recipe (also its cache key)."""
+    """The base model: a hub model by its config; a tiny one by its recipe (also its cache key); a
+    GGUF file by its content hash and the dtype it is kept in (the cached conversion is shared by
+    every spec that names the same bytes, whatever package or path they come from)."""
     plan = exp.plan
     prof = plan.profiles[shape.profile]
     if prof.model.type == "hf":
         return {"hf": prof.model.dump(), "quantize": prof.quantize}
+    if prof.model.type == "gguf":
+        located = prof.model.locate(shape.root)
+        digest = input_hashes(shape.root, {"file": str(located)})["file"] if located is not None else "missing"
+        return {"gguf": {"sha256": digest, "dtype": prof.model.dtype}, "quantize": prof.quantize, "version": 1}
     warmup = dict(prof.warmup or {})
     if warmup:
         warmup["steps"] = scaled(warmup["steps"], shape.steps_scale)

@@ -142,6 +142,28 @@ def load_hf_model(name_or_path: str, quantize: dict | None = None, dtype: str = 
     return model, tokenizer
 
 
+def convert_gguf(path: str | os.PathLike, dtype: str = "float32"):
+    """A GGUF file as a plain float causal LM and its tokenizer (chat template included), through
+    transformers' own GGUF support (the `gguf` package de-quantizes the tensors). transformers
+    refuses to save a model loaded from GGUF, so the weights move into a fresh model of the same
+    config, which saves and reloads like any other."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    config = loaded.config
+    config.quantization_config = None  # de-quantized: nothing left for a loader to undo
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    del loaded
+    model.to(_dtype(dtype))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
 def apply_lora(model, lora: dict):
     """Wrap `model` in a LoRA PeftModel; `lora` is LoraConfig's keyword arguments (as a generated
     config holds them, or schema.trainer_kwargs("lora", ...) makes them from short names)."""

