@@ -441,8 +441,10 @@ class _Printer:
         return self.optional_block(t, f"model hf {_str(path)}", block, depth)
 
     def s_model_gguf(self, t, depth):
-        path, package, block = t.children
-        head = f"model gguf {_str(path)}" + (f" in {_str(package)}" if package is not None else "")
+        # `in` leaves a placeholder of its own where the package is absent: take the strings.
+        path, *package = [c for c in t.children if isinstance(c, Tree) and c.data == "string"]
+        block = t.children[-1]
+        head = f"model gguf {_str(path)}" + (f" in {_str(package[0])}" if package else "")
         return self.optional_block(t, head, block, depth)
 
     def optional_block(self, t, head, block, depth):

@@ -454,9 +454,11 @@ class _Lower:
         return _new(ir.Model, span=span_of(meta), type="hf", path=children[0].value, settings=children[1] or ())
 
     def model_gguf(self, meta, children):
-        path, package, block = children
+        # `in` leaves a placeholder of its own where the package is absent: take the strings.
+        path, *package = [c for c in children if isinstance(c, ir.Str)]
+        block = children[-1]
         return _new(ir.Model, span=span_of(meta), type="gguf", path=path.value,
-                    package=package.value if package is not None else None, settings=block or ())
+                    package=package[0].value if package else None, settings=block or ())
 
     def default_mark(self, meta, children):
         return True

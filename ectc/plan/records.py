@@ -47,6 +47,13 @@ def _file_digest(path: Path) -> bytes:
     return _DIGESTS[memo]
 
 
+def content_hash(path: Path) -> str | None:
+    """sha256 of one file's bytes alone (not its name): what a model file is cached by, so the
+    same file under another name or package shares the cache. None when it is not a file."""
+    path = Path(path)
+    return _file_digest(path).hex() if path.is_file() else None
+
+
 def _files(path: Path) -> list[Path] | None:
     """The files an output or input names: itself, or every file under a folder; None if absent."""
     if path.is_file():

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from .compiled import CompiledExperiment, json_hash
 from .model import Arm, Plan
-from .records import OUTPUT_UNKNOWN, input_hashes, output_or_unknown
+from .records import OUTPUT_UNKNOWN, content_hash, input_hashes, output_or_unknown
 
 # What the stages are, in run order.
 KINDS = ("data", "base", "train", "probes", "evaluate", "judge", "report")
@@ -160,7 +160,7 @@ def base_recipe(exp: CompiledExperiment, shape: Shape, data_out: str) -> dict[st
         return {"hf": prof.model.dump(), "quantize": prof.quantize}
     if prof.model.type == "gguf":
         located = prof.model.locate(shape.root)
-        digest = input_hashes(shape.root, {"file": str(located)})["file"] if located is not None else "missing"
+        digest = (content_hash(located) if located is not None else None) or "missing"
         return {"gguf": {"sha256": digest, "dtype": prof.model.dtype}, "quantize": prof.quantize, "version": 1}
     warmup = dict(prof.warmup or {})
     if warmup:
