@@ -211,6 +211,7 @@ def test_the_gguf_base_converts_once_caches_and_reloads(project: Path) -> None:
     ran, run = _run(project, "base", "second")  # another run folder: its own data, the cached model
     assert ran == {"data": "ran", "base model": "reused"}
     assert list((project / "runs" / ".cache" / "models").iterdir()) == [cached]
+    assert run.carried.base_source == (str(cached), None)  # what vLLM loads a LoRA arm's base from
     model, tokenizer = run.carried.load_base()
     assert type(model).__name__ == "LlamaForCausalLM" and model.dtype == torch.float32
     # The cached weights are the file's tensors de-quantized: the token embedding, read straight

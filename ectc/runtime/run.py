@@ -88,6 +88,7 @@ class Carried:
     """What stages hand each other in memory, beside the output hashes in their keys."""
     data: dict[str, dict[str, list[dict]]] = field(default_factory=dict)
     load_base: Callable[[], tuple] | None = None
+    base_source: tuple[str, str | None] = ("", None)  # (folder or hub id, revision) load_base reads: vLLM's too
     probe_values: dict[str, list] = field(default_factory=dict)
     samples: dict[tuple[str, int], list[dict]] = field(default_factory=dict)  # judged where there is a judge
 
@@ -269,7 +270,8 @@ def stage_base(run: Run, stage: Stage) -> str:
     model_cfg = profile.model
     if stage.folder is None:
         run.log(stage.name, "reused", f"{model_cfg.path} (loaded per arm)")
-        run.carried.load_base = lambda: _load_pretrained(run, model_cfg.path, model_cfg.revision)
+        run.carried.base_source = (model_cfg.path, model_cfg.revision)
+        run.carried.load_base = lambda: _load_pretrained(run, *run.carried.base_source)
         return stage.key
 
     from .models import load_cached_model, save_model_atomic
@@ -296,6 +298,7 @@ def stage_base(run: Run, stage: Stage) -> str:
         directory, dataclasses.replace(stage, outputs=tuple(sorted(p.name for p in directory.iterdir()
                                                                      if p.name != STAGE_FILE))))
     run.log(stage.name, "reused" if found.ok else "ran", detail, 0.0 if found.ok else time.perf_counter() - t0)
+    run.carried.base_source = (str(directory), None)
     run.carried.load_base = lambda: load(directory)
     return out
 
@@ -597,8 +600,9 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
     if profile.generate.backend == "vllm":
         final = arm_dir(run, arm.trained_as, seed) / "final"
         if profile.lora:
-            return make_backend("vllm", model_path=profile.model.path, adapter_path=str(final),
-                                revision=profile.model.revision, max_lora_rank=profile.lora["rank"])
+            path, revision = run.carried.base_source  # a hub model, or the cached tiny/GGUF base
+            return make_backend("vllm", model_path=path, adapter_path=str(final),
+                                revision=revision, max_lora_rank=profile.lora["rank"])
         return make_backend("vllm", model_path=str(final))
     model, tokenizer = load_trained(run, arm.trained_as, seed)
     return make_backend("transformers", model=model, tokenizer=tokenizer)
