@@ -912,27 +912,7 @@ def check_response_feedback(exp: ir.Experiment) -> list[Diagnostic]:
 
 
 def _mentions(e: ir.Expr, name: str) -> bool:
-    if isinstance(e, ir.Name):
-        return e.id == name
-    return any(_mentions(c, name) for c in _children(e))
-
-
-def _children(e: ir.Expr) -> list[ir.Expr]:
-    if isinstance(e, ir.ListExpr):
-        return list(e.items)
-    if isinstance(e, ir.Call):
-        return list(e.args)
-    if isinstance(e, ir.Attr):
-        return [e.obj]
-    if isinstance(e, ir.Index):
-        return [e.obj, e.index]
-    if isinstance(e, ir.Unary):
-        return [e.operand]
-    if isinstance(e, ir.Binary):
-        return [e.left, e.right]
-    if isinstance(e, ir.IfElse):
-        return [e.cond, e.then, e.orelse]
-    return []
+    return any(isinstance(n, ir.Name) and n.id == name for n in ir.walk(e))
 
 
 def check_monitors(exp: ir.Experiment) -> list[Diagnostic]:

@@ -367,25 +367,8 @@ def _metrics_context(exp: ir.Experiment) -> dict[str, Any]:
 
 def _monitor_refs(metric: ir.Metric, exp: ir.Experiment) -> set[str]:
     names = {m.name for m in exp.monitors}
-    found: set[str] = set()
-
-    def walk(e: Optional[ir.Expr]) -> None:
-        if e is None:
-            return
-        if isinstance(e, ir.Name) and e.id in names:
-            found.add(e.id)
-        for c in _children(e):
-            walk(c)
-
-    walk(metric.expr)
-    walk(metric.where)
-    return found
-
-
-def _children(e: ir.Expr) -> list[ir.Expr]:
-    from .check import _children as children
-
-    return children(e)
+    return {n.id for e in (metric.expr, metric.where) if e is not None
+            for n in ir.walk(e) if isinstance(n, ir.Name) and n.id in names}
 
 
 # ---- experiment.json and train configs -----------------------------------------------------
