@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import ir
-from .generate import _plan, resolve_profile
+from .generate import experiment_plan, resolve_profile
 
 
 def label_examples(plan: dict[str, Any], label: str, count: int = 5) -> list[tuple[Any, str]]:
@@ -34,7 +34,7 @@ def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
 
     # User text (descriptions, labels, paths) is shown as written, never read as rich markup.
     for exp in spec.experiments:
-        plan = _plan(exp, "", "", [])
+        plan = experiment_plan(exp, "", "", [])
         console.rule(f"[bold]experiment {exp.name}")
         if plan["description"]:
             console.print(escape(plan["description"]))

@@ -52,7 +52,7 @@ def _experiment_files(exp: ir.Experiment, spec_path: str, sha: str) -> dict[str,
     files["dataset.py"] = _render("dataset.py.j2", header=head, **_dataset_context(exp))
     files["feedback.py"] = _render("feedback.py.j2", header=head, **_feedback_context(exp))
     files["metrics.py"] = _render("metrics.py.j2", header=head, **_metrics_context(exp))
-    plan = _plan(exp, spec_path, sha, sorted(templates))
+    plan = experiment_plan(exp, spec_path, sha, sorted(templates))
     files["experiment.json"] = _json({"_generated": head, **plan})
     for profile in exp.profiles:
         resolved = resolve_profile(exp, profile)  # once per profile, not per arm
@@ -328,13 +328,13 @@ def _feedback_context(exp: ir.Experiment) -> dict[str, Any]:
         f = arm.part("filter")
         if f is not None and f.expr is not None:
             arms.append({"func": f"keep_{arm.name}", "code": emit(f.expr), "arm": arm.name})
-    monitors = [{"func": f"monitor_{m.name}", "code": emit(m.expr)} for m in exp.monitors
+    monitors = [{"func": f"monitor_{m.name}", "name": m.name, "code": emit(m.expr)} for m in exp.monitors
                 if m.type == "expr" and m.expr is not None]
     probes = []
     if exp.evaluate:
         for probe in exp.evaluate.probes:
             for a in probe.assigns:
-                probes.append({"func": f"probe_{probe.name}", "code": emit(a.expr)})
+                probes.append({"func": f"probe_{probe.name}", "name": probe.name, "code": emit(a.expr)})
     return {
         "assigns": [{"name": repr(a.name), "code": emit(a.expr)} for a in assigns],
         "names": [repr(a.name) for a in assigns],
@@ -418,7 +418,7 @@ def response_max_tokens(exp: ir.Experiment) -> int:
     return settings_dict(exp.response.settings).get("max_tokens", 256)
 
 
-def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) -> dict[str, Any]:
+def experiment_plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) -> dict[str, Any]:
     assert exp.axis and exp.response and exp.evaluate
     response = {"type": exp.response.type}
     if exp.response.type == "choice":

@@ -30,6 +30,33 @@ def lower(tree: Tree) -> ir.Spec:
     return spec
 
 
+def string_value(tok: Token) -> tuple[str, list[Diagnostic]]:
+    """The value of a STRING or LONG_STRING token, and a diagnostic for each unknown escape."""
+    if tok.type == "LONG_STRING":
+        # A rubric written as an indented block reads as the user laid it out.
+        return textwrap.dedent(str(tok)[3:-3].lstrip("\n")).rstrip(), []
+    body = str(tok)[1:-1]
+    out: list[str] = []
+    problems: list[Diagnostic] = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            if nxt not in _ESCAPES or nxt in "{}":
+                col = tok.column + 1 + i
+                problems.append(Diagnostic(Span(line=tok.line, column=col, end_line=tok.line, end_column=col + 2),
+                                           "E006", f"unknown escape `\\{nxt}` in string",
+                                           'use one of \\n \\t \\r \\" \\\\'))
+            else:
+                out.append(_ESCAPES[nxt])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out), problems
+
+
 def _setting_list(items: list) -> tuple[ir.Setting, ...]:
     return tuple(i for i in items if isinstance(i, ir.Setting))
 
@@ -89,38 +116,9 @@ class _Lower:
 
     def string(self, meta, children):
         tok: Token = children[0]
-        if tok.type == "LONG_STRING":
-            body = str(tok)[3:-3]
-            # A rubric written as an indented block reads as the user laid it out.
-            text = textwrap.dedent(body.lstrip("\n")).rstrip()
-        else:
-            text = self._unescape(str(tok)[1:-1], tok)
-        return ir.Str(span=span_of(tok), value=text)
-
-    def _unescape(self, body: str, tok: Token) -> str:
-        out, i = [], 0
-        while i < len(body):
-            ch = body[i]
-            if ch == "\\" and i + 1 < len(body):
-                nxt = body[i + 1]
-                if nxt not in _ESCAPES or nxt in "{}":
-                    col = tok.column + 1 + i
-                    self.diagnostics.append(
-                        Diagnostic(
-                            Span(line=tok.line, column=col, end_line=tok.line, end_column=col + 2),
-                            "E006",
-                            f"unknown escape `\\{nxt}` in string",
-                            'use one of \\n \\t \\r \\" \\\\',
-                        )
-                    )
-                    i += 2
-                    continue
-                out.append(_ESCAPES[nxt])
-                i += 2
-                continue
-            out.append(ch)
-            i += 1
-        return "".join(out)
+        value, problems = string_value(tok)
+        self.diagnostics.extend(problems)
+        return ir.Str(span=span_of(tok), value=value)
 
     def signed_number(self, meta, children):
         negative = len(children) == 2
