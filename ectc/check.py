@@ -7,7 +7,6 @@ E6xx profiles and settings, E7xx evaluation, E8xx data and feedback; W for warni
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
@@ -16,7 +15,6 @@ import jinja2.meta
 
 from . import ir, schema
 from .errors import Diagnostic, Span, did_you_mean
-
 
 
 @dataclass(frozen=True, slots=True)
