@@ -328,13 +328,13 @@ def _feedback_context(exp: ir.Experiment) -> dict[str, Any]:
         f = arm.part("filter")
         if f is not None and f.expr is not None:
             arms.append({"func": f"keep_{arm.name}", "code": emit(f.expr), "arm": arm.name})
-    monitors = [{"func": f"monitor_{m.name}", "code": emit(m.expr)} for m in exp.monitors
+    monitors = [{"func": f"monitor_{m.name}", "name": m.name, "code": emit(m.expr)} for m in exp.monitors
                 if m.type == "expr" and m.expr is not None]
     probes = []
     if exp.evaluate:
         for probe in exp.evaluate.probes:
             for a in probe.assigns:
-                probes.append({"func": f"probe_{probe.name}", "code": emit(a.expr)})
+                probes.append({"func": f"probe_{probe.name}", "name": probe.name, "code": emit(a.expr)})
     return {
         "assigns": [{"name": repr(a.name), "code": emit(a.expr)} for a in assigns],
         "names": [repr(a.name) for a in assigns],
@@ -367,25 +367,8 @@ def _metrics_context(exp: ir.Experiment) -> dict[str, Any]:
 
 def _monitor_refs(metric: ir.Metric, exp: ir.Experiment) -> set[str]:
     names = {m.name for m in exp.monitors}
-    found: set[str] = set()
-
-    def walk(e: Optional[ir.Expr]) -> None:
-        if e is None:
-            return
-        if isinstance(e, ir.Name) and e.id in names:
-            found.add(e.id)
-        for c in _children(e):
-            walk(c)
-
-    walk(metric.expr)
-    walk(metric.where)
-    return found
-
-
-def _children(e: ir.Expr) -> list[ir.Expr]:
-    from .check import _children as children
-
-    return children(e)
+    return {n.id for e in (metric.expr, metric.where) if e is not None
+            for n in ir.walk(e) if isinstance(n, ir.Name) and n.id in names}
 
 
 # ---- experiment.json and train configs -----------------------------------------------------
