@@ -29,7 +29,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         res = diff_sources(old_src, new_src, old_arg, new_arg)
-    except CompileError as err:
+    except CompileError:
         sys.stderr.write("error: a side does not parse\n")
         for src, label in ((old_src, old_arg), (new_src, new_arg)):
             try:

@@ -458,7 +458,7 @@ def response_max_tokens(exp: ir.Experiment) -> int:
 
 def build_plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str], head: str = "") -> Plan:
     """The experiment's typed plan (validated as it is made: what the runtime reads back)."""
-    return Plan.model_validate({"_generated": head, **_plan(exp, spec_path, sha, templates)})
+    return Plan.from_data({"_generated": head, **_plan(exp, spec_path, sha, templates)})
 
 
 def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) -> dict[str, Any]:
