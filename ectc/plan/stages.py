@@ -89,7 +89,8 @@ def components(obj: dict[str, Any]) -> dict[str, str]:
 
 def _stage(kind: str, name: str, parts: dict[str, Any], folder: Optional[str], outputs: tuple[str, ...] = (),
            **extra: Any) -> Stage:
-    return Stage(kind, name, json_hash(parts), components(parts), folder, outputs, **extra)
+    hashed = components(parts)  # the key hashes the components' hashes: each is hashed once
+    return Stage(kind, name, json_hash(hashed), hashed, folder, outputs, **extra)
 
 
 def spec_root(plan: Plan) -> Path:
@@ -129,13 +130,8 @@ def training_arms(plan: Plan, arms: Iterable[str]) -> list[Arm]:
     return out
 
 
-def _judged_templates(exp: CompiledExperiment) -> dict[str, str]:
-    return {k: v for k, v in exp.templates.items() if k.startswith("judge.")}
-
-
-def _generation_templates(exp: CompiledExperiment) -> dict[str, str]:
-    """Every template but the judges' rubrics: what the model is shown."""
-    return {k: v for k, v in exp.templates.items() if not k.startswith("judge.")}
+JUDGE = "judge."  # the judges' rubrics; every other template is what the model is shown
+PROBE = "probe."
 
 
 # ---- the stages ------------------------------------------------------------------------------
@@ -161,7 +157,7 @@ def base_recipe(exp: CompiledExperiment, shape: Shape, data_out: str) -> dict[st
         warmup["steps"] = scaled(warmup["steps"], shape.steps_scale)
         if plan.response.type == "text":
             warmup["eos"] = True  # free text ends at EOS: the warm-up teaches where to stop
-    shown = _generation_templates(exp)
+    shown = {k: v for k, v in exp.templates.items() if not k.startswith(JUDGE)}
     return {
         "model": prof.model.dump(), "warmup": warmup, "data": data_out,
         "templates": {k: hashlib.sha256(shown[k].encode()).hexdigest() for k in sorted(shown)},
@@ -186,7 +182,7 @@ def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base
     parts = {
         "config": training_identity(exp.train_config(shape.profile, arm.name)), "base": base_out,
         "data": data_out, "seed": seed, "feedback": exp.file_hash("feedback.py"), "scale": shape.steps_scale,
-        "templates": {k: v for k, v in _generation_templates(exp).items() if not k.startswith("probe.")},
+        "templates": exp.templates_hash(without=(JUDGE, PROBE)),
     }
     return _stage("train", f"train {arm.name} seed {seed}", parts, train_folder(arm.name, seed), ("final",),
                   arm=arm.name, seed=seed, upstream={"base": base_out, "data": data_out})
@@ -208,7 +204,7 @@ def eval_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, train
     inputs = {
         "train": train_out, "data": data_out, "arm": {k: v for k, v in arm.dump().items() if k != "conditions"},
         "split": plan.evaluate.split, "samples": plan.evaluate.samples, "generate": prof.generate.dump(),
-        "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": _generation_templates(exp),
+        "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": exp.templates_hash(without=(JUDGE,)),
     }
     digest = json_hash(inputs)
     # A key per condition: a changed sweep re-evaluates only the conditions it adds.
@@ -223,7 +219,7 @@ def judge_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, eval
     """The monitors over stored samples: a rubric edit re-judges, and generates nothing."""
     plan = exp.plan
     parts = {"evaluation": eval_out, "monitors": [m.dump() for m in plan.monitors],
-             "rubrics": _judged_templates(exp), "inputs": input_hashes(shape.root, plan.monitor_files()),
+             "rubrics": exp.templates_hash(only=JUDGE), "inputs": input_hashes(shape.root, plan.monitor_files()),
              "expr": exp.file_hash("feedback.py")}
     return _stage("judge", f"judge {arm.name} seed {seed}", parts, f"judge/{arm.name}/seed{seed}",
                   ("verdicts.jsonl",), arm=arm.name, seed=seed, upstream={"samples": eval_out})
