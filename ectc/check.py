@@ -656,7 +656,7 @@ def check_axis(exp: ir.Experiment) -> list[Diagnostic]:
     for iv in axis.holdout_intervals:
         if iv.low > iv.high or (iv.low == iv.high and not (iv.low_closed and iv.high_closed)):
             out.append(_err(iv.span, "E110", "the held-out interval is empty"))
-        if drawn and _overlaps(iv, drawn):
+        if drawn and overlaps(iv, drawn):
             out.append(_err(iv.span, "E111", "the held-out range overlaps the training range",
                             f"training draws from [{_fmt(drawn[0])}, {_fmt(drawn[1])}]"))
     if axis.deploy is None:
@@ -738,7 +738,8 @@ def train_range(e: ir.Expr) -> Optional[tuple[float, float]]:
     return (value, value) if value is not None else None
 
 
-def _overlaps(iv: ir.Interval, rng: tuple[float, float]) -> bool:
+def overlaps(iv: ir.Interval, rng: tuple[float, float]) -> bool:
+    """Whether a held-out interval meets the range training draws from."""
     lo, hi = rng
     if hi < iv.low or lo > iv.high:
         return False

@@ -19,7 +19,7 @@ import functools
 import typing
 from typing import Any, Iterator, Literal, Optional, Union
 
-from .errors import Span
+from .errors import NO_SPAN, Span
 
 # Every node: immutable and hashable (frozen), built with keywords (kw_only: a base field
 # without a default may precede a subclass's `kind` default), no per-instance dict (slots).
@@ -396,6 +396,9 @@ def to_data(value: Any) -> Any:
     return value
 
 
+_SPAN_FIELDS = {"span", "type_span"}
+
+
 def from_data(tp: Any, data: Any) -> Any:
     """The inverse of `to_data` for a value of type `tp` (e.g. `Spec`), also for data spliced
     together from such dumps, as `ectc diff` does. The data is trusted, not validated."""
@@ -436,6 +439,9 @@ def _loader(tp: Any):
             if not fields:
                 hints = typing.get_type_hints(tp)
                 fields.update({name: _loader(hints[name]) for name in _field_names(tp)})
-            return tp(**{k: fields[k](v) for k, v in d.items()})
+            values = {k: fields[k](v) for k, v in d.items()}
+            for name in _SPAN_FIELDS & fields.keys() - values.keys():
+                values[name] = NO_SPAN  # span-free data, as `ectc diff` compares it
+            return tp(**values)
         return load
     return _identity
