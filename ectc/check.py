@@ -1008,6 +1008,9 @@ def check_arms(exp: ir.Experiment) -> list[Diagnostic]:
     scope = data_scope(exp, main_data(exp))
     for arm in exp.arms:
         keys = [p.key for p in arm.parts]
+        if arm.name == schema.BASE_CHECKPOINT:
+            out.append(_err(arm.span, "E506", f"`{arm.name}` names the untrained base model and cannot be an arm's name",
+                            "rename the arm; `reuse base` evaluates the base model"))
         for p in arm.parts:
             if keys.count(p.key) > 1 and p is not arm.parts[keys.index(p.key)]:
                 out.append(_err(p.span, "E502", f"arm `{arm.name}` sets `{p.key}` twice"))
@@ -1022,8 +1025,12 @@ def check_arms(exp: ir.Experiment) -> list[Diagnostic]:
                                 did_you_mean(p.word or "", schema.ARM_INFER) or "use none, true or deploy"))
             elif p.key == "reuse":
                 target = next((a for a in exp.arms if a.name == p.word), None)
-                if target is None:
-                    out.append(_err(p.span, "E503", f"unknown arm `{p.word}`", did_you_mean(p.word or "", arm_names)))
+                if p.word == schema.BASE_CHECKPOINT:
+                    pass  # the base model before any training: the out-of-the-box row
+                elif target is None:
+                    out.append(_err(p.span, "E503", f"unknown arm `{p.word}`",
+                                    did_you_mean(p.word or "", arm_names + [schema.BASE_CHECKPOINT])
+                                    or "name an arm that trains, or `base` for the untrained model"))
                 elif target.part("reuse") is not None or target is arm:
                     out.append(_err(p.span, "E503", f"arm `{arm.name}` must reuse an arm that trains itself"))
                 if set(keys) & {"label", "label_fixed", "filter", "encode"}:
@@ -1182,9 +1189,9 @@ def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
             out.extend(check_template(settings["prompt"].value.value, settings["prompt"].span,
                                       template_vars(exp, main_data(exp)) | {"label"}, f"probe `{probe.name}`'s prompt"))
         ckpt = settings.get("checkpoint")
-        if ckpt is not None and isinstance(ckpt.value, ir.Name) and ckpt.value.id not in ["base"] + [a.name for a in exp.arms]:
+        if ckpt is not None and isinstance(ckpt.value, ir.Name) and ckpt.value.id not in [schema.BASE_CHECKPOINT] + [a.name for a in exp.arms]:
             out.append(_err(ckpt.value.span, "E702", f"unknown checkpoint `{ckpt.value.id}`",
-                            did_you_mean(ckpt.value.id, ["base"] + [a.name for a in exp.arms]) or "use base or an arm's name"))
+                            did_you_mean(ckpt.value.id, [schema.BASE_CHECKPOINT] + [a.name for a in exp.arms]) or "use base or an arm's name"))
         values = [a for a in probe.assigns if a.name == "value"]
         if not values:
             out.append(_err(probe.span, "E702", f"probe `{probe.name}` has no `value = ...`"))

@@ -582,6 +582,8 @@ def _controls(exp: dict) -> dict[str, str]:
             out[arm["name"]] = "baseline"
         elif label == "shuffled":
             out[arm["name"]] = "shuffled baseline"
+        elif "reuse" in parts and parts["reuse"]["word"] == "base":
+            out[arm["name"]] = "out-of-the-box base model"
         elif "reuse" in parts and parts.get("infer", {}).get("word") == "deploy":
             out[arm["name"]] = "prompt-only control"
     return out

@@ -406,13 +406,15 @@ def deploy_value(axis: ir.Axis) -> Any:
 def _arm_plan(exp: ir.Experiment, arm: ir.Arm) -> dict[str, Any]:
     reuse = arm.part("reuse")
     infer = arm.part("infer")
-    source = exp.arms[[a.name for a in exp.arms].index(reuse.word)] if reuse else arm
+    ootb = reuse is not None and reuse.word == schema.BASE_CHECKPOINT
+    source = exp.arms[[a.name for a in exp.arms].index(reuse.word)] if reuse and not ootb else arm
     src_label = source.part("label")
     src_fixed = source.part("label_fixed")
     train_label = "fixed" if src_fixed else (src_label.word if src_label else "none")
     # Inference: an unlabeled arm is asked without a label unless told otherwise; every other
-    # arm is asked at the deployment label, which is the point of the experiment.
-    default_infer = "none" if train_label == "none" else "deploy"
+    # arm, and the untrained base model, is asked at the deployment label, which is the point
+    # of the experiment.
+    default_infer = "none" if train_label == "none" and not ootb else "deploy"
     return {
         "name": arm.name,
         "trains": reuse is None,

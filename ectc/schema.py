@@ -263,3 +263,7 @@ DEFAULTS = {
     "monitor_lexicon": {"intercept": 1.0, "slope": 1.0, "pass_below": 2.0, "fail_above": 6.0},
     "evaluate": {"split": "test", "samples": 0, "at": "deploy"},
 }
+
+# The checkpoint of the base model before any arm trains: `reuse base` (an out-of-the-box arm)
+# and a probe's `checkpoint base` name it.
+BASE_CHECKPOINT = "base"

@@ -24,6 +24,9 @@ SCHEMA_VERSION = 2
 
 AxisValue = Union[float, int, str, bool, None]
 
+# The base model's checkpoint name (schema.BASE_CHECKPOINT in the spec: `reuse base`).
+BASE = "base"
+
 
 class PlanError(ValueError):
     """experiment.json is not a plan this ectc reads (another schema version, or damaged)."""
@@ -250,8 +253,13 @@ class Arm(_Node):
 
     @property
     def trained_as(self) -> str:
-        """The arm whose checkpoint this arm evaluates."""
+        """The arm whose checkpoint this arm evaluates (BASE: the untrained base model)."""
         return self.reuse or self.name
+
+    @property
+    def out_of_the_box(self) -> bool:
+        """Evaluates the base model before any training (`reuse base`)."""
+        return self.reuse == BASE
 
     @property
     def main_condition(self) -> str:

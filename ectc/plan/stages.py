@@ -124,7 +124,10 @@ def training_arms(plan: Plan, arms: Iterable[str]) -> list[Arm]:
     checkpoint trains nothing itself), in the spec's order of first use."""
     out: list[Arm] = []
     for name in arms:
-        source = plan.arm(plan.arm(name).trained_as)
+        arm = plan.arm(name)
+        if arm.out_of_the_box:
+            continue  # the base model itself: nothing to train
+        source = plan.arm(arm.trained_as)
         if source not in out:
             out.append(source)
     return out
@@ -262,8 +265,8 @@ def walk(exp: CompiledExperiment, shape: Shape, settle: Settle, through: str = "
     for name in shape.arms:
         arm = plan.arm(name)
         for seed in shape.seeds:
-            outs[(name, seed)] = visit(eval_stage(exp, shape, arm, seed, train_outs[(arm.trained_as, seed)],
-                                                  data_out, probes_out))
+            weights = base_out if arm.out_of_the_box else train_outs[(arm.trained_as, seed)]
+            outs[(name, seed)] = visit(eval_stage(exp, shape, arm, seed, weights, data_out, probes_out))
     if plan.monitors:
         for (name, seed), eval_out in list(outs.items()):
             outs[(name, seed)] = visit(judge_stage(exp, shape, plan.arm(name), seed, eval_out))

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..files import atomic_write_text, read_jsonl, write_json, write_jsonl
 from ..plan import stages
-from ..plan.model import Arm, Profile
+from ..plan.model import BASE, Arm, Profile
 from ..plan.records import STAGE_FILE, Reuse, check, read_record, record
 from ..plan.stages import Stage
 from .experiment import Experiment, prompt_string
@@ -561,6 +561,8 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
     from .generate import make_backend
 
     profile = run.profile
+    if profile.generate.backend == "vllm" and arm.out_of_the_box:
+        return make_backend("vllm", model_path=profile.model.path, revision=profile.model.revision)
     if profile.generate.backend == "vllm":
         final = arm_dir(run, arm.trained_as, seed) / "final"
         if profile.lora:
@@ -572,10 +574,12 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
 
 
 def load_trained(run: Run, arm: str, seed: int):
+    """An arm's trained model, or the base model itself for BASE (`reuse base`)."""
     from .sft import load_final
 
     model, tokenizer = run.carried.load_base()
-    load_final(model, arm_dir(run, arm, seed) / "final")
+    if arm != BASE:
+        load_final(model, arm_dir(run, arm, seed) / "final")
     if not getattr(model, "is_loaded_in_4bit", False):
         model.to(run.device)
     model.eval()
