@@ -587,6 +587,9 @@ def _value_ok(v: ir.Expr, kind) -> tuple[bool, str]:
         return isinstance(v, ir.Name), "a name"
     if kind == "names":
         return isinstance(v, ir.ListExpr) and all(isinstance(i, ir.Name) for i in v.items), "a list of names"
+    if kind == "values":  # axis values: numbers or enum names (which ones: check_profiles)
+        return (isinstance(v, ir.ListExpr) and bool(v.items)
+                and all(isinstance(i, (ir.Num, ir.Name)) for i in v.items)), "a list of axis values"
     if kind == schema.SCHEDULE:
         if isinstance(v, ir.Num):
             return True, ""
@@ -1047,6 +1050,24 @@ def check_arms(exp: ir.Experiment) -> list[Diagnostic]:
     return out
 
 
+def _check_sweep_values(axis: ir.Axis, sweep: Optional[ir.Setting]) -> list[Diagnostic]:
+    """A profile's own sweep names values of the axis: its levels, or numbers in its range."""
+    if sweep is None or not isinstance(sweep.value, ir.ListExpr):
+        return []
+    out = []
+    levels = [v.name for v in axis.values]
+    for item in sweep.value.items:
+        if axis.type == "enum" and not (isinstance(item, ir.Name) and item.id in levels):
+            word = item.id if isinstance(item, ir.Name) else None
+            out.append(_err(item.span, "E621", f"the sweep's values are levels of axis `{axis.name}`",
+                            (did_you_mean(word, levels) if word else None) or f"one of {', '.join(levels)}"))
+        elif axis.type != "enum" and axis.domain is not None and not (
+                isinstance(item, ir.Num) and axis.domain.contains(item.value)):
+            out.append(_err(item.span, "E621", f"the sweep's values lie in axis `{axis.name}`'s range",
+                            f"[{_fmt(axis.domain.low)}, {_fmt(axis.domain.high)}]"))
+    return out
+
+
 def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     defaults = [p for p in exp.profiles if p.default]
@@ -1067,6 +1088,9 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
             table = schema.MODEL_TINY if m.type == "tiny" else schema.MODEL_HF
             out.extend(check_settings(m.settings, table, f"{where} model"))
         settings = setting_map(p.settings)
+        evaluate = settings.get("evaluate")
+        if evaluate is not None and evaluate.block is not None and exp.axis is not None:
+            out.extend(_check_sweep_values(exp.axis, setting_map(evaluate.block).get("sweep")))
         if response is not None:
             needed = "rl" if response.type == "choice" or _defines(exp, "reward") else "sft"
             if needed not in settings:

@@ -17,7 +17,7 @@ import jinja2
 
 from . import __version__, ir, jsonio, schema
 from .check import enum_names, setting_map, train_range
-from .plan.model import SCHEMA_VERSION, Plan
+from .plan.model import SCHEMA_VERSION, Plan, main_condition
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data, like the grammar
 
@@ -424,21 +424,27 @@ def _arm_plan(exp: ir.Experiment, arm: ir.Arm) -> dict[str, Any]:
         "encode": (source.part("encode").word if source.part("encode") else "text"),
         "filter": f"keep_{source.name}" if source.part("filter") else None,
         "infer": infer.word if infer else default_infer,
-        "conditions": _conditions(exp, infer.word if infer else default_infer),
     }
 
 
-def _conditions(exp: ir.Experiment, infer: str) -> list[tuple[str, Any]]:
+def _conditions(exp: ir.Experiment, infer: str, sweep: list[Any]) -> list[tuple[str, Any]]:
     """(condition name, axis value) pairs an arm is evaluated under. The value is where the
     feedback and the metrics sit on the axis: an unlabeled arm is deployed like the others (at
     the deployment value, shown no label); `true` (None) keeps each row's own value."""
-    assert exp.axis and exp.evaluate
+    assert exp.axis
     deploy = deploy_value(exp.axis)
-    if infer == "none":
-        return [("none", deploy)]
-    if infer == "true":
-        return [("true", None)]
-    return [("deploy", deploy)] + [(f"sweep={v}", v) for v in _sweep_values(exp.evaluate)]
+    first = (main_condition(infer), None if infer == "true" else deploy)
+    return [first] + ([(f"sweep={v}", v) for v in sweep] if infer == "deploy" else [])
+
+
+def _evaluation(exp: ir.Experiment, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The profile's evaluation: the experiment's samples and sweep unless the profile's own
+    `evaluate { samples ... sweep [...] }` says otherwise, and each arm's conditions under it."""
+    assert exp.evaluate
+    samples = overrides.get("samples", {**schema.DEFAULTS["evaluate"], **settings_dict(exp.evaluate.settings)}["samples"])
+    sweep = overrides.get("sweep", _sweep_values(exp.evaluate))
+    return {"samples": samples, "sweep": sweep,
+            "conditions": {arm.name: _conditions(exp, _arm_plan(exp, arm)["infer"], sweep) for arm in exp.arms}}
 
 
 def _sweep_values(ev: ir.Evaluate) -> list[Any]:
@@ -561,6 +567,7 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
         "generate": {**schema.DEFAULTS["generate"], **s.get("generate", {})},
         "templates": {key: f"{profile.name}.{key}" if key in s else key
                       for key in ("prompt", "system", "unlabeled")},
+        "evaluation": _evaluation(exp, s.get("evaluate", {})),
     }
     return {**resolved, **trainer_configs(exp, resolved)}
 

@@ -185,6 +185,8 @@ PROFILE = {
     },
     "lora": {"rank": "int", "alpha": "num", "dropout": "num", "targets": "names"},
     "dtype": ("float32", "bfloat16", "float16"),
+    # the experiment's evaluation, lighter or heavier for this profile
+    "evaluate": {"samples": "int", "sweep": "values"},
 }
 
 MODEL_TINY = {"layers": "int", "width": "int", "heads": "int", "numbers": ("digits", "whole")}

@@ -61,7 +61,7 @@ def test_the_base_model_is_evaluated_as_an_arm(tmp_path: Path) -> None:
     exp = Experiment(tmp_path / "generated" / "mini")
     ootb = exp.plan.arm("ootb")
     assert ootb.out_of_the_box and not ootb.trains and ootb.infer == "deploy"
-    assert ootb.conditions == [("deploy", 0.0)]
+    assert exp.plan.profiles["tiny"].evaluation.conditions["ootb"] == [("deploy", 0.0)]
 
     predicted = [p.stage for p in predict(SPEC, tmp_path / "runs", root=tmp_path)["mini"][1]]
     assert predicted == ["data", "base model", "train ect seed 0", "train ect seed 1", "evaluate ect seed 0",

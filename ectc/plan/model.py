@@ -3,7 +3,7 @@
 `generate.py` builds one `Plan` per experiment and writes it as `generated/<exp>/experiment.json`;
 the runtime, `ectc plan`, `ectc diff`, `ectc runs` and the fan-out read it back through
 `Plan.load` only (as dbt's versioned manifest). Every fact the stages need that is derived from
-the spec (the axis's training range, each arm's evaluation conditions, which trainer a profile
+the spec (the axis's training range, each arm's evaluation conditions per profile, which trainer a profile
 uses, the verdict fields of a judge) is a field here, computed once when the plan is made.
 
 Torch-free and cheap to import: standard library only.
@@ -247,9 +247,6 @@ class Arm(_Node):
     encode: Literal["text", "id", "number"] = "text"
     filter: str | None = None
     infer: Literal["none", "true", "deploy"]
-    # (condition name, axis value) pairs the arm is evaluated under; value None keeps each
-    # row's own value (`infer true`)
-    conditions: list[tuple[str, AxisValue]]
 
     @property
     def trained_as(self) -> str:
@@ -264,7 +261,12 @@ class Arm(_Node):
     @property
     def main_condition(self) -> str:
         """The condition its headline metrics read."""
-        return self.conditions[0][0]
+        return main_condition(self.infer)
+
+
+def main_condition(infer: str) -> str:
+    """The label condition an arm's headline metrics read: its first condition."""
+    return {"none": "none", "true": "true"}.get(infer, "deploy")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -334,6 +336,17 @@ class Templates(_Node):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Evaluation(_Node):
+    """How a profile evaluates: the experiment's `evaluate` block with the profile's own
+    `evaluate { samples ... sweep [...] }` over it, resolved per arm."""
+    samples: int  # test items (0: all)
+    sweep: list[AxisValue] = field(default_factory=list)
+    # arm -> (condition name, axis value) pairs it is evaluated under; value None keeps each
+    # row's own value (`infer true`); the first is the arm's main condition
+    conditions: dict[str, list[tuple[str, AxisValue]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Profile(_Node):
     default: bool
     model: Union[TinyModel, HubModel]
@@ -348,6 +361,7 @@ class Profile(_Node):
     warmup: dict[str, Any] | None = None
     generate: Generate
     templates: Templates
+    evaluation: Evaluation
     # The trainers' own keyword arguments (schema.TRAINER_ARGS), loadable straight into them.
     lora_config: Optional[dict[str, Any]] = _alias("peft.LoraConfig")
     bnb_config: Optional[dict[str, Any]] = _alias("transformers.BitsAndBytesConfig")

@@ -114,8 +114,8 @@ def recipe_hash(recipe: dict) -> str:
 def training_identity(cfg: dict) -> dict:
     """The part of an arm's train config that decides its weights: not the number of seeds
     (each seed is its own stage), not generation settings, not how the arm is asked later."""
-    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate")}
-    out["arm"] = {k: v for k, v in cfg["arm"].items() if k not in ("infer", "conditions")}
+    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate", "evaluation")}
+    out["arm"] = {k: v for k, v in cfg["arm"].items() if k != "infer"}
     return out
 
 
@@ -204,15 +204,16 @@ def eval_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, train
     feedback terms; no monitor verdicts (the judge stage adds those)."""
     plan = exp.plan
     prof = plan.profiles[shape.profile]
+    conditions = prof.evaluation.conditions[arm.name]
     inputs = {
-        "train": train_out, "data": data_out, "arm": {k: v for k, v in arm.dump().items() if k != "conditions"},
-        "split": plan.evaluate.split, "samples": plan.evaluate.samples, "generate": prof.generate.dump(),
+        "train": train_out, "data": data_out, "arm": arm.dump(),
+        "split": plan.evaluate.split, "samples": prof.evaluation.samples, "generate": prof.generate.dump(),
         "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": exp.templates_hash(without=(JUDGE,)),
     }
     digest = json_hash(inputs)
     # A key per condition: a changed sweep re-evaluates only the conditions it adds.
-    cond_keys = {name: json_hash({"inputs": digest, "condition": [name, value]}) for name, value in arm.conditions}
-    parts = {**inputs, "conditions": [list(c) for c in arm.conditions]}
+    cond_keys = {name: json_hash({"inputs": digest, "condition": [name, value]}) for name, value in conditions}
+    parts = {**inputs, "conditions": [list(c) for c in conditions]}
     return _stage("evaluate", f"evaluate {arm.name} seed {seed}", parts, f"eval/{arm.name}/seed{seed}",
                   ("samples.jsonl",), arm=arm.name, seed=seed, conditions=cond_keys,
                   upstream={"train": train_out, "probes": probes_out})
@@ -228,10 +229,11 @@ def judge_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, eval
                   ("verdicts.jsonl",), arm=arm.name, seed=seed, upstream={"samples": eval_out})
 
 
-def report_stage(exp: CompiledExperiment, outs: dict[tuple[str, int], str]) -> Stage:
+def report_stage(exp: CompiledExperiment, shape: Shape, outs: dict[tuple[str, int], str]) -> Stage:
     """`outs`: (arm, seed) -> the output hash the report reads (the judge's where there is one)."""
     parts = {"evals": sorted([f"{a}/{s}", o] for (a, s), o in outs.items()),
-             "metrics": exp.file_hash("metrics.py"), "plan": exp.plan.evaluate.dump()}
+             "metrics": exp.file_hash("metrics.py"),
+             "plan": [exp.plan.evaluate.dump(), exp.plan.profiles[shape.profile].evaluation.sweep]}
     return _stage("report", "report", parts, "report", ("../metrics.json", "../report.md"))
 
 
@@ -272,7 +274,7 @@ def walk(exp: CompiledExperiment, shape: Shape, settle: Settle, through: str = "
             outs[(name, seed)] = visit(judge_stage(exp, shape, plan.arm(name), seed, eval_out))
     if last < KINDS.index("report"):
         return visited
-    visit(report_stage(exp, outs))
+    visit(report_stage(exp, shape, outs))
     return visited
 
 
