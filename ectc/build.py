@@ -125,7 +125,7 @@ def build(root: Path, named: list[str], out_dir: Path, check_only: bool) -> Buil
         raise BuildError(
             f"{out_dir}/ holds {len(shown)} file(s) that ectc build did not write: "
             + ", ".join(shown[:5]) + (", ..." if len(shown) > 5 else "")
-            + f"; build writes and removes nothing there. Remove them, or pass --out to an empty folder")
+            + "; build writes and removes nothing there. Remove them, or pass --out to an empty folder")
     for rel, text in sorted(files.items()):
         target = out_dir / rel
         if target.exists() and target.read_text() == text:

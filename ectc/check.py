@@ -7,7 +7,7 @@ E6xx profiles and settings, E7xx evaluation, E8xx data and feedback; W for warni
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 import jinja2
@@ -16,7 +16,37 @@ import jinja2.meta
 from . import ir, schema
 from .errors import Diagnostic, Span, did_you_mean
 
-Scope = dict[str, str]  # name -> type: int real bool text enum:<axis> list:<t> table monitor:<m>
+
+@dataclass(frozen=True, slots=True)
+class Type:
+    """A type the checker infers: a kind plus its parameters (as sqlglot's DataType).
+
+    kind: `int` `real` `bool` `text` (or a data field's declared type as written, when it is
+    unknown: E801), `any` (not known: already reported, or not checked), `table` (a phrase
+    table), `enum` (a value of the axis `name`), `list` (of `item`s), `monitor` (the monitor
+    `name`, whose fields `.x` have types). `_show` renders one for a message."""
+
+    kind: str
+    name: Optional[str] = None
+    item: Optional[Type] = None
+
+
+INT, REAL, BOOL, TEXT, ANY, TABLE = (Type(k) for k in ("int", "real", "bool", "text", "any", "table"))
+
+
+def enum_type(axis: str) -> Type:
+    return Type("enum", name=axis)
+
+
+def list_type(item: Type) -> Type:
+    return Type("list", item=item)
+
+
+def monitor_type(monitor: str) -> Type:
+    return Type("monitor", name=monitor)
+
+
+Scope = dict[str, Type]  # name -> its type
 
 
 def check(spec: ir.Spec) -> list[Diagnostic]:
@@ -51,8 +81,8 @@ def main_data(exp: ir.Experiment) -> Optional[ir.DataBlock]:
     return exp.data[0] if exp.data else None
 
 
-def axis_type(axis: ir.Axis) -> str:
-    return f"enum:{axis.name}" if axis.type == "enum" else axis.type
+def axis_type(axis: ir.Axis) -> Type:
+    return enum_type(axis.name) if axis.type == "enum" else Type(axis.type)
 
 
 def axis_scope(exp: ir.Experiment) -> Scope:
@@ -68,17 +98,17 @@ def axis_scope(exp: ir.Experiment) -> Scope:
 def data_scope(exp: ir.Experiment, block: Optional[ir.DataBlock]) -> Scope:
     scope = axis_scope(exp)
     if block is not None:
-        scope.update({f.name: f.type for f in block.fields})
-        scope.update({a.name: "text" for a in block.assigns})
+        scope.update({f.name: Type(f.type) for f in block.fields})
+        scope.update({a.name: TEXT for a in block.assigns})
     return scope
 
 
 def feedback_scope(exp: ir.Experiment) -> Scope:
     scope = data_scope(exp, main_data(exp))
-    scope["response"] = "text"
+    scope["response"] = TEXT
     if exp.feedback:
         for a in exp.feedback.assigns:
-            scope[a.name] = "any"
+            scope[a.name] = ANY
     return scope
 
 
@@ -103,7 +133,7 @@ def setting_map(settings: Iterable[ir.Setting]) -> dict[str, ir.Setting]:
 
 # ---- expressions: names, functions and types ------------------------------------------------
 
-NUMERIC = ("int", "real")
+NUMERIC = (INT, REAL)
 
 # name -> (min args, max args, contexts where allowed)
 FUNCTIONS: dict[str, tuple[int, int, frozenset[str]]] = {
@@ -139,51 +169,51 @@ class Typer:
         self.out = out
         self.monitors = monitors or {}
 
-    def expect(self, expr: ir.Expr, want: tuple[str, ...], what: str) -> str:
+    def expect(self, expr: ir.Expr, want: tuple[Type, ...], what: str) -> Type:
         got = self.infer(expr)
-        if got != "any" and not _compatible(got, want):
+        if got != ANY and not _compatible(got, want):
             self.out.append(_err(expr.span, "E204", f"{what} must be {_or(want)}, found {_show(got)}"))
         return got
 
-    def infer(self, e: ir.Expr) -> str:
+    def infer(self, e: ir.Expr) -> Type:
         method = getattr(self, f"_{e.kind}")
         return method(e)
 
-    def _num(self, e: ir.Num) -> str:
-        return "int" if e.is_int else "real"
+    def _num(self, e: ir.Num) -> Type:
+        return INT if e.is_int else REAL
 
-    def _str(self, e: ir.Str) -> str:
-        return "text"
+    def _str(self, e: ir.Str) -> Type:
+        return TEXT
 
-    def _bool(self, e: ir.Bool) -> str:
-        return "bool"
+    def _bool(self, e: ir.Bool) -> Type:
+        return BOOL
 
-    def _name(self, e: ir.Name) -> str:
+    def _name(self, e: ir.Name) -> Type:
         if e.id in self.scope:
             return self.scope[e.id]
         self.out.append(_err(e.span, "E201", f"unknown name `{e.id}`", did_you_mean(e.id, self.scope)))
-        return "any"
+        return ANY
 
-    def _list(self, e: ir.ListExpr) -> str:
+    def _list(self, e: ir.ListExpr) -> Type:
         types = [self.infer(i) for i in e.items]
-        known = [t for t in types if t != "any"]
+        known = [t for t in types if t != ANY]
         if not known:
-            return "list:any"
+            return list_type(ANY)
         first = _unify(known[0], known[0])
         for item, t in zip(e.items, types):
             u = _unify(first, t)
             if u is None:
                 self.out.append(_err(item.span, "E204", f"list items must share one type: {_show(first)} and {_show(t)}"))
-                return "list:any"
+                return list_type(ANY)
             first = u
-        return f"list:{first}"
+        return list_type(first)
 
-    def _call(self, e: ir.Call) -> str:
+    def _call(self, e: ir.Call) -> Type:
         if e.func not in FUNCTIONS:
             self.out.append(_err(e.span, "E202", f"unknown function `{e.func}`", did_you_mean(e.func, FUNCTIONS)))
             for a in e.args:
                 self.infer(a)
-            return "any"
+            return ANY
         low, high, contexts = FUNCTIONS[e.func]
         if self.context not in contexts and not (self.context == "metric_top" and "metric" in contexts):
             where = {"metric_top": "a metric", "metric": "inside a metric's aggregate", "data": "a data field",
@@ -195,49 +225,49 @@ class Typer:
             self.out.append(_err(e.span, "E203", f"`{e.func}` takes {count} argument(s), found {len(e.args)}"))
             for a in e.args:
                 self.infer(a)
-            return "any"
+            return ANY
         return getattr(self, f"_fn_{e.func}")(e)
 
     # functions
     def _fn_randint(self, e):
         for a in e.args:
-            self.expect(a, ("int",), "randint's bounds")
-        return "int"
+            self.expect(a, (INT,), "randint's bounds")
+        return INT
 
     def _fn_uniform(self, e):
         types = [self.infer(a) for a in e.args]
-        if all(t.startswith("enum:") for t in types):
+        if all(t.kind == "enum" for t in types):
             return types[0]
         if len(e.args) != 2:
             self.out.append(_err(e.span, "E203", "`uniform` takes two numbers, or the enum values to draw from"))
-            return "any"
+            return ANY
         for a, t in zip(e.args, types):
-            if t not in NUMERIC and t != "any":
+            if t not in NUMERIC and t != ANY:
                 self.out.append(_err(a.span, "E204", f"uniform's bounds must be numbers, found {_show(t)}"))
-        return "real"
+        return REAL
 
     def _fn_bernoulli(self, e):
         self.expect(e.args[0], NUMERIC, "bernoulli's probability")
-        return "bool"
+        return BOOL
 
     def _fn_choice(self, e):
         t = self.infer(e.args[0])
-        if t == "any":
-            return "any"
-        if not t.startswith("list:"):
+        if t == ANY:
+            return ANY
+        if t.kind != "list":
             self.out.append(_err(e.args[0].span, "E204", f"choice draws from a list, found {_show(t)}"))
-            return "any"
-        return t[5:]
+            return ANY
+        return t.item
 
     def _fn_pick(self, e):
         table, key = e.args
         t = self.infer(table)
-        if t not in ("table", "any"):
+        if t not in (TABLE, ANY):
             self.out.append(_err(table.span, "E204", f"pick's first argument must be a phrase table of this data block, found {_show(t)}"))
         k = self.infer(key)
-        if not (k.startswith("enum:") or k in ("text", "any")):
+        if not (k.kind == "enum" or k in (TEXT, ANY)):
             self.out.append(_err(key.span, "E204", f"pick's key must be an enum value or text, found {_show(k)}"))
-        return "text"
+        return TEXT
 
     def _literal_template(self, e: ir.Expr, what: str) -> Optional[str]:
         if not isinstance(e, ir.Str):
@@ -249,175 +279,180 @@ class Typer:
         text = self._literal_template(e.args[0], "render's template")
         if text is not None:
             self.out.extend(check_template(text, e.args[0].span, set(self.scope) | self._descriptions(), "render template"))
-        return "text"
+        return TEXT
 
     def _fn_llm(self, e):
         self._literal_template(e.args[0], "llm's model")
         text = self._literal_template(e.args[1], "llm's prompt")
         if text is not None:
             self.out.extend(check_template(text, e.args[1].span, set(self.scope) | self._descriptions(), "llm prompt"))
-        return "text"
+        return TEXT
 
     def _descriptions(self) -> set[str]:
-        return {f"{t[5:]}_description" for t in self.scope.values() if t.startswith("enum:")}
+        return {f"{t.name}_description" for t in self.scope.values() if t.kind == "enum"}
 
     def _aggregate_arg(self, e, want):
         inner = Typer(self.scope, "metric", self.out, self.monitors)
         return inner.expect(e.args[0], want, f"`{e.func}`'s argument")
 
     def _fn_mean(self, e):
-        self._aggregate_arg(e, ("bool", "int", "real"))
-        return "real"
+        self._aggregate_arg(e, (BOOL, INT, REAL))
+        return REAL
 
     def _fn_sum(self, e):
-        self._aggregate_arg(e, ("bool", "int", "real"))
-        return "real"
+        self._aggregate_arg(e, (BOOL, INT, REAL))
+        return REAL
 
     def _fn_count(self, e):
-        return "int"
+        return INT
 
     def _fn_len(self, e):
         t = self.infer(e.args[0])
-        if not (t in ("text", "any") or t.startswith("list:")):
+        if not (t in (TEXT, ANY) or t.kind == "list"):
             self.out.append(_err(e.args[0].span, "E204", f"len needs text or a list, found {_show(t)}"))
-        return "int"
+        return INT
 
     def _fn_words(self, e):
-        self.expect(e.args[0], ("text",), "words' argument")
-        return "int"
+        self.expect(e.args[0], (TEXT,), "words' argument")
+        return INT
 
     def _fn_abs(self, e):
         return self.expect(e.args[0], NUMERIC, "abs' argument")
 
     def _fn_round(self, e):
         self.expect(e.args[0], NUMERIC, "round's argument")
-        return "int"
+        return INT
 
     def _fn_min(self, e):
         types = [self.expect(a, NUMERIC, f"{e.func}'s arguments") for a in e.args]
-        return "int" if all(t == "int" for t in types) else "real"
+        return INT if all(t == INT for t in types) else REAL
 
     _fn_max = _fn_min
 
     def _fn_lower(self, e):
-        self.expect(e.args[0], ("text",), f"{e.func}'s argument")
-        return "text"
+        self.expect(e.args[0], (TEXT,), f"{e.func}'s argument")
+        return TEXT
 
     _fn_upper = _fn_lower
 
     def _fn_contains(self, e):
         for a in e.args:
-            self.expect(a, ("text",), "contains' arguments")
-        return "bool"
+            self.expect(a, (TEXT,), "contains' arguments")
+        return BOOL
 
     # operators
-    def _attr(self, e: ir.Attr) -> str:
+    def _attr(self, e: ir.Attr) -> Type:
         t = self.infer(e.obj)
-        if t == "any":
-            return "any"
-        if not t.startswith("monitor:"):
+        if t == ANY:
+            return ANY
+        if t.kind != "monitor":
             self.out.append(_err(e.span, "E204", f"only a monitor has fields; `.{e.attr}` is applied to {_show(t)}"))
-            return "any"
-        monitor = self.monitors[t[8:]]
+            return ANY
+        monitor = self.monitors[t.name]
         fields = monitor_fields(monitor)
         if e.attr not in fields:
             self.out.append(_err(e.span, "E206", f"monitor `{monitor.name}` has no field `{e.attr}`",
                                  did_you_mean(e.attr, fields)))
-            return "any"
+            return ANY
         return fields[e.attr]
 
-    def _index(self, e: ir.Index) -> str:
+    def _index(self, e: ir.Index) -> Type:
         t = self.infer(e.obj)
-        self.expect(e.index, ("int",), "an index")
-        if t.startswith("list:"):
-            return t[5:]
-        if t != "any":
+        self.expect(e.index, (INT,), "an index")
+        if t.kind == "list":
+            return t.item
+        if t != ANY:
             self.out.append(_err(e.obj.span, "E204", f"only a list can be indexed, found {_show(t)}"))
-        return "any"
+        return ANY
 
-    def _unary(self, e: ir.Unary) -> str:
+    def _unary(self, e: ir.Unary) -> Type:
         if e.op == "not":
-            self.expect(e.operand, ("bool",), "the operand of `not`")
-            return "bool"
+            self.expect(e.operand, (BOOL,), "the operand of `not`")
+            return BOOL
         return self.expect(e.operand, NUMERIC, "the operand of `-`")
 
-    def _binary(self, e: ir.Binary) -> str:
+    def _binary(self, e: ir.Binary) -> Type:
         if e.op in ("and", "or"):
-            self.expect(e.left, ("bool",), f"the left side of `{e.op}`")
-            self.expect(e.right, ("bool",), f"the right side of `{e.op}`")
-            return "bool"
+            self.expect(e.left, (BOOL,), f"the left side of `{e.op}`")
+            self.expect(e.right, (BOOL,), f"the right side of `{e.op}`")
+            return BOOL
         left, right = self.infer(e.left), self.infer(e.right)
-        if "any" in (left, right):
-            return "bool" if e.op in ("==", "!=", "<", "<=", ">", ">=", "in") else "any"
+        if ANY in (left, right):
+            return BOOL if e.op in ("==", "!=", "<", "<=", ">", ">=", "in") else ANY
         if e.op in ("==", "!="):
             if _unify(left, right) is None:
                 self.out.append(_err(e.span, "E204", f"cannot compare {_show(left)} with {_show(right)}"))
-            return "bool"
+            return BOOL
         if e.op in ("<", "<=", ">", ">="):
             if not (left in NUMERIC and right in NUMERIC):
                 self.out.append(_err(e.span, "E204", f"`{e.op}` compares numbers, found {_show(left)} and {_show(right)}"))
-            return "bool"
+            return BOOL
         if e.op == "in":
-            if not right.startswith("list:") or _unify(left, right[5:]) is None and right != "list:any":
+            if right.kind != "list" or _unify(left, right.item) is None and right.item != ANY:
                 self.out.append(_err(e.span, "E204", f"`in` needs a list of {_show(left)} on its right, found {_show(right)}"))
-            return "bool"
-        if e.op == "+" and left == right == "text":
-            return "text"
+            return BOOL
+        if e.op == "+" and left == right == TEXT:
+            return TEXT
         if left not in NUMERIC or right not in NUMERIC:
             self.out.append(_err(e.span, "E204", f"`{e.op}` needs numbers, found {_show(left)} and {_show(right)}"))
-            return "any"
+            return ANY
         if e.op == "/":
-            return "real"
-        return "int" if left == right == "int" else "real"
+            return REAL
+        return INT if left == right == INT else REAL
 
-    def _if(self, e: ir.IfElse) -> str:
-        self.expect(e.cond, ("bool",), "an `if` condition")
+    def _if(self, e: ir.IfElse) -> Type:
+        self.expect(e.cond, (BOOL,), "an `if` condition")
         a, b = self.infer(e.then), self.infer(e.orelse)
-        if "any" in (a, b):
-            return a if b == "any" else b
+        if ANY in (a, b):
+            return a if b == ANY else b
         u = _unify(a, b)
         if u is None:
             self.out.append(_err(e.span, "E204", f"the branches of `if` differ in type: {_show(a)} and {_show(b)}"))
-            return "any"
+            return ANY
         return u
 
 
-def _unify(a: str, b: str) -> Optional[str]:
+def _unify(a: Type, b: Type) -> Optional[Type]:
+    """The type both fit in (an int fits a real; anything fits `any`), or None."""
     if a == b:
         return a
-    if {a, b} <= {"int", "real"}:
-        return "real"
-    if "any" in (a, b):
-        return a if b == "any" else b
-    if a.startswith("list:") and b.startswith("list:"):
-        inner = _unify(a[5:], b[5:])
-        return f"list:{inner}" if inner else None
+    if a in NUMERIC and b in NUMERIC:
+        return REAL
+    if ANY in (a, b):
+        return a if b == ANY else b
+    if a.kind == "list" and b.kind == "list":
+        inner = _unify(a.item, b.item)
+        return list_type(inner) if inner is not None else None
     return None
 
 
-def _compatible(got: str, want: tuple[str, ...]) -> bool:
-    return got in want or (got == "int" and "real" in want)
+def _compatible(got: Type, want: tuple[Type, ...]) -> bool:
+    return got in want or (got == INT and REAL in want)
 
 
-def _show(t: str) -> str:
-    if t.startswith("enum:"):
-        return f"a value of axis `{t[5:]}`"
-    if t.startswith("list:"):
-        return f"a list of {_show(t[5:])}"
-    if t.startswith("monitor:"):
-        return f"monitor `{t[8:]}`"
-    return {"int": "an int", "real": "a real", "bool": "a bool", "text": "text", "table": "a phrase table"}.get(t, t)
+_SHOWN = {"int": "an int", "real": "a real", "bool": "a bool", "text": "text", "table": "a phrase table"}
 
 
-def _or(want: tuple[str, ...]) -> str:
+def _show(t: Type) -> str:
+    """A type as a diagnostic names it: the one place types are rendered."""
+    if t.kind == "enum":
+        return f"a value of axis `{t.name}`"
+    if t.kind == "list":
+        return f"a list of {_show(t.item)}"
+    if t.kind == "monitor":
+        return f"monitor `{t.name}`"
+    return _SHOWN.get(t.kind, t.kind)
+
+
+def _or(want: tuple[Type, ...]) -> str:
     return " or ".join(_show(w) for w in want)
 
 
-def monitor_fields(m: ir.Monitor) -> dict[str, str]:
+def monitor_fields(m: ir.Monitor) -> dict[str, Type]:
     if m.type == "lexicon":
-        return dict(schema.LEXICON_FIELDS)
+        return {name: Type(kind) for name, kind in schema.LEXICON_FIELDS.items()}
     if m.type == "llm":
-        return {f.name: {"enum": "text"}.get(f.type, f.type) for f in m.returns}
+        return {f.name: TEXT if f.type == "enum" else Type(f.type) for f in m.returns}
     return {}
 
 
@@ -552,6 +587,9 @@ def _value_ok(v: ir.Expr, kind) -> tuple[bool, str]:
         return isinstance(v, ir.Name), "a name"
     if kind == "names":
         return isinstance(v, ir.ListExpr) and all(isinstance(i, ir.Name) for i in v.items), "a list of names"
+    if kind == "values":  # axis values: numbers or enum names (which ones: check_profiles)
+        return (isinstance(v, ir.ListExpr) and bool(v.items)
+                and all(isinstance(i, (ir.Num, ir.Name)) for i in v.items)), "a list of axis values"
     if kind == schema.SCHEDULE:
         if isinstance(v, ir.Num):
             return True, ""
@@ -610,7 +648,7 @@ def check_axis(exp: ir.Experiment) -> list[Diagnostic]:
                         "add `train uniform(LOW, HIGH)`"))
         drawn = None
     else:
-        Typer({}, "axis_train", out).expect(axis.train, ("int", "real"), "the training distribution")
+        Typer({}, "axis_train", out).expect(axis.train, NUMERIC, "the training distribution")
         drawn = train_range(axis.train)
         if drawn and not (domain.contains(drawn[0]) and domain.contains(drawn[1])):
             out.append(_err(axis.train.span, "E114", "the training range leaves the axis's range",
@@ -621,13 +659,13 @@ def check_axis(exp: ir.Experiment) -> list[Diagnostic]:
     for iv in axis.holdout_intervals:
         if iv.low > iv.high or (iv.low == iv.high and not (iv.low_closed and iv.high_closed)):
             out.append(_err(iv.span, "E110", "the held-out interval is empty"))
-        if drawn and _overlaps(iv, drawn):
+        if drawn and overlaps(iv, drawn):
             out.append(_err(iv.span, "E111", "the held-out range overlaps the training range",
                             f"training draws from [{_fmt(drawn[0])}, {_fmt(drawn[1])}]"))
     if axis.deploy is None:
         out.append(_err(axis.span, "E110", f"axis `{axis.name}` has no `deploy` value"))
     else:
-        Typer({}, "axis_deploy", out).expect(axis.deploy, ("int", "real"), "the deployment value")
+        Typer({}, "axis_deploy", out).expect(axis.deploy, NUMERIC, "the deployment value")
         value = _number(axis.deploy)
         if value is not None:
             if not domain.contains(value):
@@ -703,7 +741,8 @@ def train_range(e: ir.Expr) -> Optional[tuple[float, float]]:
     return (value, value) if value is not None else None
 
 
-def _overlaps(iv: ir.Interval, rng: tuple[float, float]) -> bool:
+def overlaps(iv: ir.Interval, rng: tuple[float, float]) -> bool:
+    """Whether a held-out interval meets the range training draws from."""
     lo, hi = rng
     if hi < iv.low or lo > iv.high:
         return False
@@ -786,7 +825,7 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
                 out.extend(_check_phrase_table(exp, s))
         out.extend(_check_split(block, exp.axis.name if exp.axis is not None and block is exp.data[0] else None))
         scope = axis_scope(exp)
-        scope.update({name: "table" for name in table_names})
+        scope.update({name: TABLE for name in table_names})
         for f in block.fields:
             if f.type not in schema.FIELD_TYPES:
                 out.append(_err(f.type_span, "E801", f"unknown field type `{f.type}`",
@@ -794,21 +833,22 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
             if f.expr is None and block.source.type == "generate":
                 out.append(_err(f.span, "E802", f"field `{f.name}` has no value",
                                 f"give it one (`{f.name}: {f.type} = ...`) or read the data from a file"))
+            declared = Type(f.type)
             if f.expr is not None:
                 t = Typer(scope, "data", out).infer(f.expr)
-                if t != "any" and f.type in schema.FIELD_TYPES and _unify(t, f.type) != f.type and not (
-                        f.type == "text" and t.startswith("enum:")):
-                    out.append(_err(f.expr.span, "E204", f"field `{f.name}` is declared {_show(f.type)} but its value is {_show(t)}"))
+                if t != ANY and f.type in schema.FIELD_TYPES and _unify(t, declared) != declared and not (
+                        declared == TEXT and t.kind == "enum"):
+                    out.append(_err(f.expr.span, "E204", f"field `{f.name}` is declared {_show(declared)} but its value is {_show(t)}"))
             if f.fallback is not None:
                 if not (isinstance(f.expr, ir.Call) and f.expr.func == "llm"):
                     out.append(_err(f.fallback.span, "E803", "only an `llm(...)` value has a `fallback`"))
-                Typer(scope, "data", out).expect(f.fallback, (f.type,), "the fallback")
+                Typer(scope, "data", out).expect(f.fallback, (declared,), "the fallback")
             elif isinstance(f.expr, ir.Call) and f.expr.func == "llm":
                 out.append(_warn(f.expr.span, "W804", f"field `{f.name}` comes from an LLM and has no `fallback`",
                                  "without an API key the experiment cannot build its data"))
             if f.name in scope and f.name not in table_names:
                 out.append(_err(f.span, "E101", f"`{f.name}` is already declared"))
-            scope[f.name] = f.type
+            scope[f.name] = declared
         prompt = setting_map(block.settings).get("prompt")
         if prompt is not None and isinstance(prompt.value, ir.Str):
             out.extend(check_template(prompt.value.value, prompt.value.span,
@@ -817,7 +857,7 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
             if a.name != "target":
                 out.append(_err(a.span, "E805", f"a data block assigns only `target`, not `{a.name}`",
                                 "declare a field instead: `NAME: TYPE = ...`"))
-            Typer(scope, "data", out).expect(a.expr, ("text",), "a target")
+            Typer(scope, "data", out).expect(a.expr, (TEXT,), "a target")
         if block.source.type != "generate" and block.source.arg is not None and not block.source.arg:
             out.append(_err(block.source.span, "E806", "the data source needs a path"))
     return out
@@ -896,10 +936,10 @@ def check_response_feedback(exp: ir.Experiment) -> list[Diagnostic]:
         if a.name in names:
             out.append(_err(a.span, "E101", f"`{a.name}` is assigned twice"))
         names.append(a.name)
-        if a.name == "reward" and t not in ("int", "real", "any"):
+        if a.name == "reward" and t not in (INT, REAL, ANY):
             out.append(_err(a.expr.span, "E204", f"the reward must be a number, found {_show(t)}"))
         if a.name == "target":
-            if t not in ("text", "any"):
+            if t not in (TEXT, ANY):
                 out.append(_err(a.expr.span, "E204", f"the target must be text, found {_show(t)}"))
             if _mentions(a.expr, "response"):
                 out.append(_err(a.expr.span, "E811", "the SFT target cannot depend on the response"))
@@ -912,27 +952,7 @@ def check_response_feedback(exp: ir.Experiment) -> list[Diagnostic]:
 
 
 def _mentions(e: ir.Expr, name: str) -> bool:
-    if isinstance(e, ir.Name):
-        return e.id == name
-    return any(_mentions(c, name) for c in _children(e))
-
-
-def _children(e: ir.Expr) -> list[ir.Expr]:
-    if isinstance(e, ir.ListExpr):
-        return list(e.items)
-    if isinstance(e, ir.Call):
-        return list(e.args)
-    if isinstance(e, ir.Attr):
-        return [e.obj]
-    if isinstance(e, ir.Index):
-        return [e.obj, e.index]
-    if isinstance(e, ir.Unary):
-        return [e.operand]
-    if isinstance(e, ir.Binary):
-        return [e.left, e.right]
-    if isinstance(e, ir.IfElse):
-        return [e.cond, e.then, e.orelse]
-    return []
+    return any(isinstance(n, ir.Name) and n.id == name for n in ir.walk(e))
 
 
 def check_monitors(exp: ir.Experiment) -> list[Diagnostic]:
@@ -991,6 +1011,9 @@ def check_arms(exp: ir.Experiment) -> list[Diagnostic]:
     scope = data_scope(exp, main_data(exp))
     for arm in exp.arms:
         keys = [p.key for p in arm.parts]
+        if arm.name == schema.BASE_CHECKPOINT:
+            out.append(_err(arm.span, "E506", f"`{arm.name}` names the untrained base model and cannot be an arm's name",
+                            "rename the arm; `reuse base` evaluates the base model"))
         for p in arm.parts:
             if keys.count(p.key) > 1 and p is not arm.parts[keys.index(p.key)]:
                 out.append(_err(p.span, "E502", f"arm `{arm.name}` sets `{p.key}` twice"))
@@ -1005,21 +1028,43 @@ def check_arms(exp: ir.Experiment) -> list[Diagnostic]:
                                 did_you_mean(p.word or "", schema.ARM_INFER) or "use none, true or deploy"))
             elif p.key == "reuse":
                 target = next((a for a in exp.arms if a.name == p.word), None)
-                if target is None:
-                    out.append(_err(p.span, "E503", f"unknown arm `{p.word}`", did_you_mean(p.word or "", arm_names)))
+                if p.word == schema.BASE_CHECKPOINT:
+                    pass  # the base model before any training: the out-of-the-box row
+                elif target is None:
+                    out.append(_err(p.span, "E503", f"unknown arm `{p.word}`",
+                                    did_you_mean(p.word or "", arm_names + [schema.BASE_CHECKPOINT])
+                                    or "name an arm that trains, or `base` for the untrained model"))
                 elif target.part("reuse") is not None or target is arm:
                     out.append(_err(p.span, "E503", f"arm `{arm.name}` must reuse an arm that trains itself"))
                 if set(keys) & {"label", "label_fixed", "filter", "encode"}:
                     out.append(_err(p.span, "E504", "an arm that reuses another's training cannot change how it trains",
                                     "keep only `reuse` and `infer`"))
             elif p.key == "filter" and p.expr is not None:
-                Typer(scope, "filter", out).expect(p.expr, ("bool",), "an arm filter")
+                Typer(scope, "filter", out).expect(p.expr, (BOOL,), "an arm filter")
             elif p.key == "label_fixed" and p.expr is not None and exp.axis is not None:
                 Typer(axis_scope(exp), "axis_deploy", out).expect(
-                    p.expr, (axis_type(exp.axis),) if exp.axis.type == "enum" else ("int", "real"), "a fixed label")
+                    p.expr, (axis_type(exp.axis),) if exp.axis.type == "enum" else NUMERIC, "a fixed label")
         if not {"label", "label_fixed", "reuse"} & set(keys):
             out.append(_err(arm.span, "E505", f"arm `{arm.name}` does not say which label it trains with",
                             "add `label none`, `label true`, `label shuffled` or `label fixed VALUE`"))
+    return out
+
+
+def _check_sweep_values(axis: ir.Axis, sweep: Optional[ir.Setting]) -> list[Diagnostic]:
+    """A profile's own sweep names values of the axis: its levels, or numbers in its range."""
+    if sweep is None or not isinstance(sweep.value, ir.ListExpr):
+        return []
+    out = []
+    levels = [v.name for v in axis.values]
+    for item in sweep.value.items:
+        if axis.type == "enum" and not (isinstance(item, ir.Name) and item.id in levels):
+            word = item.id if isinstance(item, ir.Name) else None
+            out.append(_err(item.span, "E621", f"the sweep's values are levels of axis `{axis.name}`",
+                            (did_you_mean(word, levels) if word else None) or f"one of {', '.join(levels)}"))
+        elif axis.type != "enum" and axis.domain is not None and not (
+                isinstance(item, ir.Num) and axis.domain.contains(item.value)):
+            out.append(_err(item.span, "E621", f"the sweep's values lie in axis `{axis.name}`'s range",
+                            f"[{_fmt(axis.domain.low)}, {_fmt(axis.domain.high)}]"))
     return out
 
 
@@ -1044,6 +1089,9 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
             if m.type == "gguf":
                 out.extend(check_gguf_model(m))
         settings = setting_map(p.settings)
+        evaluate = settings.get("evaluate")
+        if evaluate is not None and evaluate.block is not None and exp.axis is not None:
+            out.extend(_check_sweep_values(exp.axis, setting_map(evaluate.block).get("sweep")))
         if response is not None:
             needed = "rl" if response.type == "choice" or _defines(exp, "reward") else "sft"
             if needed not in settings:
@@ -1160,7 +1208,7 @@ def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
     out = check_settings(ev.settings, schema.EVALUATE, "evaluate")
     monitors = {m.name: m for m in exp.monitors}
     scope = feedback_scope(exp)
-    scope.update({name: f"monitor:{name}" for name in monitors if monitors[name].type != "expr"})
+    scope.update({name: monitor_type(name) for name in monitors if monitors[name].type != "expr"})
     for name, m in monitors.items():
         if m.type == "expr" and m.expr is not None:
             scope[name] = Typer(feedback_scope(exp), "monitor", []).infer(m.expr)
@@ -1183,13 +1231,13 @@ def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
             out.extend(check_template(settings["prompt"].value.value, settings["prompt"].span,
                                       template_vars(exp, main_data(exp)) | {"label"}, f"probe `{probe.name}`'s prompt"))
         ckpt = settings.get("checkpoint")
-        if ckpt is not None and isinstance(ckpt.value, ir.Name) and ckpt.value.id not in ["base"] + [a.name for a in exp.arms]:
+        if ckpt is not None and isinstance(ckpt.value, ir.Name) and ckpt.value.id not in [schema.BASE_CHECKPOINT] + [a.name for a in exp.arms]:
             out.append(_err(ckpt.value.span, "E702", f"unknown checkpoint `{ckpt.value.id}`",
-                            did_you_mean(ckpt.value.id, ["base"] + [a.name for a in exp.arms]) or "use base or an arm's name"))
+                            did_you_mean(ckpt.value.id, [schema.BASE_CHECKPOINT] + [a.name for a in exp.arms]) or "use base or an arm's name"))
         values = [a for a in probe.assigns if a.name == "value"]
         if not values:
             out.append(_err(probe.span, "E702", f"probe `{probe.name}` has no `value = ...`"))
-        probe_scope = dict(data_scope(exp, main_data(exp)), response="text")
+        probe_scope = dict(data_scope(exp, main_data(exp)), response=TEXT)
         for a in probe.assigns:
             if a.name != "value":
                 out.append(_err(a.span, "E702", f"a probe assigns only `value`, not `{a.name}`"))
@@ -1206,7 +1254,7 @@ def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
         else:
             Typer(scope, "metric_top", out, monitors).infer(metric.expr)
         if metric.where is not None:
-            Typer(scope, "metric", out, monitors).expect(metric.where, ("bool",), "a `where` filter")
+            Typer(scope, "metric", out, monitors).expect(metric.where, (BOOL,), "a `where` filter")
     axis = exp.axis
     for sweep in ev.sweeps[1:]:
         out.append(_err(sweep.span, "E706", "the evaluation has one sweep; a second would replace the first",

@@ -542,51 +542,36 @@ def keys_with_arms(exps: dict) -> dict:
 # ---- weakening the experiment: warnings of their own -----------------------------------------
 
 
-def _train_range(train: Optional[dict]) -> Optional[tuple[float, float]]:
-    if train is None:
-        return None
-    if train["kind"] == "num":
-        return (train["value"], train["value"])
-    if train["kind"] == "call":
-        vals = [a["value"] for a in train["args"] if a["kind"] == "num"]
-        if vals and len(vals) == len(train["args"]):
-            return (min(vals), max(vals))
-    return None
+def _axis(axis: dict):
+    """An axis of an IR dump as the IR: the checker's own functions then say what it trains on."""
+    from . import ir
 
-
-def _overlaps(iv: dict, rng: tuple[float, float]) -> bool:
-    lo, hi = rng
-    if hi < iv["low"] or lo > iv["high"]:
-        return False
-    if hi == iv["low"]:
-        return iv["low_closed"]
-    if lo == iv["high"]:
-        return iv["high_closed"]
-    return True
-
-
-def _train_names(axis: dict) -> set[str]:
-    t = axis["train"]
-    if t and t["kind"] == "call":
-        return {a["id"] for a in t["args"] if a["kind"] == "name"}
-    return {t["id"]} if t and t["kind"] == "name" else set()
+    return ir.from_data(ir.Axis, axis)
 
 
 def _holdout_overlap(axis: dict) -> bool:
-    if axis["type"] == "enum":
-        return bool({v["id"] for v in axis["holdout_values"]} & _train_names(axis))
-    rng = _train_range(axis["train"])
-    return bool(rng and any(_overlaps(i, rng) for i in axis["holdout_intervals"]))
+    from .check import enum_names, overlaps, train_range
+
+    ax = _axis(axis)
+    if ax.train is None:
+        return False
+    if ax.type == "enum":
+        return bool({v.id for v in ax.holdout_values} & enum_names(ax.train))
+    rng = train_range(ax.train)
+    return bool(rng and any(overlaps(i, rng) for i in ax.holdout_intervals))
 
 
 def _deploy_trained(axis: dict) -> bool:
-    d = axis["deploy"]
-    if d is None:
+    from . import ir
+    from .check import enum_names, train_range
+
+    ax = _axis(axis)
+    if ax.deploy is None or ax.train is None:
         return False
-    if axis["type"] == "enum":
-        return d["kind"] == "name" and d["id"] in _train_names(axis)
-    rng = _train_range(axis["train"])
-    return bool(rng and d["kind"] == "num" and rng[0] <= d["value"] <= rng[1])
+    if ax.type == "enum":
+        return isinstance(ax.deploy, ir.Name) and ax.deploy.id in enum_names(ax.train)
+    rng = train_range(ax.train)
+    return bool(rng and isinstance(ax.deploy, ir.Num) and rng[0] <= ax.deploy.value <= rng[1])
 
 
 def _controls(exp: dict) -> dict[str, str]:
@@ -598,6 +583,8 @@ def _controls(exp: dict) -> dict[str, str]:
             out[arm["name"]] = "baseline"
         elif label == "shuffled":
             out[arm["name"]] = "shuffled baseline"
+        elif "reuse" in parts and parts["reuse"]["word"] == "base":
+            out[arm["name"]] = "out-of-the-box base model"
         elif "reuse" in parts and parts.get("infer", {}).get("word") == "deploy":
             out[arm["name"]] = "prompt-only control"
     return out

@@ -15,15 +15,12 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 Severity = Literal["error", "warning"]
 
 
-class Span(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Span:
     """A region of a source file; lines and columns are 1-based, end column exclusive."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     line: int
     column: int
@@ -31,8 +28,7 @@ class Span(BaseModel):
     end_column: int
 
 
-# model_construct: validating here would build pydantic's schema at import (~0.1 s).
-NO_SPAN = Span.model_construct(line=1, column=1, end_line=1, end_column=2)
+NO_SPAN = Span(line=1, column=1, end_line=1, end_column=2)
 
 
 @dataclass(frozen=True)

@@ -68,9 +68,10 @@ def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
             stages.append(f"warm-up: {resolved.warmup['steps']} supervised steps on "
                           f"{', '.join(resolved.warmup['mix'])} (once, cached)")
         stages.append(f"train: {len(trained)} arm(s) x {seeds} seed(s) with {plan.method.upper()}")
-        sweep = plan.evaluate.sweep
+        sweep = resolved.evaluation.sweep
         stages.append(f"evaluate: {len(plan.arms)} arm(s) at the deployment label"
-                      + (f", and a sweep over {len(sweep.values)} label values" if sweep else ""))
+                      + (f" on {resolved.evaluation.samples} item(s)" if resolved.evaluation.samples else "")
+                      + (f", and a sweep over {len(sweep)} label values" if sweep else ""))
         if plan.monitors:
             stages.append(f"judge the stored samples: {', '.join(m.name + ' (' + m.type + ')' for m in plan.monitors)}")
         stages.append(f"report: metrics {', '.join(plan.evaluate.metrics)}; plots; report.md")

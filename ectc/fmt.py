@@ -54,7 +54,7 @@ import functools
 import textwrap
 from dataclasses import dataclass, field
 
-from ._lark import Lark, Token, Tree, UnexpectedInput
+from .lark_quiet import Lark, Token, Tree, UnexpectedInput
 from .parse import feed, grammar_text
 from .parse import parse as _checked_parse
 from .parse import without_gc
@@ -124,11 +124,10 @@ def _block_lines(value: str) -> list[str] | None:
 
 def _string_value(tree: Tree) -> str | None:
     """The value of a `string` tree, decoded as lower does; None when it has a bad escape."""
-    from .lower import _Lower
+    from .lower import string_value
 
-    lowerer = _Lower()
-    value = lowerer.string(tree.meta, tree.children).value
-    return None if lowerer.diagnostics else value
+    value, problems = string_value(tree.children[0])
+    return None if problems else value
 
 
 def _str(tree: Tree) -> str:

@@ -17,7 +17,7 @@ import jinja2
 
 from . import __version__, ir, jsonio, schema
 from .check import enum_names, setting_map, train_range
-from .plan.model import SCHEMA_VERSION, Plan
+from .plan.model import SCHEMA_VERSION, Plan, main_condition
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data, like the grammar
 
@@ -328,13 +328,13 @@ def _feedback_context(exp: ir.Experiment) -> dict[str, Any]:
         f = arm.part("filter")
         if f is not None and f.expr is not None:
             arms.append({"func": f"keep_{arm.name}", "code": emit(f.expr), "arm": arm.name})
-    monitors = [{"func": f"monitor_{m.name}", "code": emit(m.expr)} for m in exp.monitors
+    monitors = [{"func": f"monitor_{m.name}", "name": m.name, "code": emit(m.expr)} for m in exp.monitors
                 if m.type == "expr" and m.expr is not None]
     probes = []
     if exp.evaluate:
         for probe in exp.evaluate.probes:
             for a in probe.assigns:
-                probes.append({"func": f"probe_{probe.name}", "code": emit(a.expr)})
+                probes.append({"func": f"probe_{probe.name}", "name": probe.name, "code": emit(a.expr)})
     return {
         "assigns": [{"name": repr(a.name), "code": emit(a.expr)} for a in assigns],
         "names": [repr(a.name) for a in assigns],
@@ -367,25 +367,8 @@ def _metrics_context(exp: ir.Experiment) -> dict[str, Any]:
 
 def _monitor_refs(metric: ir.Metric, exp: ir.Experiment) -> set[str]:
     names = {m.name for m in exp.monitors}
-    found: set[str] = set()
-
-    def walk(e: Optional[ir.Expr]) -> None:
-        if e is None:
-            return
-        if isinstance(e, ir.Name) and e.id in names:
-            found.add(e.id)
-        for c in _children(e):
-            walk(c)
-
-    walk(metric.expr)
-    walk(metric.where)
-    return found
-
-
-def _children(e: ir.Expr) -> list[ir.Expr]:
-    from .check import _children as children
-
-    return children(e)
+    return {n.id for e in (metric.expr, metric.where) if e is not None
+            for n in ir.walk(e) if isinstance(n, ir.Name) and n.id in names}
 
 
 # ---- experiment.json and train configs -----------------------------------------------------
@@ -423,13 +406,15 @@ def deploy_value(axis: ir.Axis) -> Any:
 def _arm_plan(exp: ir.Experiment, arm: ir.Arm) -> dict[str, Any]:
     reuse = arm.part("reuse")
     infer = arm.part("infer")
-    source = exp.arms[[a.name for a in exp.arms].index(reuse.word)] if reuse else arm
+    ootb = reuse is not None and reuse.word == schema.BASE_CHECKPOINT
+    source = exp.arms[[a.name for a in exp.arms].index(reuse.word)] if reuse and not ootb else arm
     src_label = source.part("label")
     src_fixed = source.part("label_fixed")
     train_label = "fixed" if src_fixed else (src_label.word if src_label else "none")
     # Inference: an unlabeled arm is asked without a label unless told otherwise; every other
-    # arm is asked at the deployment label, which is the point of the experiment.
-    default_infer = "none" if train_label == "none" else "deploy"
+    # arm, and the untrained base model, is asked at the deployment label, which is the point
+    # of the experiment.
+    default_infer = "none" if train_label == "none" and not ootb else "deploy"
     return {
         "name": arm.name,
         "trains": reuse is None,
@@ -439,21 +424,27 @@ def _arm_plan(exp: ir.Experiment, arm: ir.Arm) -> dict[str, Any]:
         "encode": (source.part("encode").word if source.part("encode") else "text"),
         "filter": f"keep_{source.name}" if source.part("filter") else None,
         "infer": infer.word if infer else default_infer,
-        "conditions": _conditions(exp, infer.word if infer else default_infer),
     }
 
 
-def _conditions(exp: ir.Experiment, infer: str) -> list[tuple[str, Any]]:
+def _conditions(exp: ir.Experiment, infer: str, sweep: list[Any]) -> list[tuple[str, Any]]:
     """(condition name, axis value) pairs an arm is evaluated under. The value is where the
     feedback and the metrics sit on the axis: an unlabeled arm is deployed like the others (at
     the deployment value, shown no label); `true` (None) keeps each row's own value."""
-    assert exp.axis and exp.evaluate
+    assert exp.axis
     deploy = deploy_value(exp.axis)
-    if infer == "none":
-        return [("none", deploy)]
-    if infer == "true":
-        return [("true", None)]
-    return [("deploy", deploy)] + [(f"sweep={v}", v) for v in _sweep_values(exp.evaluate)]
+    first = (main_condition(infer), None if infer == "true" else deploy)
+    return [first] + ([(f"sweep={v}", v) for v in sweep] if infer == "deploy" else [])
+
+
+def _evaluation(exp: ir.Experiment, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The profile's evaluation: the experiment's samples and sweep unless the profile's own
+    `evaluate { samples ... sweep [...] }` says otherwise, and each arm's conditions under it."""
+    assert exp.evaluate
+    samples = overrides.get("samples", {**schema.DEFAULTS["evaluate"], **settings_dict(exp.evaluate.settings)}["samples"])
+    sweep = overrides.get("sweep", _sweep_values(exp.evaluate))
+    return {"samples": samples, "sweep": sweep,
+            "conditions": {arm.name: _conditions(exp, _arm_plan(exp, arm)["infer"], sweep) for arm in exp.arms}}
 
 
 def _sweep_values(ev: ir.Evaluate) -> list[Any]:
@@ -475,7 +466,7 @@ def response_max_tokens(exp: ir.Experiment) -> int:
 
 def build_plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str], head: str = "") -> Plan:
     """The experiment's typed plan (validated as it is made: what the runtime reads back)."""
-    return Plan.model_validate({"_generated": head, **_plan(exp, spec_path, sha, templates)})
+    return Plan.from_data({"_generated": head, **_plan(exp, spec_path, sha, templates)})
 
 
 def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) -> dict[str, Any]:
@@ -579,6 +570,7 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
         "generate": {**schema.DEFAULTS["generate"], **s.get("generate", {})},
         "templates": {key: f"{profile.name}.{key}" if key in s else key
                       for key in ("prompt", "system", "unlabeled")},
+        "evaluation": _evaluation(exp, s.get("evaluate", {})),
     }
     return {**resolved, **trainer_configs(exp, resolved)}
 

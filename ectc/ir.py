@@ -1,124 +1,139 @@
-"""The IR: frozen, declarative pydantic models that keep the source span of every construct.
+"""The IR: frozen dataclasses, one per construct of the surface language, each keeping the
+source span it was written at.
 
-The IR mirrors the surface language one class per construct. It holds no decisions: `check`
-validates it and `generate` turns it into files. Expression nodes carry a `kind` tag so a whole
-spec serialises to JSON and back (the basis of hashing and `ectc diff`).
+The IR holds no decisions: `check` validates it and `generate` turns it into files. Expression
+nodes carry a `kind` tag, so a whole spec dumps to plain JSON data and loads back (`to_data`,
+`from_data`: what `ectc diff` compares and splices). `children` and `walk` are the one way to
+visit nodes (as sqlglot's `Expression.walk`), for every module that reads the IR.
 
-`construct`, `to_data` and `from_data` do what `model_construct`, `model_dump(mode="json")`
-and `model_validate` do, for trusted data, without building pydantic's validators and
-serialisers: that build alone costs ~0.2 s per process, more than a cold `ectc check` may
-take. tests/test_ir.py holds them equal to pydantic's own.
+Plain dataclasses rather than pydantic models: the lowerer builds every node from typed parser
+tokens, so validation would only cost time (importing pydantic and building its models was
+~0.1 s of a ~0.25 s cold `ectc check`); tests/test_ir.py checks what the lowerer builds against
+the annotations below.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import typing
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Iterator, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from .errors import NO_SPAN, Span
 
-from .errors import Span
+# Every node: immutable and hashable (frozen), built with keywords (kw_only: a base field
+# without a default may precede a subclass's `kind` default), no per-instance dict (slots).
+node = dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 
 
-class Node(BaseModel):
-    # defer_build: schemas are built on first use, not at import, which keeps `ectc check` fast.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
+@node
+class Node:
     span: Span
 
 
 # ---- expressions ----------------------------------------------------------------------
 
 
+@node
 class Num(Node):
     kind: Literal["num"] = "num"
     value: float
     is_int: bool
 
 
+@node
 class Str(Node):
     kind: Literal["str"] = "str"
     value: str
 
 
+@node
 class Bool(Node):
     kind: Literal["bool"] = "bool"
     value: bool
 
 
+@node
 class Name(Node):
     kind: Literal["name"] = "name"
     id: str
 
 
+@node
 class ListExpr(Node):
     kind: Literal["list"] = "list"
-    items: tuple["Expr", ...]
+    items: tuple[Expr, ...]
 
 
+@node
 class Call(Node):
     kind: Literal["call"] = "call"
     func: str
-    args: tuple["Expr", ...]
+    args: tuple[Expr, ...]
 
 
+@node
 class Attr(Node):
     kind: Literal["attr"] = "attr"
-    obj: "Expr"
+    obj: Expr
     attr: str
 
 
+@node
 class Index(Node):
     kind: Literal["index"] = "index"
-    obj: "Expr"
-    index: "Expr"
+    obj: Expr
+    index: Expr
 
 
+@node
 class Unary(Node):
     kind: Literal["unary"] = "unary"
     op: Literal["-", "not"]
-    operand: "Expr"
+    operand: Expr
 
 
+@node
 class Binary(Node):
     kind: Literal["binary"] = "binary"
     op: Literal["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "and", "or", "in"]
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
 
 
+@node
 class IfElse(Node):
     kind: Literal["if"] = "if"
-    cond: "Expr"
-    then: "Expr"
-    orelse: "Expr"
+    cond: Expr
+    then: Expr
+    orelse: Expr
 
 
-Expr = Annotated[
-    Union[Num, Str, Bool, Name, ListExpr, Call, Attr, Index, Unary, Binary, IfElse],
-    Field(discriminator="kind"),
-]
+# An expression node; its `kind` says which (and survives a dump to JSON).
+Expr = Union[Num, Str, Bool, Name, ListExpr, Call, Attr, Index, Unary, Binary, IfElse]
 
 
 # ---- settings: `key value` or `key { ... }`, validated against a schema in check ------------
 
 
+@node
 class Setting(Node):
     key: str
     value: Optional[Expr] = None
-    block: Optional[tuple["Setting", ...]] = None
+    block: Optional[tuple[Setting, ...]] = None
 
 
 # ---- the experiment -------------------------------------------------------------------
 
 
+@node
 class Template(Node):
     """A jinja2 template given in the spec (label, prompt, system, rubric)."""
 
     text: str
 
 
+@node
 class Interval(Node):
     low: float
     high: float
@@ -131,11 +146,13 @@ class Interval(Node):
         return above and below
 
 
+@node
 class AxisValue(Node):
     name: str
     description: Optional[str] = None
 
 
+@node
 class Axis(Node):
     name: str
     type: Literal["real", "int", "enum"]
@@ -147,11 +164,13 @@ class Axis(Node):
     deploy: Optional[Expr] = None
 
 
+@node
 class Source(Node):
     type: Literal["generate", "jsonl", "csv", "disk", "llm"]
     arg: Optional[str] = None
 
 
+@node
 class DataField(Node):
     name: str
     type: str
@@ -160,11 +179,13 @@ class DataField(Node):
     fallback: Optional[Expr] = None
 
 
+@node
 class Assign(Node):
     name: str
     expr: Expr
 
 
+@node
 class DataBlock(Node):
     name: str
     source: Source
@@ -173,16 +194,19 @@ class DataBlock(Node):
     settings: tuple[Setting, ...] = ()
 
 
+@node
 class Response(Node):
     type: Literal["choice", "text"]
     choices: tuple[str, ...] = ()
     settings: tuple[Setting, ...] = ()
 
 
+@node
 class Feedback(Node):
     assigns: tuple[Assign, ...]
 
 
+@node
 class VerdictField(Node):
     name: str
     type: Literal["int", "real", "bool", "text", "enum"]
@@ -191,6 +215,7 @@ class VerdictField(Node):
     values: tuple[str, ...] = ()
 
 
+@node
 class Monitor(Node):
     name: str
     type: Literal["llm", "lexicon", "expr"]
@@ -200,6 +225,7 @@ class Monitor(Node):
     returns: tuple[VerdictField, ...] = ()
 
 
+@node
 class ArmPart(Node):
     """One `key value` of an arm; kept as written so check can point at it."""
 
@@ -208,6 +234,7 @@ class ArmPart(Node):
     expr: Optional[Expr] = None
 
 
+@node
 class Arm(Node):
     name: str
     parts: tuple[ArmPart, ...]
@@ -217,6 +244,7 @@ class Arm(Node):
         return found[-1] if found else None
 
 
+@node
 class Model(Node):
     type: Literal["tiny", "hf", "gguf"]
     path: Optional[str] = None
@@ -224,6 +252,7 @@ class Model(Node):
     settings: tuple[Setting, ...] = ()
 
 
+@node
 class Profile(Node):
     name: str
     default: bool = False
@@ -231,12 +260,14 @@ class Profile(Node):
     settings: tuple[Setting, ...] = ()
 
 
+@node
 class Metric(Node):
     name: str
     expr: Expr
     where: Optional[Expr] = None
 
 
+@node
 class Sweep(Node):
     axis: str
     low: Optional[float] = None
@@ -245,17 +276,20 @@ class Sweep(Node):
     values: tuple[Name, ...] = ()
 
 
+@node
 class Comparison(Node):
     pairs: tuple[tuple[Name, Name], ...]
     metrics: tuple[Name, ...]
 
 
+@node
 class Probe(Node):
     name: str
     settings: tuple[Setting, ...] = ()
     assigns: tuple[Assign, ...] = ()
 
 
+@node
 class Evaluate(Node):
     probes: tuple[Probe, ...] = ()
     metrics: tuple[Metric, ...] = ()
@@ -264,6 +298,7 @@ class Evaluate(Node):
     settings: tuple[Setting, ...] = ()
 
 
+@node
 class Experiment(Node):
     name: str
     descriptions: tuple[Template, ...] = ()
@@ -310,60 +345,64 @@ class Experiment(Node):
         return self.evaluates[0] if self.evaluates else None
 
 
+@node
 class Spec(Node):
     experiments: tuple[Experiment, ...]
 
 
-
-
-# ---- fast construction and (de)serialisation for trusted data ------------------------------
-
-_MISSING = object()
-_set = object.__setattr__
+# ---- visiting, and the IR as plain data --------------------------------------------------
 
 
 @functools.cache
-def _field_defaults(cls) -> tuple[tuple[str, Any], ...]:
-    return tuple((name, _MISSING if field.is_required() else field.get_default(call_default_factory=True))
-                 for name, field in cls.__pydantic_fields__.items())
+def _field_names(cls: type) -> Optional[tuple[str, ...]]:
+    """The fields of a node (or Span) class in declaration order; None for anything else."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def construct(cls, **fields):
-    """`cls.model_construct(**fields)` in a quarter of the time (no alias handling: the IR has
-    no aliases). The caller vouches for the types."""
-    node = cls.__new__(cls)
-    _set(node, "__dict__", {name: fields[name] if name in fields else default
-                            for name, default in _field_defaults(cls)})
-    _set(node, "__pydantic_fields_set__", set(fields))
-    _set(node, "__pydantic_extra__", None)
-    _set(node, "__pydantic_private__", None)
-    return node
+def _nodes_in(value: Any, out: list[Node]) -> None:
+    if isinstance(value, Node):
+        out.append(value)
+    elif type(value) is tuple:
+        for item in value:
+            _nodes_in(item, out)
+
+
+def children(n: Node) -> list[Node]:
+    """The nodes directly below `n`, in field order (spans are not nodes)."""
+    out: list[Node] = []
+    for name in _field_names(type(n)):
+        if name != "span":
+            _nodes_in(getattr(n, name), out)
+    return out
+
+
+def walk(n: Node) -> Iterator[Node]:
+    """`n` and every node below it, depth first, each parent before its children."""
+    stack = [n]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(children(current)))
 
 
 def to_data(value: Any) -> Any:
-    """`node.model_dump(mode="json")`: nodes to dicts, tuples to lists."""
-    if isinstance(value, BaseModel):
-        return {k: to_data(v) for k, v in value.__dict__.items()}
+    """Nodes (and spans) as dicts of their fields in declaration order, tuples as lists: JSON data."""
+    names = _field_names(type(value))
+    if names is not None:
+        return {name: to_data(getattr(value, name)) for name in names}
     if isinstance(value, (tuple, list)):
         return [to_data(v) for v in value]
     return value
 
 
-@functools.cache
-def _hints(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls, include_extras=True)
-    return {name: hints[name] for name in cls.__pydantic_fields__}
-
-
-@functools.cache
-def _expr_kinds() -> dict[str, type]:
-    members = typing.get_args(typing.get_args(Expr)[0])
-    return {cls.__pydantic_fields__["kind"].default: cls for cls in members}
+_SPAN_FIELDS = {"span", "type_span"}
 
 
 def from_data(tp: Any, data: Any) -> Any:
-    """`TypeAdapter(tp).validate_python(data)` for data that `to_data` made (or spliced
-    together from such data, as `ectc diff` does)."""
+    """The inverse of `to_data` for a value of type `tp` (e.g. `Spec`), also for data spliced
+    together from such dumps, as `ectc diff` does. The data is trusted, not validated."""
     return _loader(tp)(data)
 
 
@@ -372,12 +411,14 @@ def _identity(data: Any) -> Any:
 
 
 @functools.cache
+def _expr_kinds() -> dict[str, type]:
+    return {cls.__dataclass_fields__["kind"].default: cls for cls in typing.get_args(Expr)}
+
+
+@functools.cache
 def _loader(tp: Any):
-    """A function that loads data of type `tp`; worked out once per type (reading the type
-    hints on every value was three quarters of the time)."""
+    """A function that loads data of type `tp`, worked out once per type from the annotations."""
     origin = typing.get_origin(tp)
-    if origin is Annotated:
-        return _loader(typing.get_args(tp)[0])
     if origin is Union:
         options = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(options) == 1:
@@ -392,12 +433,16 @@ def _loader(tp: Any):
             return lambda d: tuple(item(x) for x in d)
         items = [_loader(a) for a in args]
         return lambda d: tuple(f(x) for f, x in zip(items, d))
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
+    if dataclasses.is_dataclass(tp):
         fields: dict[str, Any] = {}  # filled on first use: node types refer to themselves
 
         def load(d: dict) -> Any:
             if not fields:
-                fields.update({name: _loader(hint) for name, hint in _hints(tp).items()})
-            return construct(tp, **{k: fields[k](v) for k, v in d.items()})
+                hints = typing.get_type_hints(tp)
+                fields.update({name: _loader(hints[name]) for name in _field_names(tp)})
+            values = {k: fields[k](v) for k, v in d.items()}
+            for name in _SPAN_FIELDS & fields.keys() - values.keys():
+                values[name] = NO_SPAN  # span-free data, as `ectc diff` compares it
+            return tp(**values)
         return load
     return _identity

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any, Optional
 
-from ._lark import Token, Tree
+from .lark_quiet import Token, Tree
 
 from . import ir
 from .parse import tree_shape
@@ -14,16 +14,11 @@ from .errors import NO_SPAN, CompileError, Diagnostic, Span
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "{": "\\{", "}": "\\}"}
 
 
-# The lowerer builds every node from parsed tokens with the right types, so it skips
-# pydantic's validation (see ir.construct); tests/test_ir.py validates what it builds.
-_new = ir.construct
-
-
 def span_of(meta_or_token: Any) -> Span:
     m = meta_or_token
     if type(m) is Span:
         return m
-    return _new(Span, line=m.line, column=m.column, end_line=m.end_line, end_column=m.end_column)
+    return Span(line=m.line, column=m.column, end_line=m.end_line, end_column=m.end_column)
 
 
 def lower(tree: Tree) -> ir.Spec:
@@ -33,6 +28,33 @@ def lower(tree: Tree) -> ir.Spec:
     if lowerer.diagnostics:
         raise CompileError(lowerer.diagnostics)
     return spec
+
+
+def string_value(tok: Token) -> tuple[str, list[Diagnostic]]:
+    """The value of a STRING or LONG_STRING token, and a diagnostic for each unknown escape."""
+    if tok.type == "LONG_STRING":
+        # A rubric written as an indented block reads as the user laid it out.
+        return textwrap.dedent(str(tok)[3:-3].lstrip("\n")).rstrip(), []
+    body = str(tok)[1:-1]
+    out: list[str] = []
+    problems: list[Diagnostic] = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            if nxt not in _ESCAPES or nxt in "{}":
+                col = tok.column + 1 + i
+                problems.append(Diagnostic(Span(line=tok.line, column=col, end_line=tok.line, end_column=col + 2),
+                                           "E006", f"unknown escape `\\{nxt}` in string",
+                                           'use one of \\n \\t \\r \\" \\\\'))
+            else:
+                out.append(_ESCAPES[nxt])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out), problems
 
 
 def _setting_list(items: list) -> tuple[ir.Setting, ...]:
@@ -75,8 +97,7 @@ class _Lower:
             if first is None:
                 first = start
             last = end
-        span = None if first is None else _new(
-            Span, line=first.line, column=first.column, end_line=last.end_line, end_column=last.end_column)
+        span = None if first is None else Span(first.line, first.column, last.end_line, last.end_column)
         method = getattr(self, tree.data, None)
         if method is None:
             if tree.data in self.inline and len(children) == 1:
@@ -88,52 +109,22 @@ class _Lower:
 
     def name(self, meta, children):
         tok = children[0]
-        return _new(ir.Name, span=span_of(tok), id=str(tok))
+        return ir.Name(span=span_of(tok), id=str(tok))
 
     def arm_word(self, meta, children):
         return self.name(meta, children)
 
     def string(self, meta, children):
         tok: Token = children[0]
-        if tok.type == "LONG_STRING":
-            body = str(tok)[3:-3]
-            # A rubric written as an indented block reads as the user laid it out.
-            text = textwrap.dedent(body.lstrip("\n")).rstrip()
-        else:
-            text = self._unescape(str(tok)[1:-1], tok)
-        return _new(ir.Str, span=span_of(tok), value=text)
-
-    def _unescape(self, body: str, tok: Token) -> str:
-        out, i = [], 0
-        while i < len(body):
-            ch = body[i]
-            if ch == "\\" and i + 1 < len(body):
-                nxt = body[i + 1]
-                if nxt not in _ESCAPES or nxt in "{}":
-                    col = tok.column + 1 + i
-                    self.diagnostics.append(
-                        Diagnostic(
-                            _new(Span, line=tok.line, column=col, end_line=tok.line, end_column=col + 2),
-                            "E006",
-                            f"unknown escape `\\{nxt}` in string",
-                            'use one of \\n \\t \\r \\" \\\\',
-                        )
-                    )
-                    i += 2
-                    continue
-                out.append(_ESCAPES[nxt])
-                i += 2
-                continue
-            out.append(ch)
-            i += 1
-        return "".join(out)
+        value, problems = string_value(tok)
+        self.diagnostics.extend(problems)
+        return ir.Str(span=span_of(tok), value=value)
 
     def signed_number(self, meta, children):
         negative = len(children) == 2
         text = str(children[-1])
         value = float(text)  # parse refused literals out of range (E010)
-        return _new(ir.Num,
-            span=span_of(meta),
+        return ir.Num(span=span_of(meta),
             value=-value if negative else value,
             is_int=text.isdigit(),
         )
@@ -148,8 +139,7 @@ class _Lower:
                 Diagnostic(span_of(meta), "E007", "an interval opens with `[` or `(` and closes with `]` or `)`",
                            "write `[0.0, 0.5)` for 0 <= x < 0.5")
             )
-        return _new(ir.Interval,
-            span=span_of(meta), low=low.value, high=high.value,
+        return ir.Interval(span=span_of(meta), low=low.value, high=high.value,
             low_closed=open_ == "[", high_closed=close == "]",
         )
 
@@ -157,41 +147,41 @@ class _Lower:
 
     def number(self, meta, children):
         text = str(children[0])
-        return _new(ir.Num, span=span_of(meta), value=float(text), is_int=text.isdigit())
+        return ir.Num(span=span_of(meta), value=float(text), is_int=text.isdigit())
 
     def string_lit(self, meta, children):
         return children[0]
 
     def true_lit(self, meta, children):
-        return _new(ir.Bool, span=span_of(meta), value=True)
+        return ir.Bool(span=span_of(meta), value=True)
 
     def false_lit(self, meta, children):
-        return _new(ir.Bool, span=span_of(meta), value=False)
+        return ir.Bool(span=span_of(meta), value=False)
 
     def name_ref(self, meta, children):
         return children[0]
 
     def list_lit(self, meta, children):
-        return _new(ir.ListExpr, span=span_of(meta), items=tuple(c for c in children if c is not None))
+        return ir.ListExpr(span=span_of(meta), items=tuple(c for c in children if c is not None))
 
     def call(self, meta, children):
         func, *args = children
-        return _new(ir.Call, span=span_of(meta), func=func.id, args=tuple(a for a in args if a is not None))
+        return ir.Call(span=span_of(meta), func=func.id, args=tuple(a for a in args if a is not None))
 
     def attribute(self, meta, children):
-        return _new(ir.Attr, span=span_of(meta), obj=children[0], attr=children[1].id)
+        return ir.Attr(span=span_of(meta), obj=children[0], attr=children[1].id)
 
     def index(self, meta, children):
-        return _new(ir.Index, span=span_of(meta), obj=children[0], index=children[1])
+        return ir.Index(span=span_of(meta), obj=children[0], index=children[1])
 
     def neg(self, meta, children):
-        return _new(ir.Unary, span=span_of(meta), op="-", operand=children[0])
+        return ir.Unary(span=span_of(meta), op="-", operand=children[0])
 
     def not_(self, meta, children):
-        return _new(ir.Unary, span=span_of(meta), op="not", operand=children[0])
+        return ir.Unary(span=span_of(meta), op="not", operand=children[0])
 
     def _binary(self, meta, op, left, right):
-        return _new(ir.Binary, span=span_of(meta), op=op, left=left, right=right)
+        return ir.Binary(span=span_of(meta), op=op, left=left, right=right)
 
     def binary(self, meta, children):
         left, op, right = children
@@ -216,15 +206,15 @@ class _Lower:
 
     def if_then_else(self, meta, children):
         cond, then, orelse = children
-        return _new(ir.IfElse, span=span_of(meta), cond=cond, then=then, orelse=orelse)
+        return ir.IfElse(span=span_of(meta), cond=cond, then=then, orelse=orelse)
 
     # ---- settings and values -----------------------------------------------------------
 
     def true(self, meta, children):
-        return _new(ir.Bool, span=span_of(meta), value=True)
+        return ir.Bool(span=span_of(meta), value=True)
 
     def false(self, meta, children):
-        return _new(ir.Bool, span=span_of(meta), value=False)
+        return ir.Bool(span=span_of(meta), value=False)
 
     def bare_name(self, meta, children):
         return children[0]
@@ -237,11 +227,11 @@ class _Lower:
 
     def setting_value(self, meta, children):
         key, value = children
-        return _new(ir.Setting, span=span_of(meta), key=key.id, value=value)
+        return ir.Setting(span=span_of(meta), key=key.id, value=value)
 
     def setting_block(self, meta, children):
         key, block = children
-        return _new(ir.Setting, span=span_of(meta), key=key.id, block=block)
+        return ir.Setting(span=span_of(meta), key=key.id, block=block)
 
     def block(self, meta, children):
         return tuple(children)
@@ -259,7 +249,7 @@ class _Lower:
 
     def axis_value(self, meta, children):
         name, description = children
-        return _new(ir.AxisValue, span=span_of(meta), name=name.id,
+        return ir.AxisValue(span=span_of(meta), name=name.id,
                             description=description.value if description else None)
 
     def axis_train(self, meta, children):
@@ -286,8 +276,7 @@ class _Lower:
                     fields[key].append(part)
             else:
                 fields[item[0]] = item[1]
-        return _new(ir.Axis,
-            span=span_of(meta), name=name.id, type=type_, domain=domain,
+        return ir.Axis(span=span_of(meta), name=name.id, type=type_, domain=domain,
             values=tuple(fields.pop("values")),
             holdout_intervals=tuple(fields.pop("holdout_intervals")),
             holdout_values=tuple(fields.pop("holdout_values")),
@@ -298,7 +287,7 @@ class _Lower:
 
     def _template(group):
         def build(self, meta, children):
-            return (group, [_new(ir.Template, span=children[0].span, text=children[0].value)])
+            return (group, [ir.Template(span=children[0].span, text=children[0].value)])
         return build
 
     description = _template("descriptions")
@@ -310,11 +299,11 @@ class _Lower:
     # ---- data ---------------------------------------------------------------------------
 
     def src_generate(self, meta, children):
-        return _new(ir.Source, span=span_of(meta), type="generate")
+        return ir.Source(span=span_of(meta), type="generate")
 
     def _src(self, type_):
         def build(meta, children):
-            return _new(ir.Source, span=span_of(meta), type=type_, arg=children[0].value)
+            return ir.Source(span=span_of(meta), type=type_, arg=children[0].value)
         return build
 
     def src_jsonl(self, meta, children):
@@ -339,19 +328,18 @@ class _Lower:
         present = [c for c in optional if c is not None]
         expr = present[0] if present else None
         fallback = present[1] if len(present) > 1 else None
-        return _new(ir.DataField, span=span_of(meta), name=name.id, type=type_.id, type_span=type_.span,
+        return ir.DataField(span=span_of(meta), name=name.id, type=type_.id, type_span=type_.span,
                             expr=expr, fallback=fallback)
 
     def assign(self, meta, children):
-        return _new(ir.Assign, span=span_of(meta), name=children[0].id, expr=children[1])
+        return ir.Assign(span=span_of(meta), name=children[0].id, expr=children[1])
 
     def data(self, meta, children):
         name, *rest = children
         source = next((c for c in rest if isinstance(c, ir.Source)), None)
         items = [c for c in rest if c is not None and c is not source]
-        return _new(ir.DataBlock,
-            span=span_of(meta), name=name.id,
-            source=source or _new(ir.Source, span=name.span, type="generate"),
+        return ir.DataBlock(span=span_of(meta), name=name.id,
+            source=source or ir.Source(span=name.span, type="generate"),
             fields=tuple(i for i in items if isinstance(i, ir.DataField)),
             assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
             settings=_setting_list(items),
@@ -360,14 +348,14 @@ class _Lower:
     # ---- response, feedback ---------------------------------------------------------------
 
     def response_choice(self, meta, children):
-        return _new(ir.Response, span=span_of(meta), type="choice",
+        return ir.Response(span=span_of(meta), type="choice",
                            choices=tuple(c.value for c in children if c is not None))
 
     def response_text(self, meta, children):
-        return _new(ir.Response, span=span_of(meta), type="text", settings=children[0] or ())
+        return ir.Response(span=span_of(meta), type="text", settings=children[0] or ())
 
     def feedback(self, meta, children):
-        return _new(ir.Feedback, span=span_of(meta), assigns=tuple(children))
+        return ir.Feedback(span=span_of(meta), assigns=tuple(children))
 
     # ---- monitors -----------------------------------------------------------------------
 
@@ -396,7 +384,7 @@ class _Lower:
         return {"type": "enum", "values": tuple(c.id for c in children)}
 
     def verdict_field(self, meta, children):
-        return _new(ir.VerdictField, span=span_of(meta), name=children[0].id, **children[1])
+        return ir.VerdictField(span=span_of(meta), name=children[0].id, **children[1])
 
     def returns(self, meta, children):
         return ("returns", tuple(children))
@@ -404,8 +392,7 @@ class _Lower:
     def monitor(self, meta, children):
         name, kind, *items = children
         returns = [i for i in items if isinstance(i, tuple)]
-        return _new(ir.Monitor,
-            span=span_of(meta), name=name.id, **kind,
+        return ir.Monitor(span=span_of(meta), name=name.id, **kind,
             settings=_setting_list(items),
             returns=returns[-1][1] if returns else (),
         )
@@ -416,8 +403,8 @@ class _Lower:
         def build(meta, children):
             value = children[0]
             if isinstance(value, ir.Name) and key != "filter" and key != "label_fixed":
-                return _new(ir.ArmPart, span=span_of(meta), key=key, word=value.id)
-            return _new(ir.ArmPart, span=span_of(meta), key=key, expr=value)
+                return ir.ArmPart(span=span_of(meta), key=key, word=value.id)
+            return ir.ArmPart(span=span_of(meta), key=key, expr=value)
         return build
 
     def arm_label(self, meta, children):
@@ -440,7 +427,7 @@ class _Lower:
 
     def arm(self, meta, children):
         name, *parts = children
-        return _new(ir.Arm, span=span_of(meta), name=name.id, parts=tuple(parts))
+        return ir.Arm(span=span_of(meta), name=name.id, parts=tuple(parts))
 
     def arms(self, meta, children):
         return ("arms", tuple(children))
@@ -448,25 +435,24 @@ class _Lower:
     # ---- profiles ------------------------------------------------------------------------
 
     def model_tiny(self, meta, children):
-        return _new(ir.Model, span=span_of(meta), type="tiny", settings=children[0] or ())
+        return ir.Model(span=span_of(meta), type="tiny", settings=children[0] or ())
 
     def model_hf(self, meta, children):
-        return _new(ir.Model, span=span_of(meta), type="hf", path=children[0].value, settings=children[1] or ())
+        return ir.Model(span=span_of(meta), type="hf", path=children[0].value, settings=children[1] or ())
 
     def model_gguf(self, meta, children):
         # `in` leaves a placeholder of its own where the package is absent: take the strings.
         path, *package = [c for c in children if isinstance(c, ir.Str)]
         block = children[-1]
-        return _new(ir.Model, span=span_of(meta), type="gguf", path=path.value,
-                    package=package[0].value if package else None, settings=block or ())
+        return ir.Model(span=span_of(meta), type="gguf", path=path.value,
+                        package=package[0].value if package else None, settings=block or ())
 
     def default_mark(self, meta, children):
         return True
 
     def profile(self, meta, children):
         name, default, *items = children
-        return _new(ir.Profile,
-            span=span_of(meta), name=name.id, default=bool(default),
+        return ir.Profile(span=span_of(meta), name=name.id, default=bool(default),
             models=tuple(i for i in items if isinstance(i, ir.Model)),
             settings=_setting_list(items),
         )
@@ -476,36 +462,33 @@ class _Lower:
     def metric(self, meta, children):
         name, expr, *optional = children
         where = next((c for c in optional if c is not None), None)
-        return _new(ir.Metric, span=span_of(meta), name=name.id if isinstance(name, ir.Name) else str(name), expr=expr, where=where)
+        return ir.Metric(span=span_of(meta), name=name.id if isinstance(name, ir.Name) else str(name), expr=expr, where=where)
 
     def sweep_range(self, meta, children):
         axis, low, high, step = children
-        return _new(ir.Sweep, span=span_of(meta), axis=axis.id, low=low.value, high=high.value, step=step.value)
+        return ir.Sweep(span=span_of(meta), axis=axis.id, low=low.value, high=high.value, step=step.value)
 
     def sweep_values(self, meta, children):
         axis, *values = children
-        return _new(ir.Sweep, span=span_of(meta), axis=axis.id, values=tuple(v for v in values if v is not None))
+        return ir.Sweep(span=span_of(meta), axis=axis.id, values=tuple(v for v in values if v is not None))
 
     def arm_pair(self, meta, children):
         return (children[0], children[1])
 
     def compare(self, meta, children):
-        return _new(ir.Comparison,
-            span=span_of(meta),
+        return ir.Comparison(span=span_of(meta),
             pairs=tuple(c for c in children if isinstance(c, tuple)),
             metrics=tuple(c for c in children if isinstance(c, ir.Name)),
         )
 
     def probe(self, meta, children):
         name, *items = children
-        return _new(ir.Probe,
-            span=span_of(meta), name=name.id, settings=_setting_list(items),
+        return ir.Probe(span=span_of(meta), name=name.id, settings=_setting_list(items),
             assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
         )
 
     def evaluate(self, meta, children):
-        return _new(ir.Evaluate,
-            span=span_of(meta),
+        return ir.Evaluate(span=span_of(meta),
             probes=tuple(c for c in children if isinstance(c, ir.Probe)),
             metrics=tuple(c for c in children if isinstance(c, ir.Metric)),
             sweeps=tuple(c for c in children if isinstance(c, ir.Sweep)),
@@ -522,7 +505,7 @@ class _Lower:
             groups.setdefault(self._group_of(item), []).extend(
                 item[1] if isinstance(item, tuple) else [item]
             )
-        return _new(ir.Experiment, span=span_of(meta), name=name.id, **{k: tuple(v) for k, v in groups.items()})
+        return ir.Experiment(span=span_of(meta), name=name.id, **{k: tuple(v) for k, v in groups.items()})
 
     def _group_of(self, item) -> str:
         if isinstance(item, tuple):
@@ -530,7 +513,7 @@ class _Lower:
         return _GROUPS[type(item)]
 
     def start(self, meta, children):
-        return _new(ir.Spec, span=span_of(meta), experiments=tuple(children))
+        return ir.Spec(span=span_of(meta), experiments=tuple(children))
 
 
 _GROUPS = {

@@ -8,8 +8,8 @@ import gc
 import re
 from pathlib import Path
 
-from ._lark import Lark, Shift, Token, Tree
-from ._lark import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from .lark_quiet import Lark, Shift, Token, Tree
+from .lark_quiet import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import CompileError, Diagnostic, Span
 

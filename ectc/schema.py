@@ -185,6 +185,8 @@ PROFILE = {
     },
     "lora": {"rank": "int", "alpha": "num", "dropout": "num", "targets": "names"},
     "dtype": ("float32", "bfloat16", "float16"),
+    # the experiment's evaluation, lighter or heavier for this profile
+    "evaluate": {"samples": "int", "sweep": "values"},
 }
 
 MODEL_TINY = {"layers": "int", "width": "int", "heads": "int", "numbers": ("digits", "whole")}
@@ -266,3 +268,7 @@ DEFAULTS = {
     "monitor_lexicon": {"intercept": 1.0, "slope": 1.0, "pass_below": 2.0, "fail_above": 6.0},
     "evaluate": {"split": "test", "samples": 0, "at": "deploy"},
 }
+
+# The checkpoint of the base model before any arm trains: `reuse base` (an out-of-the-box arm)
+# and a probe's `checkpoint base` name it.
+BASE_CHECKPOINT = "base"

@@ -58,3 +58,24 @@ def test_a_spec_beyond_the_size_limit_is_refused_before_lexing(tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"error[E008]: the spec is too large ({MAX_SPEC_CHARS + 34} characters, 4 lines)" in err
     assert "ectc reads specs of at most 1000000 characters and 20000 lines" in err
+
+
+def test_inferred_types_are_objects_with_parameters():
+    # Types are values (a kind plus parameters), not strings cut by position: a list of lists,
+    # an enum of a named axis, a monitor's field; `_show` renders each for the message.
+    from ectc.check import ANY, BOOL, REAL, TEXT, Typer, enum_type, list_type
+    from ectc.lower import lower
+    from ectc.parse import parse
+
+    def infer(src, scope=None):
+        exp = lower(parse(f"experiment e {{ feedback {{ r = {src} }} }}")).experiments[0]
+        out = []
+        return Typer(scope or {}, "feedback", out).infer(exp.feedback.assigns[0].expr), [d.message for d in out]
+
+    assert infer("[[1], [2.5]]") == (list_type(list_type(REAL)), [])
+    assert infer("[p, q][0]", {"p": enum_type("level"), "q": enum_type("level")}) == (enum_type("level"), [])
+    assert infer("if true then 1 else 2.5") == (REAL, [])
+    assert infer('[1, "x"]') == (list_type(ANY), ["list items must share one type: an int and text"])
+    assert infer("[[1]] == [p]", {"p": enum_type("level")}) == (
+        BOOL, ["cannot compare a list of a list of an int with a list of a value of axis `level`"])
+    assert infer('"a" + t', {"t": TEXT}) == (TEXT, [])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ectc import ir
 from ectc.errors import CompileError
 from ectc.fmt import format_spec, quote
 from ectc.lower import lower
@@ -19,7 +20,7 @@ SPECS = sorted((ROOT / "specs").glob("*.ect"))
 
 
 def strip_spans(obj):
-    """A model_dump() without source positions: what must survive formatting."""
+    """The IR as data without source positions: what must survive formatting."""
     if isinstance(obj, dict):
         return {k: strip_spans(v) for k, v in obj.items() if k not in ("span", "type_span")}
     if isinstance(obj, (list, tuple)):
@@ -28,7 +29,7 @@ def strip_spans(obj):
 
 
 def semantics(text: str):
-    return strip_spans(lower(parse(text)).model_dump())
+    return strip_spans(ir.to_data(lower(parse(text))))
 
 
 def diff(expected: str, actual: str, name: str) -> str:

@@ -18,6 +18,7 @@ from hypothesis.extra.lark import from_lark
 from lark import Lark
 from lark.lexer import PatternStr
 
+from ectc import ir
 from ectc.errors import CompileError
 from ectc.fmt import format_spec, quote
 from ectc.lower import lower
@@ -83,7 +84,7 @@ def assert_format_keeps_meaning(text: str, spec) -> None:
     out = format_spec(text)
     assert format_spec(out) == out, "format_spec is not idempotent"
     again = lower(parse(out))
-    assert strip_spans(again.model_dump()) == strip_spans(spec.model_dump())
+    assert strip_spans(ir.to_data(again)) == strip_spans(ir.to_data(spec))
 
 
 def parses(text: str) -> bool:
@@ -173,7 +174,7 @@ def test_expression_parentheses(expr):
     # Every grouping pair left is needed: dropping one changes the meaning or the parse. (An
     # `if` inside the condition or `then` part of another `if` is parenthesised by choice.)
     expr_out = next(ln for ln in out.splitlines() if ln.strip().startswith("r = ")).strip()[4:]
-    wanted = strip_spans(spec.model_dump())["experiments"][0]["feedbacks"][0]["assigns"][0]
+    wanted = strip_spans(ir.to_data(spec))["experiments"][0]["feedbacks"][0]["assigns"][0]
     for open_, close in _grouping_parens(expr_out):
         if expr_out[open_ + 1:].startswith("if "):
             continue
@@ -182,7 +183,7 @@ def test_expression_parentheses(expr):
             got = lower(parse(f"experiment e {{ feedback {{ r = {fewer} }} }}"))
         except CompileError:
             continue
-        got = strip_spans(got.model_dump())["experiments"][0]["feedbacks"][0]["assigns"][0]
+        got = strip_spans(ir.to_data(got))["experiments"][0]["feedbacks"][0]["assigns"][0]
         assert got != wanted, f"redundant parentheses in {expr_out!r}"
 
 

@@ -59,3 +59,38 @@ def test_wheel_checks_and_builds_outside_the_repo(tmp_path):
     assert built == shipped
     for rel in ("sycophancy/dataset.py", "sycophancy/feedback.py", "sycophancy/metrics.py"):
         assert (work / "out" / rel).read_text() == (ROOT / "generated" / rel).read_text(), (rel, out.stdout)
+
+
+# Files that other work of issue 12 replaces (the stage-key mirror); every other module of the
+# compiler is held to the rule below.
+_NOT_YET = {"stagekeys.py"}
+
+
+def test_the_compiler_imports_no_private_names_across_files():
+    """No `from .x import _y` and no `x._y` on an imported ectc module, and no template that
+    cuts a name out of another by position (`m.func[8:]`): what a module or template needs
+    is passed or made public."""
+    import ast
+    import re
+
+    problems = []
+    for path in sorted((ROOT / "ectc").glob("*.py")):
+        if path.name in _NOT_YET:
+            continue
+        tree = ast.parse(path.read_text())
+        modules: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ectc")):
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        problems.append(f"{path.name}:{node.lineno}: imports {alias.name} from {node.module}")
+                    modules.add(alias.asname or alias.name)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                problems.append(f"{path.name}:{node.lineno}: uses {node.value.id}.{node.attr}")
+    for path in sorted((ROOT / "ectc" / "templates").glob("*.j2")):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\{\{[^}]*\[\s*-?\d*\s*:\s*-?\d*\s*\]", line):
+                problems.append(f"{path.name}:{lineno}: slices a value: {line.strip()}")
+    assert problems == []

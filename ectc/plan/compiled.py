@@ -73,6 +73,15 @@ class CompiledExperiment:
     def file_hash(self, rel: str) -> str:
         return content_hash(self.files[rel])
 
+    def templates_hash(self, only: str = "", without: tuple[str, ...] = ()) -> str:
+        """One hash of the prompt templates whose names start with `only` and with none of
+        `without` (computed once: many stage keys read the same set)."""
+        memo = self.__dict__.setdefault("_templates_hashes", {})
+        if (only, without) not in memo:
+            chosen = {k: v for k, v in self.templates.items() if k.startswith(only) and not k.startswith(without)}
+            memo[(only, without)] = json_hash(chosen)
+        return memo[(only, without)]
+
     def train_config(self, profile: str, arm: str) -> dict:
         """generated/<exp>/train/<profile>/<arm>.json, without its header."""
         cfg = json.loads(self.files[f"train/{profile}/{arm}.json"])

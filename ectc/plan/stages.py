@@ -89,7 +89,8 @@ def components(obj: dict[str, Any]) -> dict[str, str]:
 
 def _stage(kind: str, name: str, parts: dict[str, Any], folder: Optional[str], outputs: tuple[str, ...] = (),
            **extra: Any) -> Stage:
-    return Stage(kind, name, json_hash(parts), components(parts), folder, outputs, **extra)
+    hashed = components(parts)  # the key hashes the components' hashes: each is hashed once
+    return Stage(kind, name, json_hash(hashed), hashed, folder, outputs, **extra)
 
 
 def spec_root(plan: Plan) -> Path:
@@ -113,8 +114,8 @@ def recipe_hash(recipe: dict) -> str:
 def training_identity(cfg: dict) -> dict:
     """The part of an arm's train config that decides its weights: not the number of seeds
     (each seed is its own stage), not generation settings, not how the arm is asked later."""
-    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate")}
-    out["arm"] = {k: v for k, v in cfg["arm"].items() if k not in ("infer", "conditions")}
+    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate", "evaluation")}
+    out["arm"] = {k: v for k, v in cfg["arm"].items() if k != "infer"}
     return out
 
 
@@ -123,19 +124,17 @@ def training_arms(plan: Plan, arms: Iterable[str]) -> list[Arm]:
     checkpoint trains nothing itself), in the spec's order of first use."""
     out: list[Arm] = []
     for name in arms:
-        source = plan.arm(plan.arm(name).trained_as)
+        arm = plan.arm(name)
+        if arm.out_of_the_box:
+            continue  # the base model itself: nothing to train
+        source = plan.arm(arm.trained_as)
         if source not in out:
             out.append(source)
     return out
 
 
-def _judged_templates(exp: CompiledExperiment) -> dict[str, str]:
-    return {k: v for k, v in exp.templates.items() if k.startswith("judge.")}
-
-
-def _generation_templates(exp: CompiledExperiment) -> dict[str, str]:
-    """Every template but the judges' rubrics: what the model is shown."""
-    return {k: v for k, v in exp.templates.items() if not k.startswith("judge.")}
+JUDGE = "judge."  # the judges' rubrics; every other template is what the model is shown
+PROBE = "probe."
 
 
 # ---- the stages ------------------------------------------------------------------------------
@@ -167,7 +166,7 @@ def base_recipe(exp: CompiledExperiment, shape: Shape, data_out: str) -> dict[st
         warmup["steps"] = scaled(warmup["steps"], shape.steps_scale)
         if plan.response.type == "text":
             warmup["eos"] = True  # free text ends at EOS: the warm-up teaches where to stop
-    shown = _generation_templates(exp)
+    shown = {k: v for k, v in exp.templates.items() if not k.startswith(JUDGE)}
     return {
         "model": prof.model.dump(), "warmup": warmup, "data": data_out,
         "templates": {k: hashlib.sha256(shown[k].encode()).hexdigest() for k in sorted(shown)},
@@ -192,7 +191,7 @@ def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base
     parts = {
         "config": training_identity(exp.train_config(shape.profile, arm.name)), "base": base_out,
         "data": data_out, "seed": seed, "feedback": exp.file_hash("feedback.py"), "scale": shape.steps_scale,
-        "templates": {k: v for k, v in _generation_templates(exp).items() if not k.startswith("probe.")},
+        "templates": exp.templates_hash(without=(JUDGE, PROBE)),
     }
     return _stage("train", f"train {arm.name} seed {seed}", parts, train_folder(arm.name, seed), ("final",),
                   arm=arm.name, seed=seed, upstream={"base": base_out, "data": data_out})
@@ -211,15 +210,16 @@ def eval_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, train
     feedback terms; no monitor verdicts (the judge stage adds those)."""
     plan = exp.plan
     prof = plan.profiles[shape.profile]
+    conditions = prof.evaluation.conditions[arm.name]
     inputs = {
-        "train": train_out, "data": data_out, "arm": {k: v for k, v in arm.dump().items() if k != "conditions"},
-        "split": plan.evaluate.split, "samples": plan.evaluate.samples, "generate": prof.generate.dump(),
-        "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": _generation_templates(exp),
+        "train": train_out, "data": data_out, "arm": arm.dump(),
+        "split": plan.evaluate.split, "samples": prof.evaluation.samples, "generate": prof.generate.dump(),
+        "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": exp.templates_hash(without=(JUDGE,)),
     }
     digest = json_hash(inputs)
     # A key per condition: a changed sweep re-evaluates only the conditions it adds.
-    cond_keys = {name: json_hash({"inputs": digest, "condition": [name, value]}) for name, value in arm.conditions}
-    parts = {**inputs, "conditions": [list(c) for c in arm.conditions]}
+    cond_keys = {name: json_hash({"inputs": digest, "condition": [name, value]}) for name, value in conditions}
+    parts = {**inputs, "conditions": [list(c) for c in conditions]}
     return _stage("evaluate", f"evaluate {arm.name} seed {seed}", parts, f"eval/{arm.name}/seed{seed}",
                   ("samples.jsonl",), arm=arm.name, seed=seed, conditions=cond_keys,
                   upstream={"train": train_out, "probes": probes_out})
@@ -229,16 +229,17 @@ def judge_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, eval
     """The monitors over stored samples: a rubric edit re-judges, and generates nothing."""
     plan = exp.plan
     parts = {"evaluation": eval_out, "monitors": [m.dump() for m in plan.monitors],
-             "rubrics": _judged_templates(exp), "inputs": input_hashes(shape.root, plan.monitor_files()),
+             "rubrics": exp.templates_hash(only=JUDGE), "inputs": input_hashes(shape.root, plan.monitor_files()),
              "expr": exp.file_hash("feedback.py")}
     return _stage("judge", f"judge {arm.name} seed {seed}", parts, f"judge/{arm.name}/seed{seed}",
                   ("verdicts.jsonl",), arm=arm.name, seed=seed, upstream={"samples": eval_out})
 
 
-def report_stage(exp: CompiledExperiment, outs: dict[tuple[str, int], str]) -> Stage:
+def report_stage(exp: CompiledExperiment, shape: Shape, outs: dict[tuple[str, int], str]) -> Stage:
     """`outs`: (arm, seed) -> the output hash the report reads (the judge's where there is one)."""
     parts = {"evals": sorted([f"{a}/{s}", o] for (a, s), o in outs.items()),
-             "metrics": exp.file_hash("metrics.py"), "plan": exp.plan.evaluate.dump()}
+             "metrics": exp.file_hash("metrics.py"),
+             "plan": [exp.plan.evaluate.dump(), exp.plan.profiles[shape.profile].evaluation.sweep]}
     return _stage("report", "report", parts, "report", ("../metrics.json", "../report.md"))
 
 
@@ -272,14 +273,14 @@ def walk(exp: CompiledExperiment, shape: Shape, settle: Settle, through: str = "
     for name in shape.arms:
         arm = plan.arm(name)
         for seed in shape.seeds:
-            outs[(name, seed)] = visit(eval_stage(exp, shape, arm, seed, train_outs[(arm.trained_as, seed)],
-                                                  data_out, probes_out))
+            weights = base_out if arm.out_of_the_box else train_outs[(arm.trained_as, seed)]
+            outs[(name, seed)] = visit(eval_stage(exp, shape, arm, seed, weights, data_out, probes_out))
     if plan.monitors:
         for (name, seed), eval_out in list(outs.items()):
             outs[(name, seed)] = visit(judge_stage(exp, shape, plan.arm(name), seed, eval_out))
     if last < KINDS.index("report"):
         return visited
-    visit(report_stage(exp, outs))
+    visit(report_stage(exp, shape, outs))
     return visited
 
 

@@ -150,7 +150,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
             for m in comp.metrics:
                 result["comparisons"].append(compare(a, b, m, seed_items, run.seeds))
 
-    sweep = exp.plan.evaluate.sweep
+    sweep = run.profile.evaluation.sweep
     if sweep:
         for m in metric_names:
             agg = exp.metrics.METRICS[m]["aggregate"]
@@ -159,12 +159,12 @@ def stage_report(run, stage, elapsed: float) -> dict:
                 if arm.infer != "deploy":
                     continue
                 points = []
-                for v in sweep.values:
+                for v in sweep:
                     per_seed = [aggregate(agg, list(metric_values(exp, m, by[(arm.name, s, f"sweep={v}")])[0].values()))
                                 for s in run.seeds]
                     points.append(_ci(per_seed))
                 series[arm.name] = points
-            result["sweep"][m] = {"values": sweep.values, "series": series}
+            result["sweep"][m] = {"values": sweep, "series": series}
 
     result["agreement"] = _agreement(exp, eval_samples)
     plot_files = _plots(run, result, arms)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..files import atomic_write_text, read_jsonl, write_json, write_jsonl
 from ..plan import stages
-from ..plan.model import Arm, Profile
+from ..plan.model import BASE, Arm, Profile
 from ..plan.records import STAGE_FILE, Reuse, check, read_record, record
 from ..plan.stages import Stage
 from .experiment import Experiment, prompt_string
@@ -219,9 +219,8 @@ def _label_values(exp: Experiment) -> list[Any]:
     """Axis values whose labels the tokenizer must know: deployment, sweep, and a grid."""
     axis = exp.plan.axis
     values: list[Any] = [axis.deploy]
-    sweep = exp.plan.evaluate.sweep
-    if sweep:
-        values += sweep.values
+    for profile in exp.plan.profiles.values():
+        values += profile.evaluation.sweep
     if axis.type == "enum":
         values += [v.name for v in axis.values]
     else:
@@ -597,6 +596,8 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
     from .generate import make_backend
 
     profile = run.profile
+    if profile.generate.backend == "vllm" and arm.out_of_the_box:
+        return make_backend("vllm", model_path=profile.model.path, revision=profile.model.revision)
     if profile.generate.backend == "vllm":
         final = arm_dir(run, arm.trained_as, seed) / "final"
         if profile.lora:
@@ -609,10 +610,12 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
 
 
 def load_trained(run: Run, arm: str, seed: int):
+    """An arm's trained model, or the base model itself for BASE (`reuse base`)."""
     from .sft import load_final
 
     model, tokenizer = run.carried.load_base()
-    load_final(model, arm_dir(run, arm, seed) / "final")
+    if arm != BASE:
+        load_final(model, arm_dir(run, arm, seed) / "final")
     if not getattr(model, "is_loaded_in_4bit", False):
         model.to(run.device)
     model.eval()
@@ -623,9 +626,9 @@ def load_trained(run: Run, arm: str, seed: int):
 
 
 def eval_rows(run: Run, data: dict) -> list[dict]:
-    plan = run.exp.plan
+    plan, samples = run.exp.plan, run.profile.evaluation.samples
     rows = data[plan.main_data][plan.evaluate.split]
-    return rows[:plan.evaluate.samples] if plan.evaluate.samples else rows
+    return rows[:samples] if samples else rows
 
 
 def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) -> tuple[list[str], list[list[float]]]:
@@ -690,9 +693,10 @@ def stage_eval(run: Run, stage: Stage, progress) -> str:
         model, tokenizer = load_trained(run, arm.trained_as, seed)
     rows = eval_rows(run, run.carried.data)
     samples: list[dict] = []
+    conditions = run.profile.evaluation.conditions[arm.name]
     previous = _reusable_conditions(folder, stage.conditions)
-    task = progress.add_task(stage.name, total=len(arm.conditions))
-    for name, value in arm.conditions:
+    task = progress.add_task(stage.name, total=len(conditions))
+    for name, value in conditions:
         if name in previous:
             samples.extend(previous[name])
             progress.update(task, advance=1)
@@ -729,7 +733,7 @@ def stage_eval(run: Run, stage: Stage, progress) -> str:
     out = run.write.done(folder, stage, samples=len(samples), conditions=stage.conditions)
     run.carried.samples[(arm.name, seed)] = samples
     reused = f", {len(previous)} reused" if previous else ""
-    run.log(stage.name, "ran", f"{len(samples)} samples, {len(arm.conditions)} label condition(s){reused}",
+    run.log(stage.name, "ran", f"{len(samples)} samples, {len(conditions)} label condition(s){reused}",
             time.perf_counter() - t0)
     return out
 
