@@ -238,3 +238,120 @@ def test_a_gguf_spec_trains_with_lora_and_evaluates(project: Path) -> None:
     samples = (project / "runs" / "mini" / "full" / "eval" / "ect" / "seed0" / "samples.jsonl").read_text()
     assert len(samples.splitlines()) >= 4
     shutil.rmtree(project / "runs" / "mini" / "full")
+
+
+# ---- the paper profiles' code path, on the real weights -------------------------------------------
+# NF4 double quantization with bf16 compute, LoRA on all seven projections, paged AdamW 8-bit and
+# the PPO schedules, as the `paper` profiles of specs/sycophancy.ect and specs/bias.ect set them
+# (their generated configs, read as the runtime reads them), for one or two steps on
+# SmolLM2-135M instead of a 7B/3B model: the real Llama architecture's shapes (width 576, 30
+# layers, grouped-query attention) rather than a random tiny model's. bitsandbytes runs NF4 and its
+# 8-bit optimizers on the CPU; paging (CUDA unified memory) it skips there, with a warning.
+
+REPO = Path(__file__).resolve().parents[1]
+SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]
+
+
+def _paper(project: Path, experiment: str):
+    """The cached de-quantized SmolLM2 (the tests above fill the cache; alone, this converts it),
+    loaded as the runtime loads a `paper` base: NF4 through its BitsAndBytesConfig kwargs, in the
+    profile's dtype, prepared for k-bit training; plus the experiment and its paper ECT config."""
+    pytest.importorskip("bitsandbytes", reason="the paper profiles quantize to NF4 and train with paged "
+                                                "AdamW 8-bit through bitsandbytes, which is not installed")
+    from ectc.runtime.experiment import Experiment
+    from ectc.runtime.models import load_hf_model
+
+    _, run = _run(project, "base", "paper")
+    exp = Experiment(REPO / "generated" / experiment)
+    cfg = exp.train_config("paper", "ect")
+    model, tokenizer = load_hf_model(run.carried.base_source[0], quantize=cfg["transformers.BitsAndBytesConfig"],
+                                     dtype=cfg["model"]["dtype"],
+                                     gradient_checkpointing=bool((cfg.get("sft") or {}).get("gradient_checkpointing")))
+    return exp, cfg, model, tokenizer
+
+
+def _assert_nf4_double_quant(model) -> None:
+    import bitsandbytes as bnb
+    import torch
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 30 * 7  # every projection of every layer; the tied LM head stays float
+    assert all(m.weight.quant_type == "nf4" and m.weight.quant_state.nested for m in layers)  # double quant
+    assert all(m.compute_dtype == torch.bfloat16 for m in layers)
+
+
+def _run_stub(steps_scale: float = 1.0):
+    """What rl_config/sft_config read of a run: --steps-scale."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(opts=SimpleNamespace(steps_scale=steps_scale))
+
+
+def test_the_paper_ppo_path_runs_on_the_real_weights(project: Path) -> None:
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from ectc.runtime.experiment import prompt_string
+    from ectc.runtime.models import apply_lora
+    from ectc.runtime.rl import make_optimizer, train_choice_rl
+    from ectc.runtime.run import rl_config
+
+    exp, cfg, model, tokenizer = _paper(project, "sycophancy")
+    _assert_nf4_double_quant(model)
+    model = apply_lora(model, cfg["peft.LoraConfig"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    assert len(before) == 30 * 7 and cfg["peft.LoraConfig"]["r"] == 512
+    # The profile's PPO settings and schedules, on 2 steps of 4 rows (2 minibatches of 2, their
+    # gradients accumulated; one epoch, not 4, to keep the test short) instead of 1600 steps of 128.
+    rl_cfg = dataclasses.replace(rl_config(cfg, 0, _run_stub()), steps=2, batch_size=4, minibatch_size=2,
+                                 gradient_accumulation_steps=2, ppo_epochs=1)
+    assert type(make_optimizer(list(before.values()), rl_cfg)).__name__ == "PagedAdamW8bit"
+    profile = exp.plan.profiles["paper"]
+    rows = exp.dataset.BUILDERS[exp.plan.main_data]("train", 0)[:16]
+    labels = exp.training_labels(exp.plan.arm("ect"), rows, 0, profile)
+    prompts = [prompt_string(tokenizer, exp.messages(r, l, profile)) for r, l in zip(rows, labels)]
+
+    def reward(batch, answers):
+        return [float(exp.feedback.feedback({**rows[b["i"]], "response": a})["reward"]) for b, a in zip(batch, answers)]
+
+    history = train_choice_rl(model, tokenizer, lambda step, n, rng: [{"i": int(i)} for i in rng.integers(0, 16, n)],
+                              lambda b: prompts[b["i"]], exp.plan.response.choices, reward, rl_cfg)
+    assert len(history) == 2
+    assert all(np.isfinite(h["pg_loss"]) and np.isfinite(h["grad_norm"]) and h["grad_norm"] > 0 for h in history)
+    # temperature 1.9 -> 1.6 over the first 40% of the steps, entropy bonus 2.0 -> 0.01
+    assert (history[0]["temperature"], history[0]["entropy_coef"]) == (pytest.approx(1.9), pytest.approx(2.0))
+    assert (history[1]["temperature"], history[1]["entropy_coef"]) == (pytest.approx(1.6), pytest.approx(0.01))
+    moved = [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
+    assert len(moved) == len(before)  # lr 2e-8 is small, but every adapter moved
+
+
+def test_the_paper_sft_path_runs_on_the_real_weights(project: Path) -> None:
+    import bitsandbytes as bnb
+    import numpy as np
+
+    from ectc.runtime.run import sft_config
+    from ectc.runtime.sft import train_sft
+
+    exp, cfg, model, tokenizer = _paper(project, "bias")
+    _assert_nf4_double_quant(model)
+    profile = exp.plan.profiles["paper"]
+    batch = cfg["trl.SFTConfig"]["per_device_train_batch_size"]
+    rows = exp.dataset.BUILDERS[exp.plan.main_data]("train", 0, llm=None, root=str(REPO / "specs"))[:batch]
+    labels = exp.training_labels(exp.plan.arm("ect"), rows, 0, profile)
+    examples = [{"prompt": exp.messages(r, l, profile), "completion": str(exp.feedback.feedback(r)["target"])}
+                for r, l in zip(rows, labels)]
+    # One optimizer step, shortened as `ectc run --steps-scale` shortens a run (3 epochs of one
+    # batch, scaled by 1/3; the warm-up shrinks with it, else the one step would take lr 0).
+    args = sft_config(cfg, 0, _run_stub(1 / 3), len(examples))
+    assert (args["max_steps"], args["warmup_steps"]) == (1, 0)
+    assert (args["optim"], args["bf16"], args["tf32"], args["gradient_checkpointing"]) == (
+        "paged_adamw_8bit", True, True, True)  # train_sft leaves tf32 to the machine without CUDA
+    metrics = train_sft(model, tokenizer, examples, args, project / "runs" / "paper-sft", resume=False)
+    assert metrics["global_step"] == 1 and np.isfinite(metrics["first_loss"]) and metrics["first_loss"] > 0
+    assert metrics["adapter"] and metrics["quantized"]
+    assert metrics["optimizer"] == "bitsandbytes.optim.adamw.AdamW" and metrics["optimizer_bits"] == 8
+    adapters = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert len(adapters) == 30 * 7 and all(p.detach().abs().sum() > 0 for p in adapters.values())  # zeros at init
+    assert len([m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]) == 30 * 7
