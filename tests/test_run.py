@@ -48,11 +48,12 @@ def test_sycophancy_run_writes_everything(syco):
                 "plots/sycophancy.png", "plots/sweep_sycophancy.png"):
         assert (run / rel).exists(), rel
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["arms"]) == {"baseline", "shuffled", "ect", "prompt_only"}
+    assert set(metrics["arms"]) == {"baseline", "shuffled", "ect", "prompt_only", "ootb"}
     for arm in ("baseline", "shuffled", "ect"):
         for seed in (0, 1):
             assert (run / f"arms/{arm}/seed{seed}/final").is_dir()
     assert not (run / "arms/prompt_only").exists(), "prompt_only reuses the baseline's weights"
+    assert not (run / "arms/ootb").exists(), "ootb is the base model itself"
     for arm, info in metrics["arms"].items():
         acc = info["metrics"]["accuracy"]
         assert 0.0 <= acc["mean"] <= 1.0 and acc["n_items"] == 48 and len(acc["per_seed"]) == 2
