@@ -115,8 +115,8 @@ def test_run_flags_are_checked_before_torch_with_did_you_mean(tmp_path):
         "error: --seeds 0: need between 1 and 1000 seeds",
         "error: --steps-scale -1.0: need a positive factor (at most 1000)",
         "error: --device 'tpu': use auto, cpu, cuda, cuda:N or mps",
-        "error: --profile 'tiy': sycophancy has no such profile (it has tiny, paper); did you mean `tiny`?",
-        "error: --arms: sycophancy has no arm 'shuffld' (it has baseline, shuffled, ect, prompt_only); "
+        "error: --profile 'tiy': sycophancy has no such profile (it has tiny, small, paper); did you mean `tiny`?",
+        "error: --arms: sycophancy has no arm 'shuffld' (it has baseline, shuffled, ect, prompt_only, ootb); "
         "did you mean `shuffled`?",
     ]
     assert not (tmp_path.parent / "x").exists()
@@ -157,7 +157,7 @@ def test_explain_refuses_an_unknown_profile(capsys):
     assert main(["explain", str(ROOT / "specs/sycophancy.ect"), "--profile", "tiyn"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.endswith("has no such profile (it has paper, tiny); did you mean `tiny`?\n")
+    assert captured.err.endswith("has no such profile (it has paper, small, tiny); did you mean `tiny`?\n")
 
 
 def test_explain_shows_user_text_as_written(tmp_path, capsys):

@@ -138,7 +138,7 @@ def test_plan_reasons(tmp_path: Path) -> None:
     sweep = source.replace("step 0.1", "step 0.05")
     plan = _plan(tmp_path / "runs", sweep)
     assert [s for s, (st, _) in plan.items() if st == "ran"] == [
-        "evaluate shuffled seed 0", "evaluate ect seed 0", "evaluate prompt_only seed 0", "report"]
+        "evaluate shuffled seed 0", "evaluate ect seed 0", "evaluate prompt_only seed 0", "evaluate ootb seed 0", "report"]
     assert plan["evaluate ect seed 0"][1] == ("stage key changed because the label conditions "
                                               "(deploy value, sweep) changed")
 

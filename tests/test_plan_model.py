@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ectc.plan.model import SCHEMA_VERSION, HubModel, Plan, PlanError, TinyModel
+from ectc.plan.model import SCHEMA_VERSION, GgufModel, HubModel, Plan, PlanError, TinyModel
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANS = sorted((ROOT / "generated").glob("*/experiment.json"))
@@ -24,7 +24,7 @@ def test_every_shipped_plan_round_trips(path: Path) -> None:
     for profile in plan.profiles.values():
         assert all(profile.evaluation.conditions[arm.name][0][0] == arm.main_condition for arm in plan.arms)
     assert {p.trainer for p in plan.profiles.values()} <= {"choice_rl", "grpo", "sft"}
-    assert {type(p.model) for p in plan.profiles.values()} <= {TinyModel, HubModel}
+    assert {type(p.model) for p in plan.profiles.values()} <= {TinyModel, HubModel, GgufModel}
 
 
 def test_derived_facts_of_the_sycophancy_plan() -> None:
@@ -99,4 +99,4 @@ def test_a_profile_evaluates_lighter_without_retraining() -> None:
 
     before, after = keys(exp), keys(experiment(lighter))
     changed = sorted(name for name in before if before[name] != after[name])
-    assert changed == ["evaluate ect seed 0", "evaluate prompt_only seed 0", "evaluate shuffled seed 0", "report"]
+    assert changed == ["evaluate ect seed 0", "evaluate ootb seed 0", "evaluate prompt_only seed 0", "evaluate shuffled seed 0", "report"]

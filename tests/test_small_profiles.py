@@ -40,6 +40,9 @@ def test_small_profile_runs_at_a_few_steps(tmp_path: Path, name: str, extra: lis
     metrics = json.loads((folder / "metrics.json").read_text())
     assert set(metrics["arms"]) == {"ect", "baseline"}
     samples = [json.loads(line) for line in (folder / "eval/ect/seed0/samples.jsonl").read_text().splitlines()]
-    # The real model's chat template wraps the prompt; the label is in it.
-    assert samples and all("<|im_start|>" in s["prompt"] for s in samples)
+    # The label is in every prompt; a one-token answer is read through the real model's chat
+    # template (free text keeps its chat messages, which the generator templates).
+    assert samples and all(s["label"] in s["prompt"] for s in samples)
+    if name == "sycophancy":
+        assert all(s["prompt"].startswith("<|im_start|>") for s in samples)
     assert any(s["condition"] == "deploy" for s in samples)
