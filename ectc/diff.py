@@ -407,10 +407,9 @@ def apply_change(old_dump: dict, new_dump: dict, action: tuple) -> dict:
 
 
 def generated_experiments(spec, source: str) -> dict:
-    from .generate import generate
-    from .plan.compiled import CompiledExperiment
+    from .generate import compile_in_memory
 
-    return CompiledExperiment.from_generated(generate(spec, source, "spec.ect"))
+    return compile_in_memory(spec, source)
 
 
 def all_keys(exps: dict) -> dict[str, dict[str, dict]]:

@@ -17,6 +17,7 @@ import jinja2
 
 from . import __version__, ir, jsonio, schema
 from .check import enum_names, setting_map, train_range
+from .plan.compiled import CompiledExperiment
 from .plan.model import SCHEMA_VERSION, Plan, main_condition
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data, like the grammar
@@ -44,23 +45,44 @@ def generate(spec: ir.Spec, source: str, spec_path: str) -> dict[str, str]:
     return files
 
 
-def _experiment_files(exp: ir.Experiment, spec_path: str, sha: str) -> dict[str, str]:
+def compile_in_memory(spec: ir.Spec, source: str, spec_path: str = "spec.ect") -> dict[str, CompiledExperiment]:
+    """Each experiment of a checked spec as `generate` would write it, without the JSON text:
+    `ectc diff` compiles up to one spec per change and only reads the plan, the templates, the
+    modules and the trainer configs (indented JSON of ~20 files cost a fifth of a large diff)."""
+    sha = hashlib.sha256(source.encode()).hexdigest()
+    out: dict[str, CompiledExperiment] = {}
+    for exp in spec.experiments:
+        plan, texts, configs = _experiment_parts(exp, spec_path, sha)
+        out[exp.name] = CompiledExperiment(texts, plan=plan, train_configs=configs)
+    return out
+
+
+def _experiment_parts(exp: ir.Experiment, spec_path: str, sha: str) -> tuple[Plan, dict[str, str], dict[str, dict]]:
+    """(the plan, the text files, {train config path: config}) of one experiment."""
     head = header(spec_path, sha)
-    files: dict[str, str] = {}
+    texts: dict[str, str] = {}
     templates = _prompt_templates(exp)
     for name, text in templates.items():
-        files[f"prompts/{name}.j2"] = "{#- " + head + " -#}\n" + text
-    files["dataset.py"] = _render("dataset.py.j2", header=head, **_dataset_context(exp))
-    files["feedback.py"] = _render("feedback.py.j2", header=head, **_feedback_context(exp))
-    files["metrics.py"] = _render("metrics.py.j2", header=head, **_metrics_context(exp))
-    files["experiment.json"] = _json(build_plan(exp, spec_path, sha, sorted(templates), head).dump())
+        texts[f"prompts/{name}.j2"] = "{#- " + head + " -#}\n" + text
+    texts["dataset.py"] = _render("dataset.py.j2", header=head, **_dataset_context(exp))
+    texts["feedback.py"] = _render("feedback.py.j2", header=head, **_feedback_context(exp))
+    texts["metrics.py"] = _render("metrics.py.j2", header=head, **_metrics_context(exp))
+    plan = build_plan(exp, spec_path, sha, sorted(templates), head)
+    configs: dict[str, dict] = {}
     for profile in exp.profiles:
         resolved = resolve_profile(exp, profile)  # once per profile, not per arm
         for arm in exp.arms:
-            config = resolve_train_config(exp, profile, arm, resolved)
-            files[f"train/{profile.name}/{arm.name}.json"] = _json({"_generated": head, **config})
+            configs[f"train/{profile.name}/{arm.name}.json"] = {
+                "_generated": head, **resolve_train_config(exp, profile, arm, resolved)}
+    return plan, texts, configs
+
+
+def _experiment_files(exp: ir.Experiment, spec_path: str, sha: str) -> dict[str, str]:
+    plan, files, configs = _experiment_parts(exp, spec_path, sha)
+    files["experiment.json"] = _json(plan.dump())
+    files.update({path: _json(config) for path, config in configs.items()})
     manifest = {
-        "_generated": head,
+        "_generated": header(spec_path, sha),
         "ectc_version": __version__,
         "spec": spec_path,
         "spec_sha256": sha,
@@ -598,4 +620,7 @@ def resolve_train_config(exp: ir.Experiment, profile: ir.Profile, arm: ir.Arm,
                          resolved: dict[str, Any] | None = None) -> dict[str, Any]:
     resolved = dict(resolved or resolve_profile(exp, profile))
     resolved.pop("default")
+    # How the arms are evaluated is the plan's (experiment.json), not training's: carried here it
+    # made every arm's config list every arm's conditions (arms x arms x sweep points).
+    resolved.pop("evaluation")
     return {"experiment": exp.name, "profile": profile.name, "arm": _arm_plan(exp, arm), **resolved}

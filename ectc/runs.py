@@ -68,11 +68,10 @@ def _stage_key(folder: Path) -> Optional[str]:
 
 def _experiments(source: str):
     from .compile import compile_text
-    from .generate import generate
-    from .plan.compiled import CompiledExperiment
+    from .generate import compile_in_memory
 
     spec, _ = compile_text(source)
-    return CompiledExperiment.from_generated(generate(spec, source, "spec.ect"))
+    return compile_in_memory(spec, source)
 
 
 def _shape(exp, profile, seeds, arms, steps_scale, root):

@@ -26,8 +26,13 @@ def content_hash(text: str) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
+# One encoder for every key: `json.dumps` with options builds a new one per call, and a diff of
+# two large specs hashes ~6,000 small objects.
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def json_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(_KEY_ENCODER.encode(obj).encode()).hexdigest()
 
 
 def template_body(text: str) -> str:
@@ -40,9 +45,13 @@ def template_body(text: str) -> str:
 class CompiledExperiment:
     """`files`: {path relative to the experiment's folder: text}."""
 
-    def __init__(self, files: Mapping[str, str]):
+    def __init__(self, files: Mapping[str, str], plan: Plan | None = None,
+                 train_configs: Mapping[str, dict] | None = None):
+        """`plan` and `train_configs` ({path: config}) stand in for their JSON files when the
+        experiment was compiled in memory (`generate.compile_in_memory`)."""
         self.files = dict(files)
-        self.plan: Plan = Plan.load(self.files["experiment.json"])
+        self.plan: Plan = plan if plan is not None else Plan.load(self.files["experiment.json"])
+        self._train_configs = dict(train_configs or {})
         self.templates: dict[str, str] = {path[len("prompts/"):-3]: template_body(text)
                                           for path, text in sorted(self.files.items())
                                           if path.startswith("prompts/") and path.endswith(".j2")}
@@ -84,6 +93,8 @@ class CompiledExperiment:
 
     def train_config(self, profile: str, arm: str) -> dict:
         """generated/<exp>/train/<profile>/<arm>.json, without its header."""
-        cfg = json.loads(self.files[f"train/{profile}/{arm}.json"])
+        path = f"train/{profile}/{arm}.json"
+        cfg = json.loads(json.dumps(self._train_configs[path])) if path in self._train_configs \
+            else json.loads(self.files[path])
         cfg.pop("_generated", None)
         return cfg

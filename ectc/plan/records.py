@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,18 +33,51 @@ _CHUNK = 1 << 20
 
 
 _DIGESTS: dict[tuple, bytes] = {}
+# Files at least this big (model weights) keep their digest across processes: hashing a 100 MB
+# GGUF file cost ~0.08 s of every `ectc diff`/`plan`. Keyed like git's index (path, size, mtime,
+# ctime, inode), so an edited or replaced file is hashed again.
+PERSIST_MIN_BYTES = 8 << 20
+
+
+def digest_memo_path() -> Path:
+    """Where large files' digests are remembered: $ECTC_CACHE_DIR, else the user's cache folder."""
+    root = os.environ.get("ECTC_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ectc"
+    return Path(root) / "digests.json"
+
+
+def _read_memo(where: Path) -> dict[str, str]:
+    try:
+        memo = json.loads(where.read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 def _file_digest(path: Path) -> bytes:
     # `ectc plan` checks each record more than once: memo by (path, size, mtime) within a process.
     st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
-    if memo not in _DIGESTS:
-        h = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                h.update(chunk)
-        _DIGESTS[memo] = h.digest()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if memo in _DIGESTS:
+        return _DIGESTS[memo]
+    persist = st.st_size >= PERSIST_MIN_BYTES
+    where = digest_memo_path() if persist else None
+    entry = "|".join(map(str, memo))
+    known = _read_memo(where).get(entry) if where else None
+    if known:
+        _DIGESTS[memo] = bytes.fromhex(known)
+        return _DIGESTS[memo]
+    h = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            h.update(chunk)
+    _DIGESTS[memo] = h.digest()
+    if where:
+        stored = _read_memo(where)
+        stored[entry] = h.hexdigest()
+        try:
+            atomic_write_text(where, json.dumps(stored, indent=0, sort_keys=True))
+        except OSError:  # a read-only cache folder only costs the hash next time
+            pass
     return _DIGESTS[memo]
 
 

@@ -114,7 +114,7 @@ def recipe_hash(recipe: dict) -> str:
 def training_identity(cfg: dict) -> dict:
     """The part of an arm's train config that decides its weights: not the number of seeds
     (each seed is its own stage), not generation settings, not how the arm is asked later."""
-    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate", "evaluation")}
+    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate", "evaluation")}  # "evaluation": configs of older builds
     out["arm"] = {k: v for k, v in cfg["arm"].items() if k != "infer"}
     return out
 
