@@ -56,6 +56,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .compile import compile_text
     from .errors import CompileError
 
+    if args.format != "text":
+        return _check_machine_readable(args)
     status = EXIT_OK
     for name in args.specs:
         source = read_spec(name)
@@ -71,6 +73,31 @@ def cmd_check(args: argparse.Namespace) -> int:
         for w in warnings:
             sys.stderr.write(w.render(source, name) + "\n")
         print(f"{name}: ok" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+    return status
+
+
+def _check_machine_readable(args: argparse.Namespace) -> int:
+    """`check --format json|github`: the same diagnostics and exit status as the text form, as
+    one JSON list or one GitHub annotation line each, on stdout."""
+    from . import diagformat, jsonio
+    from .compile import diagnose
+
+    status, records = EXIT_OK, []
+    for name in args.specs:
+        source = read_spec(name)
+        if source is None:
+            status = EXIT_ERROR
+            continue
+        diagnostics = diagnose(source)
+        if any(d.severity == "error" for d in diagnostics):
+            status = EXIT_ERROR
+        if args.format == "json":
+            records += [diagformat.as_record(d, name) for d in diagnostics]
+        else:
+            for d in diagnostics:
+                print(diagformat.as_github(d, name))
+    if args.format == "json":
+        print(jsonio.dumps(records, indent=1))
     return status
 
 
@@ -199,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate specs; report every problem with line, caret and hint")
     p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--format", choices=["text", "json", "github"], default="text",
+                   help="text (default), a JSON list of diagnostics, or GitHub Actions annotations")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("fmt", help="rewrite specs in canonical layout")
