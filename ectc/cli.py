@@ -268,7 +268,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     _add_optional_commands(sub)
+    _add_editor_commands(parser, sub)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: the version is looked up only when asked for, so `--help` stays as fast."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__
+
+        print(f"ectc {__version__}")
+        parser.exit()
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from . import jsonio
+    from .settings_doc import json_schema
+
+    print(jsonio.dumps(json_schema(), indent=1))
+    return EXIT_OK
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    from .lsp import serve  # pygls is imported here only: no other command pays for it
+
+    serve()
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    parser = build_parser()
+    _complete_spec_files(parser)
+    print(shtab.complete(parser, shell=args.shell), end="")
+    return EXIT_OK
+
+
+def _complete_spec_files(parser: argparse.ArgumentParser) -> None:
+    """Mark every SPEC argument (of every command) as a file, completed to `.ect` files in zsh."""
+    for action in parser._actions:  # argparse keeps its actions only here
+        if action.metavar in ("SPEC", "OLD", "NEW"):
+            action.complete = {"bash": "_shtab_compgen_files", "zsh": "_files -g '*.ect'"}  # type: ignore[attr-defined]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                _complete_spec_files(sub)
+
+
+def _add_editor_commands(parser: argparse.ArgumentParser, sub) -> None:
+    """`--version`, and the commands for editors and shells: schema, lsp, completion."""
+    parser.add_argument("--version", action=_VersionAction, help="print ectc's version and exit")
+
+    p = sub.add_parser("schema", help="the JSON Schema of profile settings, with each setting's doc")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("lsp", help="the language server (stdio) for editors: diagnostics, hover, completion")
+    p.set_defaults(func=cmd_lsp)
+
+    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(ectc completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh"])
+    p.set_defaults(func=cmd_completion)
 
 
 def _add_optional_commands(sub) -> None:
