@@ -294,14 +294,22 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_lsp(args: argparse.Namespace) -> int:
-    from .lsp import serve  # pygls is imported here only: no other command pays for it
+    try:
+        from .lsp import serve  # pygls is imported here only: no other command pays for it
+    except ImportError as exc:
+        sys.stderr.write(f"error: `ectc lsp` needs pygls ({exc}): pip install 'ectc[lsp]'\n")
+        return EXIT_ERROR
 
     serve()
     return EXIT_OK
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    import shtab
+    try:
+        import shtab
+    except ImportError:
+        sys.stderr.write("error: `ectc completion` needs shtab: pip install 'ectc[lsp]'\n")
+        return EXIT_ERROR
 
     parser = build_parser()
     _complete_spec_files(parser)
