@@ -112,9 +112,6 @@ def doc(path: tuple[str, ...]) -> str | None:
 
 # ---- the profile settings as a JSON Schema (`ectc schema`) ---------------------------------
 
-SCHEMA_ID = "https://ectc.invalid/schemas/profile.schema.json"
-
-
 def _kind_schema(kind, path: tuple[str, ...]) -> dict:
     if isinstance(kind, dict):
         if "*" in kind:
@@ -149,6 +146,5 @@ def json_schema() -> dict:
     props = {"model": {"description": DOCS["model"], "type": "object", "minProperties": 1, "maxProperties": 1,
                        "additionalProperties": False, "properties": models}}
     props.update({k: _kind_schema(v, (k,)) for k, v in schema.PROFILE.items()})
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
-            "title": "ectc profile settings", "type": "object", "additionalProperties": False,
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "ectc profile settings", "type": "object", "additionalProperties": False,
             "properties": props}

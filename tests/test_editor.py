@@ -103,3 +103,15 @@ def test_other_commands_load_neither_pygls_nor_shtab():
             "print([m for m in ('pygls', 'lsprotocol', 'shtab', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+
+
+def test_every_cursor_of_a_half_typed_spec_answers_without_raising():
+    base = (ROOT / "tests/fixtures/diagnostics/base.ect").read_text()
+    spec = lower(parse(base))
+    hostile = base.replace("Is {{ a }}", 'Is {{ a }} @ \u0000 "\U0001f600 """x').replace("\n", "\r\n", 3)
+    for text in (base, hostile):
+        for i in range(len(text) + 1):
+            for typed in (text, text[:i]):  # the whole file, and the file as typed so far
+                editor.complete(typed, i, spec)
+                editor.complete(typed, i, None)
+                editor.hover(typed, min(i, len(typed)))
