@@ -293,6 +293,12 @@ def lsp_range(d: Diagnostic, lines: list[str]) -> tuple[tuple[int, int], tuple[i
     return at(d.span.line, d.span.column), at(d.span.end_line, d.span.end_column)
 
 
+def position_of(text: str, offset: int) -> tuple[int, int]:
+    """LSP's 0-based (line, UTF-16 character) of a string offset: the inverse of `offset_of`."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset), utf16_column(text[line_start:offset], offset - line_start + 1)
+
+
 def offset_of(text: str, line: int, character: int) -> int:
     """The string offset of LSP's 0-based (line, UTF-16 character)."""
     start = 0

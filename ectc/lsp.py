@@ -90,11 +90,8 @@ def make_server() -> EctServer:
         if found is None:
             return None
         markdown, (start, end) = found
-        line = params.position.line
-        line_start = text.rfind("\n", 0, start) + 1
-        line_text = text[line_start:text.find("\n", start) if "\n" in text[start:] else len(text)]
-        span = types.Range(start=types.Position(line, editor.utf16_column(line_text, start - line_start + 1)),
-                           end=types.Position(line, editor.utf16_column(line_text, end - line_start + 1)))
+        span = types.Range(start=_position(editor.position_of(text, start)),
+                           end=_position(editor.position_of(text, end)))
         return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=markdown), range=span)
 
     return server

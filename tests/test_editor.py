@@ -70,6 +70,8 @@ def test_utf16_positions():
     d = Diagnostic(Span(1, 14, 1, 16), "E201", "m")  # the `{{` after the emoji, in characters
     assert editor.lsp_range(d, lines) == ((0, 14), (0, 16))  # the emoji is two UTF-16 units
     assert editor.offset_of(lines[0], 0, 14) == 13
+    text = "a\n" + lines[0]
+    assert editor.position_of(text, 2 + 13) == (1, 14) and editor.offset_of(text, 1, 14) == 15
 
 
 def test_version_matches_the_package():
