@@ -149,10 +149,13 @@ def describe_kind(kind) -> str:
     if isinstance(kind, dict):
         return "a block `{ ... }`"
     if isinstance(kind, tuple):
-        return "one of " + ", ".join(f"`{k}`" for k in kind)
+        shown = ", ".join(f"`{k}`" for k in kind[:12])
+        return f"one of {shown}" + (f" (and {len(kind) - 12} more)" if len(kind) > 12 else "")
     return {"int": "a whole number", "num": "a number", "bool": "`true` or `false`", "str": "a string",
             "name": "a name", "names": "a list of names", "values": "a list of axis values",
-            schema.SCHEDULE: "a number or `linear(start, end[, fraction])`"}.get(kind, str(kind))
+            schema.SCHEDULE: "a number or `linear(start, end[, fraction])`", "any": "any value",
+            "strs": "a string or a list of strings",
+            "targets": 'a list of module names or "all-linear"'}.get(kind, str(kind))
 
 
 def _keys(table: dict, path: Optional[tuple[str, ...]]) -> list[Item]:

@@ -131,7 +131,12 @@ def _kind_schema(kind, path: tuple[str, ...]) -> dict:
         simple = {"int": {"type": "integer"}, "num": {"type": "number"}, "bool": {"type": "boolean"},
                   "str": {"type": "string"}, "name": {"type": "string"},
                   "names": {"type": "array", "items": {"type": "string"}},
-                  "values": {"type": "array", "minItems": 1, "items": {"type": ["number", "string"]}}}
+                  "values": {"type": "array", "minItems": 1, "items": {"type": ["number", "string"]}},
+                  # kinds of pass-through keywords and aliases (trl/peft names): any value, a
+                  # string or strings, LoRA targets ("all-linear" or module names)
+                  "any": {}, "strs": {"type": ["string", "array"], "items": {"type": "string"}},
+                  "targets": {"oneOf": [{"const": "all-linear"},
+                                        {"type": "array", "minItems": 1, "items": {"type": "string"}}]}}
         if kind not in simple:
             raise ValueError(f"no JSON Schema for the value kind {kind!r} of `{'.'.join(path)}`")
         out = dict(simple[kind])
