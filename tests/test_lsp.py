@@ -14,6 +14,8 @@ pytest.importorskip("pygls")
 from lsprotocol import types  # noqa: E402
 from pygls.lsp.client import LanguageClient  # noqa: E402
 
+from ectc import schema  # noqa: E402
+
 ROOT = Path(__file__).parent.parent
 SPEC = ROOT / "tests/fixtures/editor/two_problems.ect"  # E601 (`bacth` in rl) and W112
 URI = SPEC.as_uri()
@@ -109,8 +111,9 @@ def test_lsp_session_over_stdio(tmp_path):
         (e["code"], e["line"] - 1, e["column"] - 1, e["end_line"] - 1, e["end_column"] - 1) for e in expected]
     assert [e["code"] for e in expected] == ["E005"]
 
-    assert r["sft"] == ["lr", "schedule", "warmup_steps", "optimizer", "batch", "grad_accum", "epochs", "max_steps",
-                        "max_length", "max_grad_norm", "gradient_checkpointing", "bf16", "tf32", "group_by_length"]
+    # Exactly the sft block's keys (not rl's, nor the profile's), in the schema's order.
+    assert r["sft"] == list(schema.SFT)
+    assert {"lr", "epochs", "max_length", "gradient_checkpointing"} <= set(r["sft"]) and "minibatch" not in r["sft"]
     assert r["arms"] == ["baseline", "ect"]
     assert r["metrics"] == ["accuracy"]
     assert r["schedule"] == ["constant", "linear", "cosine"]
