@@ -116,7 +116,7 @@ def test_lsp_session_over_stdio(tmp_path):
     assert {"lr", "epochs", "max_length", "gradient_checkpointing"} <= set(r["sft"]) and "minibatch" not in r["sft"]
     assert r["arms"] == ["baseline", "ect"]
     assert r["metrics"] == ["accuracy"]
-    assert r["schedule"] == ["constant", "linear", "cosine"]
+    assert r["schedule"] == [str(w) for w in schema.RL["schedule"]] and "cosine" in r["schedule"]
     assert r["prompt"] == ["a", "label", "ok"]
     hover = r["hover"]
     assert hover.contents.value == ("**`rl.steps`**: a whole number\n\n"
