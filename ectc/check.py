@@ -127,6 +127,16 @@ def axis_template_vars(exp: ir.Experiment) -> set[str]:
     return names
 
 
+def label_template_vars(exp: ir.Experiment) -> set[str]:
+    """What the label template may use: the axis (with its descriptions) and the data fields."""
+    return axis_template_vars(exp) | template_vars(exp, main_data(exp))
+
+
+def prompt_template_vars(exp: ir.Experiment) -> set[str]:
+    """What the prompt and system templates may use: the data fields and the label, never the axis."""
+    return template_vars(exp, main_data(exp)) | {"label"}
+
+
 def setting_map(settings: Iterable[ir.Setting]) -> dict[str, ir.Setting]:
     return {s.key: s for s in settings}
 
@@ -759,13 +769,11 @@ def _fmt(x: float) -> str:
 
 def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
     out: list[Diagnostic] = []
-    block = main_data(exp)
-    fields = template_vars(exp, block)
     axis_vars = axis_template_vars(exp)
     for t in exp.labels:
-        problems = check_template(t.text, t.span, axis_vars | fields, "the label")
+        problems = check_template(t.text, t.span, label_template_vars(exp), "the label")
         out.extend(problems or _label_render_problems(exp, t))
-    prompt_vars = fields | {"label"}
+    prompt_vars = prompt_template_vars(exp)
     sources = [("prompt", t) for t in exp.prompts] + [("system prompt", t) for t in exp.systems]
     sources += [(f"profile `{p.name}`'s {s.key}", s.value) for p in exp.profiles for s in p.settings
                 if s.key in ("prompt", "system") and isinstance(s.value, ir.Str)]

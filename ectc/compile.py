@@ -17,3 +17,13 @@ def compile_text(text: str) -> tuple[ir.Spec, list[Diagnostic]]:
     if any(d.severity == "error" for d in diagnostics):
         raise CompileError(diagnostics)
     return spec, [d for d in diagnostics if d.severity == "warning"]
+
+
+def diagnose(text: str) -> list[Diagnostic]:
+    """Every diagnostic of a spec, errors and warnings, as `ectc check` reports them: one call
+    for `check --format` and the language server, so both say the same thing at the same span."""
+    try:
+        _, warnings = compile_text(text)
+    except CompileError as err:
+        return err.diagnostics
+    return warnings
