@@ -539,6 +539,9 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
 
 def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
     s = settings_dict(profile.settings)
+    for block in schema.ALIASES:  # the trainers' names as the spec's short ones: one config either way
+        if block in s:
+            s[block] = schema.canonical(block, s[block])
     model = profile.models[0]
     model_plan: dict[str, Any] = {"type": model.type}
     if model.type == "tiny":
@@ -572,10 +575,10 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
                       for key in ("prompt", "system", "unlabeled")},
         "evaluation": _evaluation(exp, s.get("evaluate", {})),
     }
-    return {**resolved, **trainer_configs(exp, resolved)}
+    return {**resolved, **trainer_configs(exp, resolved, {b: s.get(b) or {} for b in schema.PASS_THROUGH})}
 
 
-def trainer_configs(exp: ir.Experiment, resolved: dict[str, Any]) -> dict[str, dict]:
+def trainer_configs(exp: ir.Experiment, resolved: dict[str, Any], passed: dict[str, dict]) -> dict[str, dict]:
     """The resolved profile's trainer settings as the trainers' own keyword arguments, keyed by
     class ("peft.LoraConfig", ...): what a user passes straight to them. Runtime-only values
     (output_dir, seed, a --steps-scale) are added at the call site. The choice fast path (PPO)
@@ -591,6 +594,10 @@ def trainer_configs(exp: ir.Experiment, resolved: dict[str, Any]) -> dict[str, d
         out[name] = schema.trainer_kwargs(block, resolved["rl" if block == "grpo" else block])
     if "trl.GRPOConfig" in out:
         out["trl.GRPOConfig"]["max_completion_length"] = response_max_tokens(exp)
+    for block, classes in schema.PASS_THROUGH.items():  # `trl { ... }`, `peft { ... }`, as written
+        for name in classes.values():
+            if name in out and passed.get(block):
+                out[name].update(passed[block])
     return out
 
 
