@@ -843,7 +843,9 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for block in exp.data:
         table_names = {s.key for s in block.settings if s.block is not None and s.key not in schema.DATA}
-        known = [s for s in block.settings if s.key in schema.DATA or s.block is None]
+        hub, hub_diags = _check_hub_data(block)
+        out.extend(hub_diags)
+        known = [s for s in block.settings if (s.key in schema.DATA or s.block is None) and s not in hub]
         out.extend(check_settings(known, schema.DATA, f"data `{block.name}`"))
         for s in block.settings:
             if s.key in table_names:
@@ -886,6 +888,42 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
         if block.source.type != "generate" and block.source.arg is not None and not block.source.arg:
             out.append(_err(block.source.span, "E806", "the data source needs a path"))
     return out
+
+
+def hub_splits(split: Optional[ir.Setting]) -> Optional[dict[str, str]]:
+    """{ectc split: hub split} when an `hf` block's `split` names the hub's splits: `split
+    "train"` (every row is training data) or `split { train "train" test "test" }`; None when
+    it does not (no split, or ectc's own counts or fractions)."""
+    if split is None:
+        return None
+    if split.block is None:
+        return {"train": split.value.value} if isinstance(split.value, ir.Str) else None
+    if split.block and all(isinstance(s.value, ir.Str) for s in split.block):
+        return {s.key: s.value.value for s in split.block}
+    return None
+
+
+def _check_hub_data(block: ir.DataBlock) -> tuple[list[ir.Setting], list[Diagnostic]]:
+    """An `hf` block's hub settings (`revision`, `config`, `split` naming hub splits): the
+    settings checked here, and their diagnostics. Other sources have no hub settings (E814)."""
+    settings = setting_map(block.settings)
+    if block.source.type != "hf":
+        return [], [_err(settings[k].span, "E814", f"`{k}` is for a hub dataset (`data {block.name}: hf \"org/name\"`)",
+                         "a file has no revision or config") for k in schema.DATA_HF if k in settings]
+    split = settings.get("split")
+    splits = hub_splits(split)
+    if splits is None:
+        if split is not None and split.block is None:
+            return [split], [_err(split.value.span if split.value else split.span, "E604",
+                                  "`split` of a hub dataset must be a hub split's name or a block",
+                                  'e.g. `split "train"` or `split { train "train" test "test" }`')]
+        return [], []
+    out = []
+    for s in split.block or ():
+        if s.key not in schema.DATA_SPLITS:
+            out.append(_err(s.span, "E601", f"unknown split `{s.key}` in data `{block.name}`",
+                            did_you_mean(s.key, schema.DATA_SPLITS) or "use train, validation or test"))
+    return [split], out
 
 
 def _check_phrase_table(exp: ir.Experiment, s: ir.Setting) -> list[Diagnostic]:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import jinja2
 
 from . import __version__, ir, jsonio, schema
-from .check import enum_names, setting_map, train_range
+from .check import enum_names, hub_splits, setting_map, train_range
 from .plan.model import SCHEMA_VERSION, Plan, main_condition
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data, like the grammar
@@ -280,10 +280,13 @@ def _dataset_context(exp: ir.Experiment) -> dict[str, Any]:
                 steps.append({"kind": "expr", "name": repr(f.name), "code": emit(f.expr)})
         for a in block.assigns:
             steps.append({"kind": "expr", "name": repr(a.name), "code": emit(a.expr)})
-        split = settings_dict(settings["split"].block) if "split" in settings and settings["split"].block else {}
+        hub = hub_splits(settings.get("split")) if block.source.type == "hf" else None
+        split = settings_dict(settings["split"].block) if "split" in settings and settings["split"].block and not hub else {}
         by = split.pop("by", None)
         is_main = block is exp.data[0]
-        if by:
+        if hub:
+            split_kind = "hub"  # each split read from the hub split it names
+        elif by:
             split_kind = "by"
         elif not split:
             split_kind = "none"  # every row is training data
@@ -301,6 +304,10 @@ def _dataset_context(exp: ir.Experiment) -> dict[str, Any]:
             "split_kind": split_kind,
             "split": repr(split),
             "read_fields": repr({f.name: f.type for f in block.fields if f.expr is None}),
+            # datasets.load_dataset's arguments for an `hf` block: {ectc split: hub split}
+            # (rows of a split it does not name: none), the revision and the config
+            "hub_splits": repr(hub or {s: "train" for s in schema.DATA_SPLITS}),
+            "hub": repr({k: literal(settings[k].value) if k in settings else None for k in schema.DATA_HF}),
             "tables_name": "TABLES_" + block.name,
             "tables": repr(tables),
             "steps": steps,
@@ -479,6 +486,9 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
     data = []
     for block in exp.data:
         s = settings_dict(tuple(x for x in block.settings if x.key in schema.DATA))
+        hub = hub_splits(setting_map(block.settings).get("split")) if block.source.type == "hf" else None
+        if hub:
+            s["split"] = hub  # {ectc split: hub split}
         data.append({
             "name": block.name,
             "source": block.source.type,

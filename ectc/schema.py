@@ -281,12 +281,17 @@ def canonical(block: str, settings: dict) -> dict:
 # the ones a short setting maps to (write it in its block, by either name), the ones fixed for
 # every spec, and the ones only a run knows.
 PASS_THROUGH = {"trl": {"sft": "trl.SFTConfig", "grpo": "trl.GRPOConfig"}, "peft": {"lora": "peft.LoraConfig"}}
-RUN_OWNED = {"output_dir", "seed", "max_completion_length"}
+RUN_OWNED = {
+    "output_dir": "ectc sets it for each run", "seed": "ectc sets it for each run (the profile's seeds)",
+    "use_cpu": "ectc sets it for each run (`--device`)",
+    "max_completion_length": "it is the response's `max_tokens`",
+    "report_to": "experiment tracking is the profile's `track { report_to ... }`",
+}
 
 
 def owned_keywords(cls: str) -> dict[str, str]:
     """{keyword: why a pass-through block may not set it} for trainer class `cls`."""
-    out = {k: "ectc sets it for each run" for k in RUN_OWNED}
+    out = dict(RUN_OWNED)
     for block, (name, fields, fixed) in TRAINER_ARGS.items():
         if name != cls:
             continue
@@ -295,7 +300,7 @@ def owned_keywords(cls: str) -> dict[str, str]:
             for kw in ([keyword] if keyword is not None else [f for flags in (words or {}).values() for f in flags]):
                 out[kw] = f"it is `{key}` in `{spec_block}`" + (f" (or `{kw}` there)" if kw != key else "")
         for kw in fixed:
-            out[kw] = f"ectc fixes it to {fixed[kw]!r}"
+            out[kw] = f"ectc fixes it to `{json.dumps(fixed[kw])}`"
     return out
 
 
@@ -338,7 +343,12 @@ DATA = {
     "limit": "int",
     "count": "int",
     "temperature": "num",
+    # `data x: hf "org/name"`: what datasets.load_dataset reads (`split` may also name hub splits)
+    "revision": "str",
+    "config": "str",
 }
+DATA_HF = ("revision", "config")
+DATA_SPLITS = ("train", "validation", "test")
 
 RESPONSE_TEXT = {"max_tokens": "int"}
 

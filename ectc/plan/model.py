@@ -470,7 +470,8 @@ class Plan(_Node):
         return next(b for b in self.data if b.name == name)
 
     def data_files(self) -> dict[str, str]:
-        """The file (or `disk` folder) each file-backed data block reads, relative to the spec."""
+        """The file (or `disk` folder, or `hf` dataset: a local folder, or else a hub id) each
+        file-backed data block reads, relative to the spec."""
         return {b.name: b.path for b in self.data if b.source != "generate" and b.path is not None}
 
     def monitor_files(self) -> dict[str, dict[str, str]]:

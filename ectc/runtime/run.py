@@ -306,9 +306,11 @@ def _load_pretrained(run: Run, path: str, revision: str | None = None):
     from .models import load_hf_model
 
     profile = run.profile
+    hub = {"trust_remote_code": profile.model.trust_remote_code,
+           "attn_implementation": profile.model.attn_implementation} if profile.model.type == "hf" else {}
     return load_hf_model(path, quantize=profile.bnb_config, dtype=profile.model.dtype or "bfloat16",
                          revision=revision,
-                         gradient_checkpointing=bool((profile.sft or {}).get("gradient_checkpointing")))
+                         gradient_checkpointing=bool((profile.sft or {}).get("gradient_checkpointing")), **hub)
 
 
 def _gguf_builder(run: Run, recipe: dict):
@@ -716,7 +718,7 @@ def stage_eval(run: Run, stage: Stage, progress) -> str:
             prompts = messages
             answers = backend.generate(messages, temperature=gen.temperature,
                                        max_new_tokens=min(gen.max_new_tokens, response.max_tokens or 10**9),
-                                       seed=gen.seed + seed, batch_size=gen.batch)
+                                       seed=gen.seed + seed, batch_size=gen.batch, options=gen.extra)
         for i, (row, label, prompt, answer, p) in enumerate(zip(cond_rows, labels, prompts, answers, probs)):
             sample = {**row, "response": answer}
             sample.update(exp.feedback.feedback(sample) if plan.method == "rl" else {})
