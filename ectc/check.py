@@ -551,11 +551,18 @@ def check_settings(settings: Iterable[ir.Setting], table: dict, where: str,
         kind = schema.alias_kind(aliases, s.key) if s.key in names else table.get(s.key, table.get("*"))
         if kind is None:
             out.append(_err(s.span, "E601", f"unknown setting `{s.key}` in {where}",
-                            did_you_mean(s.key, [*table, *names]) or f"known: {', '.join(sorted(table))}"))
+                            did_you_mean(s.key, [*table, *names]) or _known(table)))
             continue
         sub = s.key if nested and s.key in schema.ALIASES else None
         out.extend(_check_value(s, kind, f"`{s.key}` of {where}", sub))
     return out
+
+
+def _known(table: dict) -> str:
+    keys = sorted(table)
+    if len(keys) > 20:  # `generate` takes GenerationConfig's keywords too
+        return f"known: {', '.join(keys[:20])}, ... ({len(keys)} in all)"
+    return f"known: {', '.join(keys)}"
 
 
 def _check_value(s: ir.Setting, kind, where: str, aliases: Optional[str] = None) -> list[Diagnostic]:
