@@ -206,7 +206,9 @@ class VLLMBackend:
         engine = LLM(model=model_path, revision=revision, tokenizer_revision=revision,
                      enable_lora=adapter_path is not None, **engine_kwargs)
         lora = LoRARequest("adapter", 1, adapter_path) if adapter_path else None
-        return cls(engine, AutoTokenizer.from_pretrained(model_path, revision=revision), lora_request=lora)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision,
+                                                  trust_remote_code=engine_kwargs.get("trust_remote_code", False))
+        return cls(engine, tokenizer, lora_request=lora)
 
     def generate(self, prompts, *, temperature, max_new_tokens, seed, batch_size=8, progress=None,
                  top_p=1.0, top_k=0, options=None):

@@ -598,14 +598,15 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
     from .generate import make_backend
 
     profile = run.profile
+    remote = {"trust_remote_code": profile.model.trust_remote_code} if profile.model.type == "hf" else {}
     if profile.generate.backend == "vllm" and arm.out_of_the_box:
-        return make_backend("vllm", model_path=profile.model.path, revision=profile.model.revision)
+        return make_backend("vllm", model_path=profile.model.path, revision=profile.model.revision, **remote)
     if profile.generate.backend == "vllm":
         final = arm_dir(run, arm.trained_as, seed) / "final"
         if profile.lora:
             path, revision = run.carried.base_source  # a hub model, or the cached tiny/GGUF base
             return make_backend("vllm", model_path=path, adapter_path=str(final),
-                                revision=revision, max_lora_rank=profile.lora["rank"])
+                                revision=revision, max_lora_rank=profile.lora["rank"], **remote)
         return make_backend("vllm", model_path=str(final))
     model, tokenizer = load_trained(run, arm.trained_as, seed)
     return make_backend("transformers", model=model, tokenizer=tokenizer)
