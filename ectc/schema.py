@@ -14,7 +14,7 @@ from pathlib import Path
 
 # The keyword arguments of the installed trl, peft and transformers classes, and transformers'
 # optimizer and scheduler names, listed at development time by scripts/list_trainer_keys.py
-# (tests/test_trainer_keys.py fails when the file is stale), so `check` imports none of them.
+# (tests/test_trainer_names.py fails when the file is stale), so `check` imports none of them.
 TRAINER_KEYS: dict = json.loads((Path(__file__).parent / "trainer_keys.json").read_text())
 OPTIMIZERS: tuple[str, ...] = tuple(TRAINER_KEYS["optimizers"])
 SCHEDULERS: tuple[str, ...] = tuple(TRAINER_KEYS["schedulers"])
@@ -181,7 +181,6 @@ GENERATE = {
     **{k: kind if isinstance(kind, str) else tuple(kind)
        for k, kind in TRAINER_KEYS["classes"]["transformers.GenerationConfig"].items() if k not in GENERATION_OWNED},
 }
-GENERATE_OWN = ("temperature", "max_new_tokens", "seed", "batch", "backend")  # ectc's; the rest are GenerationConfig's
 
 WARMUP = {
     "steps": "int",

@@ -4,7 +4,7 @@ classes take, with the kind of value each takes, and transformers' optimizer and
 `ectc check` validates the pass-through blocks of a profile (`trl { ... }`, `peft { ... }`, the
 GenerationConfig keys of `generate { ... }`) and the optimizer and schedule words against this
 file, so it stays torch-free: this script imports the libraries once, at development time.
-tests/test_trainer_keys.py re-derives the file from the installed classes and fails when the
+tests/test_trainer_names.py re-derives the file from the installed classes and fails when the
 committed one is stale (after an upgrade: run this script and commit the file).
 
     .venv/bin/python scripts/list_trainer_keys.py          # rewrite the file
