@@ -307,9 +307,11 @@ def _load_pretrained(run: Run, path: str, revision: str | None = None):
     from .models import load_hf_model
 
     profile = run.profile
+    hub = {"trust_remote_code": profile.model.trust_remote_code,
+           "attn_implementation": profile.model.attn_implementation} if profile.model.type == "hf" else {}
     return load_hf_model(path, quantize=profile.bnb_config, dtype=profile.model.dtype or "bfloat16",
                          revision=revision,
-                         gradient_checkpointing=bool((profile.sft or {}).get("gradient_checkpointing")))
+                         gradient_checkpointing=bool((profile.sft or {}).get("gradient_checkpointing")), **hub)
 
 
 def _gguf_builder(run: Run, recipe: dict):
@@ -588,14 +590,15 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
     from .generate import make_backend
 
     profile = run.profile
+    remote = {"trust_remote_code": profile.model.trust_remote_code} if profile.model.type == "hf" else {}
     if profile.generate.backend == "vllm" and arm.out_of_the_box:
-        return make_backend("vllm", model_path=profile.model.path, revision=profile.model.revision)
+        return make_backend("vllm", model_path=profile.model.path, revision=profile.model.revision, **remote)
     if profile.generate.backend == "vllm":
         final = arm_dir(run, arm.trained_as, seed) / "final"
         if profile.lora:
             path, revision = run.carried.base_source  # a hub model, or the cached tiny/GGUF base
             return make_backend("vllm", model_path=path, adapter_path=str(final),
-                                revision=revision, max_lora_rank=profile.lora["rank"])
+                                revision=revision, max_lora_rank=profile.lora["rank"], **remote)
         return make_backend("vllm", model_path=str(final))
     model, tokenizer = load_trained(run, arm.trained_as, seed)
     return make_backend("transformers", model=model, tokenizer=tokenizer)
@@ -708,7 +711,7 @@ def stage_eval(run: Run, stage: Stage, progress) -> str:
             prompts = messages
             answers = backend.generate(messages, temperature=gen.temperature,
                                        max_new_tokens=min(gen.max_new_tokens, response.max_tokens or 10**9),
-                                       seed=gen.seed + seed, batch_size=gen.batch)
+                                       seed=gen.seed + seed, batch_size=gen.batch, options=gen.extra)
         for i, (row, label, prompt, answer, p) in enumerate(zip(cond_rows, labels, prompts, answers, probs)):
             sample = {**row, "response": answer}
             sample.update(exp.feedback.feedback(sample) if plan.method == "rl" else {})
