@@ -114,7 +114,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
         run.log(stage.name, "reused")
         metrics = json.loads((folder / "metrics.json").read_text())
         _summary_table(run, metrics)
-        _write_stage_log(run, elapsed)
+        run.write_stage_log(elapsed)
         return metrics
     t0 = time.perf_counter()
     metric_names = list(exp.metrics.METRICS)
@@ -176,12 +176,8 @@ def stage_report(run, stage, elapsed: float) -> dict:
     run.write.done(folder / stage.folder, stage)
     run.log(stage.name, "ran", f"{folder / 'report.md'}", time.perf_counter() - t0)
     _summary_table(run, result)
-    _write_stage_log(run, elapsed)
+    run.write_stage_log(elapsed)
     return result
-
-
-def _write_stage_log(run, elapsed: float) -> None:
-    write_json(run.folder / "stages.json", {"events": run.events, "elapsed_seconds": round(elapsed, 1)})
 
 
 def _unscored(by, arm: str, seeds: list[int], cond: str) -> dict:
