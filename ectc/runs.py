@@ -226,7 +226,7 @@ def main_plan(args) -> int:
     if getattr(args, "calibrate", False):
         from rich.console import Console
 
-        from .runtime.launch import calibrate
+        from .runtime.calibrate import calibrate
 
         if stale:
             sys.stderr.write(f"error: --calibrate runs {args.generated}/, which is missing or stale: run `ectc build` first\n")
