@@ -219,7 +219,9 @@ class Emitter:
             self.templates.append(e.args[0].value)  # type: ignore[union-attr]
             return f"render(TEMPLATES[{len(self.templates) - 1}], v)"
         if f == "words":
-            return f"len({a[0]}.split())"
+            # A word holds a letter or a digit: the tiny model's word-level tokenizer spaces
+            # punctuation out, and "The sky is blue ." is 4 words, not 5.
+            return f"sum(1 for w in {a[0]}.split() if any(c.isalnum() for c in w))"
         if f in ("lower", "upper"):
             return f"{a[0]}.{f}()"
         if f == "contains":
