@@ -7,6 +7,7 @@ E6xx profiles and settings, E7xx evaluation, E8xx data and feedback; W for warni
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
@@ -774,7 +775,7 @@ def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
         uses = template_uses(text)
         leaked = sorted(uses & axis_vars)
         for name in leaked:
-            out.append(_err(t.span, "E303", f"the {what} uses the axis `{name}` directly",
+            out.append(_err(template_use_span(t.span, text, name), "E303", f"the {what} uses the axis `{name}` directly",
                             "show the axis through `{{ label }}`, so each arm decides what the model sees"))
         out.extend(d for d in check_template(text, t.span, prompt_vars, f"the {what}")
                    if not (d.code == "E302" and any(f"`{n}`" in d.message for n in leaked)))
@@ -786,6 +787,24 @@ def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
             out.append(_err(exp.prompts[0].span, "E304", "neither the prompt nor the system prompt shows the label",
                             "put `{{ label }}` where the evaluation label goes"))
     return out
+
+
+_ESCAPED = {"\n", "\r", "\t", '"', "\\"}  # what a one-line string can hold only as a two-character escape
+
+
+def template_use_span(span: Span, text: str, name: str) -> Span:
+    """Where `{{ ... name ... }}` (or `{% ... %}`) sits in a template written as a one-line
+    string at `span`, so a caret can point at it; the whole string's span when the template
+    spans lines or cannot be mapped back to its columns."""
+    use = re.compile(rf"(?<![\w.]){re.escape(name)}(?!\w)")
+    block = next((m for m in re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", text, re.S) if use.search(m.group())), None)
+    if block is None or span.line != span.end_line:
+        return span
+    width = lambda chars: sum(2 if ch in _ESCAPED else 1 for ch in chars)  # noqa: E731
+    if width(text) != span.end_column - span.column - 2:
+        return span  # a literal tab where `\t` was assumed: the columns are not known
+    start = span.column + 1 + width(text[:block.start()])
+    return Span(span.line, start, span.line, start + width(block.group()))
 
 
 def _label_render_problems(exp: ir.Experiment, label: ir.Template) -> list[Diagnostic]:
@@ -1263,7 +1282,8 @@ def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
         if axis is None:
             continue
         if sweep.axis != axis.name:
-            out.append(_err(sweep.span, "E703", f"unknown axis `{sweep.axis}`", did_you_mean(sweep.axis, [axis.name])))
+            out.append(_err(sweep.axis_span, "E703", f"unknown axis `{sweep.axis}`",
+                            did_you_mean(sweep.axis, [axis.name]) or f"the experiment's axis is `{axis.name}`"))
             continue
         if axis.type == "enum":
             if not sweep.values:

@@ -270,6 +270,7 @@ class Metric(Node):
 @node
 class Sweep(Node):
     axis: str
+    axis_span: Span = NO_SPAN  # where the axis is named, for a caret under it
     low: Optional[float] = None
     high: Optional[float] = None
     step: Optional[float] = None
@@ -397,7 +398,8 @@ def to_data(value: Any) -> Any:
     return value
 
 
-_SPAN_FIELDS = {"span", "type_span"}
+# Source positions, which no comparison of meaning looks at.
+SPAN_FIELDS = frozenset({"span", "type_span", "axis_span"})
 
 
 def from_data(tp: Any, data: Any) -> Any:
@@ -441,7 +443,7 @@ def _loader(tp: Any):
                 hints = typing.get_type_hints(tp)
                 fields.update({name: _loader(hints[name]) for name in _field_names(tp)})
             values = {k: fields[k](v) for k, v in d.items()}
-            for name in _SPAN_FIELDS & fields.keys() - values.keys():
+            for name in SPAN_FIELDS & fields.keys() - values.keys():
                 values[name] = NO_SPAN  # span-free data, as `ectc diff` compares it
             return tp(**values)
         return load

@@ -466,11 +466,11 @@ class _Lower:
 
     def sweep_range(self, meta, children):
         axis, low, high, step = children
-        return ir.Sweep(span=span_of(meta), axis=axis.id, low=low.value, high=high.value, step=step.value)
+        return ir.Sweep(span=span_of(meta), axis=axis.id, axis_span=axis.span, low=low.value, high=high.value, step=step.value)
 
     def sweep_values(self, meta, children):
         axis, *values = children
-        return ir.Sweep(span=span_of(meta), axis=axis.id, values=tuple(v for v in values if v is not None))
+        return ir.Sweep(span=span_of(meta), axis=axis.id, axis_span=axis.span, values=tuple(v for v in values if v is not None))
 
     def arm_pair(self, meta, children):
         return (children[0], children[1])

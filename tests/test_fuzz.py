@@ -48,7 +48,7 @@ FUZZ = settings(
 
 def strip_spans(obj):
     if isinstance(obj, dict):
-        return {k: strip_spans(v) for k, v in obj.items() if k not in ("span", "type_span")}
+        return {k: strip_spans(v) for k, v in obj.items() if k not in ir.SPAN_FIELDS}
     if isinstance(obj, (list, tuple)):
         return [strip_spans(v) for v in obj]
     return obj
