@@ -1097,6 +1097,7 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
         out.append(_err(extra.span, "E605", "only one profile can be the default"))
     response = exp.response
     data_names = [d.name for d in exp.data]
+    reported: set[str] = set()  # data blocks whose warm-up target was found wanting
     for p in exp.profiles:
         where = f"profile `{p.name}`"
         out.extend(check_settings(p.settings, schema.PROFILE, where))
@@ -1126,13 +1127,35 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
                         if part.key not in data_names:
                             out.append(_err(part.span, "E608", f"unknown data block `{part.key}`",
                                             did_you_mean(part.key, data_names)))
-                        elif not any(a.name == "target" for a in next(d for d in exp.data if d.name == part.key).assigns):
-                            out.append(_err(part.span, "E609", f"data `{part.key}` has no `target`, so it cannot warm a model up"))
+                        else:
+                            out.extend(_check_warmup_target(next(d for d in exp.data if d.name == part.key),
+                                                            part, reported))
             if any(m.type != "tiny" for m in p.models):
                 out.append(_warn(warmup.span, "W610", "a warm-up is meant for the tiny model; a pretrained model has its skills"))
         if any(m.type == "tiny" for m in p.models) and "quantize" in settings:
             out.append(_warn(settings["quantize"].span, "W611", "quantizing the tiny model saves nothing"))
     return out
+
+
+def block_target(block: ir.DataBlock) -> Optional[ir.Node]:
+    """What a warm-up trains a data block's rows to answer: `target = ...`, or a field
+    `target: text = ...` declared with its type."""
+    return next((n for n in (*block.assigns, *block.fields) if n.name == "target"), None)
+
+
+def _check_warmup_target(block: ir.DataBlock, part: ir.Setting, reported: set[str]) -> list[Diagnostic]:
+    if block.name in reported:
+        return []
+    target = block_target(block)
+    if target is None:
+        reported.add(block.name)
+        return [_err(part.span, "E609", f"data `{block.name}` has no `target`, so it cannot warm a model up",
+                     f"give data `{block.name}` the answer to train on: `target = ...` or `target: text = ...`")]
+    if isinstance(target, ir.DataField) and target.type in schema.FIELD_TYPES and target.type != "text":
+        reported.add(block.name)
+        return [_err(target.type_span, "E609", f"a warm-up target is text, but `target` of data `{block.name}` "
+                     f"is declared {target.type}", f"declare it `target: text = ...`, e.g. with render(\"{{{{ ... }}}}\")")]
+    return []
 
 
 def check_gguf_model(m: ir.Model) -> list[Diagnostic]:
@@ -1359,6 +1382,67 @@ def check_bounds(exp: ir.Experiment) -> list[Diagnostic]:
     return out
 
 
+def response_strings(e: ir.Expr) -> list[ir.Str]:
+    """The strings `e` compares the response with: `response == "A"`, `"A" != response`,
+    `response in ["A", "B"]`."""
+    found: list[ir.Str] = []
+    for n in ir.walk(e):
+        if not isinstance(n, ir.Binary):
+            continue
+        if n.op in ("==", "!="):
+            for side, other in ((n.left, n.right), (n.right, n.left)):
+                if isinstance(side, ir.Name) and side.id == "response" and isinstance(other, ir.Str):
+                    found.append(other)
+        elif n.op == "in" and isinstance(n.left, ir.Name) and n.left.id == "response" \
+                and isinstance(n.right, ir.ListExpr):
+            found.extend(i for i in n.right.items if isinstance(i, ir.Str))
+    return found
+
+
+def check_response_strings(exp: ir.Experiment) -> list[Diagnostic]:
+    """A string compared with a `choice` response is one of its choices: `response == "Unsur"`
+    would be a dead branch of the reward, and a metric over it silently 0."""
+    r = exp.response
+    if r is None or r.type != "choice":
+        return []
+    exprs = [a.expr for a in exp.feedback.assigns] if exp.feedback else []
+    exprs += [m.expr for m in exp.monitors if m.expr is not None]
+    ev = exp.evaluate
+    if ev is not None:
+        exprs += [m.expr for m in ev.metrics] + [m.where for m in ev.metrics if m.where is not None]
+        exprs += [a.expr for p in ev.probes for a in p.assigns]
+    shown = ", ".join(f'"{c}"' for c in r.choices)
+    return [_err(s.span, "E207", f'the response is never "{s.value}": it is one of {shown}',
+                 did_you_mean(s.value, r.choices) or "compare it with one of the choices")
+            for e in exprs for s in response_strings(e) if s.value not in r.choices]
+
+
+def check_name_clashes(exp: ir.Experiment) -> list[Diagnostic]:
+    """At evaluation one sample holds, each under its name, the row's fields, the axis value,
+    the response, the feedback terms, the probes' values and the monitors' verdicts, each
+    written over the one before: two of them under one name would lose the first."""
+    block = main_data(exp)
+    taken: dict[str, str] = {name: "the axis" for name in axis_scope(exp) if exp.axis and name == exp.axis.name}
+    taken.update({f.name: f"data field `{f.name}`" for f in (block.fields if block else ())})
+    taken.update({a.name: f"data field `{a.name}`" for a in (block.assigns if block else ())})
+    taken["response"] = "the model's response"
+    out: list[Diagnostic] = []
+
+    def claim(name: str, what: str, span: Span) -> None:
+        if name in taken and not taken[name].startswith(what):
+            out.append(_err(span, "E101", f"{what} `{name}` has the name of {taken[name]}",
+                            f"at evaluation the {what}'s value would replace it in each sample: rename one"))
+        taken.setdefault(name, f"{what} `{name}`")
+
+    for a in exp.feedback.assigns if exp.feedback else ():
+        claim(a.name, "feedback term", a.span)
+    for p in exp.evaluate.probes if exp.evaluate else ():
+        claim(p.name, "probe", p.name_span)
+    for m in exp.monitors:
+        claim(m.name, "monitor", m.name_span)
+    return out
+
+
 CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [
     check_structure,
     check_axis,
@@ -1371,4 +1455,6 @@ CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [
     check_rl_settings,
     check_evaluate,
     check_bounds,
+    check_response_strings,
+    check_name_clashes,
 ]

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import jinja2
 
 from . import __version__, ir, jsonio, schema
-from .check import enum_names, setting_map, train_range
+from .check import block_target, enum_names, setting_map, train_range
 from .plan.compiled import CompiledExperiment
 from .plan.model import SCHEMA_VERSION, Plan, main_condition
 
@@ -508,7 +508,7 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
             "source": block.source.type,
             "path": block.source.arg,
             "fields": [f.name for f in block.fields],
-            "has_target": any(a.name == "target" for a in block.assigns),
+            "has_target": block_target(block) is not None,
             "has_prompt": "prompt" in s,
             "llm_fields": [f.name for f in block.fields if isinstance(f.expr, ir.Call) and f.expr.func == "llm"],
             **{k: v for k, v in s.items() if k != "prompt"},

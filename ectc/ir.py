@@ -218,6 +218,7 @@ class VerdictField(Node):
 @node
 class Monitor(Node):
     name: str
+    name_span: Span = NO_SPAN
     type: Literal["llm", "lexicon", "expr"]
     model: Optional[str] = None
     expr: Optional[Expr] = None
@@ -286,6 +287,7 @@ class Comparison(Node):
 @node
 class Probe(Node):
     name: str
+    name_span: Span = NO_SPAN
     settings: tuple[Setting, ...] = ()
     assigns: tuple[Assign, ...] = ()
 
@@ -399,7 +401,7 @@ def to_data(value: Any) -> Any:
 
 
 # Source positions, which no comparison of meaning looks at.
-SPAN_FIELDS = frozenset({"span", "type_span", "axis_span"})
+SPAN_FIELDS = frozenset({"span", "type_span", "axis_span", "name_span"})
 
 
 def from_data(tp: Any, data: Any) -> Any:

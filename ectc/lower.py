@@ -392,7 +392,7 @@ class _Lower:
     def monitor(self, meta, children):
         name, kind, *items = children
         returns = [i for i in items if isinstance(i, tuple)]
-        return ir.Monitor(span=span_of(meta), name=name.id, **kind,
+        return ir.Monitor(span=span_of(meta), name=name.id, name_span=name.span, **kind,
             settings=_setting_list(items),
             returns=returns[-1][1] if returns else (),
         )
@@ -483,7 +483,7 @@ class _Lower:
 
     def probe(self, meta, children):
         name, *items = children
-        return ir.Probe(span=span_of(meta), name=name.id, settings=_setting_list(items),
+        return ir.Probe(span=span_of(meta), name=name.id, name_span=name.span, settings=_setting_list(items),
             assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
         )
 

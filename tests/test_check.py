@@ -79,3 +79,24 @@ def test_inferred_types_are_objects_with_parameters():
     assert infer("[[1]] == [p]", {"p": enum_type("level")}) == (
         BOOL, ["cannot compare a list of a list of an int with a list of a value of axis `level`"])
     assert infer('"a" + t', {"t": TEXT}) == (TEXT, [])
+
+
+def test_a_typed_warmup_target_is_a_target(tmp_path, capsys):
+    """`target: text = render(...)` is the warm-up's answer as `target = ...` is (issue 16)."""
+    import json
+
+    from ectc.compile import compile_text
+    from ectc.generate import generate
+
+    text = (FIXTURES / "base.ect").read_text().replace("  prompt ", """  data sums {
+    split { train 64 }
+    x: int = randint(0, 9)
+    y: int = randint(0, 9)
+    target: text = render("{{ x + y }}")
+  }
+  prompt """).replace("    rl { steps 10 batch 8 }", "    warmup { steps 10 mix { rows 0.5 sums 0.5 } }\n    rl { steps 10 batch 8 }")
+    spec = tmp_path / "typed.ect"
+    spec.write_text(text)
+    assert main(["check", str(spec)]) == 0, capsys.readouterr().err
+    plan = json.loads(generate(compile_text(text)[0], text, "typed.ect")["mini/experiment.json"])
+    assert [(d["name"], d["has_target"]) for d in plan["data"]] == [("rows", True), ("sums", True)]
