@@ -845,6 +845,11 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
         out.extend(_check_split(block, exp.axis.name if exp.axis is not None and block is exp.data[0] else None))
         scope = axis_scope(exp)
         scope.update({name: TABLE for name in table_names})
+        # Numeric fields (and the axis, as rows draw it) as linear functions of independent draws.
+        axis = exp.axis
+        drawn = train_range(axis.train) if axis is not None and axis.type != "enum" and axis.train else None
+        ranges = {axis.name: drawn} if drawn else {}
+        forms: dict[str, Linear] = {axis.name: ({axis.name: 1.0}, 0.0)} if drawn else {}
         for f in block.fields:
             if f.type not in schema.FIELD_TYPES:
                 out.append(_err(f.type_span, "E801", f"unknown field type `{f.type}`",
@@ -868,17 +873,108 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
             if f.name in scope and f.name not in table_names:
                 out.append(_err(f.span, "E101", f"`{f.name}` is already declared"))
             scope[f.name] = declared
+            forms.pop(f.name, None)
+            if f.expr is not None:
+                out.extend(_check_draw_arguments(f.expr, forms, ranges))
+                own = _draw_range(f.expr) if f.type in ("int", "real") else None
+                form = linear_form(f.expr, forms) if f.type in ("int", "real") else None
+                if own is not None:
+                    ranges[f.name], forms[f.name] = own, ({f.name: 1.0}, 0.0)
+                elif form is not None:
+                    forms[f.name] = form
         prompt = setting_map(block.settings).get("prompt")
         if prompt is not None and isinstance(prompt.value, ir.Str):
             out.extend(check_template(prompt.value.value, prompt.value.span,
                                       {f.name for f in block.fields}, f"data `{block.name}`'s prompt"))
         for a in block.assigns:
+            out.extend(_check_draw_arguments(a.expr, forms, ranges))
             if a.name != "target":
                 out.append(_err(a.span, "E805", f"a data block assigns only `target`, not `{a.name}`",
                                 "declare a field instead: `NAME: TYPE = ...`"))
             Typer(scope, "data", out).expect(a.expr, (TEXT,), "a target")
         if block.source.type != "generate" and block.source.arg is not None and not block.source.arg:
             out.append(_err(block.source.span, "E806", "the data source needs a path"))
+    return out
+
+
+# A value as a linear function of independent draws: ({draw: coefficient}, constant). A draw is
+# a data field drawn by randint/uniform/choice from constants, or the axis; its range is known.
+Linear = tuple[dict[str, float], float]
+
+
+def linear_form(e: ir.Expr, forms: dict[str, Linear]) -> Optional[Linear]:
+    """`e` as a linear function of the draws in `forms` (fields map to their own forms), or
+    None where it is not one (a product of two draws, an `if`, a function)."""
+    if isinstance(e, ir.Num):
+        return ({}, e.value)
+    if isinstance(e, ir.Name):
+        return forms.get(e.id)
+    if isinstance(e, ir.Unary) and e.op == "-":
+        f = linear_form(e.operand, forms)
+        return ({k: -c for k, c in f[0].items()}, -f[1]) if f else None
+    if isinstance(e, ir.Binary) and e.op in ("+", "-", "*", "/"):
+        a, b = linear_form(e.left, forms), linear_form(e.right, forms)
+        if not (a and b):
+            return None
+        if e.op in ("+", "-"):
+            sign = 1 if e.op == "+" else -1
+            coef = dict(a[0])
+            for k, c in b[0].items():
+                coef[k] = coef.get(k, 0.0) + sign * c
+            return ({k: c for k, c in coef.items() if c}, a[1] + sign * b[1])
+        if e.op == "/":
+            return ({k: c / b[1] for k, c in a[0].items()}, a[1] / b[1]) if not b[0] and b[1] else None
+        (var, const) = (a, b) if not b[0] else (b, a)
+        if const[0]:
+            return None  # a product of two draws
+        return ({k: c * const[1] for k, c in var[0].items() if c * const[1]}, var[1] * const[1])
+    return None
+
+
+def _draw_range(e: ir.Expr) -> Optional[tuple[float, float]]:
+    """The range of a draw from constants: randint(0, 9), uniform(0.1, 0.9), choice([1, 5])."""
+    if isinstance(e, ir.Call) and e.func in ("randint", "uniform") and len(e.args) == 2:
+        lo, hi = _number(e.args[0]), _number(e.args[1])
+        return (lo, hi) if lo is not None and hi is not None and lo <= hi else None
+    if isinstance(e, ir.Call) and e.func == "choice" and len(e.args) == 1 and isinstance(e.args[0], ir.ListExpr):
+        values = [_number(i) for i in e.args[0].items]
+        return (min(values), max(values)) if values and None not in values else None
+    return None
+
+
+def _bounds(f: Linear, ranges: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    low = f[1] + sum(c * ranges[k][0 if c > 0 else 1] for k, c in f[0].items())
+    high = f[1] + sum(c * ranges[k][1 if c > 0 else 0] for k, c in f[0].items())
+    return (low, high)
+
+
+def _check_draw_arguments(e: ir.Expr, forms: dict[str, Linear],
+                          ranges: dict[str, tuple[float, float]]) -> list[Diagnostic]:
+    """Arguments a draw cannot take, where they are linear in independent draws (so their
+    extremes do occur): a probability outside [0, 1], or a randint whose low bound can pass
+    its high bound (the data stage would stop on that row)."""
+    out = []
+    for n in ir.walk(e):
+        if not isinstance(n, ir.Call):
+            continue
+        if n.func == "bernoulli" and len(n.args) == 1:
+            p = linear_form(n.args[0], forms)
+            low, high = _bounds(p, ranges) if p else (0.0, 1.0)
+            if low < 0 or high > 1:
+                found = _fmt(low) if low == high else f"values from {_fmt(low)} to {_fmt(high)}"
+                out.append(_err(n.args[0].span, "E815", f"bernoulli's probability must lie in [0, 1], found {found}",
+                                "bernoulli(p) is true with probability p"))
+        elif n.func == "randint" and len(n.args) == 2:
+            lo, hi = (linear_form(a, forms) for a in n.args)
+            if lo is None or hi is None:
+                continue
+            gap = linear_form(ir.Binary(span=n.span, op="-", left=n.args[1], right=n.args[0]), forms)
+            least = _bounds(gap, ranges)[0] if gap else 0.0
+            if least < 0:
+                what = (f"{_fmt(lo[1])} is above its high bound {_fmt(hi[1])}" if not lo[0] and not hi[0]
+                        else f"can be above its high bound, by up to {_fmt(-least)}")
+                out.append(_err(n.span, "E815", f"randint's low bound {what}",
+                                "randint(a, b) draws a whole number from a to b, and needs a <= b on every row"))
     return out
 
 
