@@ -1254,6 +1254,35 @@ def _check_warmup_target(block: ir.DataBlock, part: ir.Setting, reported: set[st
     return []
 
 
+def word_lists(exp: ir.Experiment) -> list[tuple[ir.Monitor, str, ir.Str]]:
+    """Each lexicon monitor's word lists: (monitor, list name, the path as written)."""
+    found = []
+    for m in exp.monitors:
+        lists = setting_map(m.settings).get("lists") if m.type == "lexicon" else None
+        rows = lists.block or () if lists is not None else ()
+        for row in rows:
+            if isinstance(row.value, ir.Str):
+                found.append((m, row.key, row.value))
+    return found
+
+
+def check_files(spec: ir.Spec, is_file: Callable[[str], bool], files_in: Callable[[str], list[str]]) -> list[Diagnostic]:
+    """Files the spec names that a run reads (lexicon word lists), each a path relative to the
+    spec's folder: there, or an error now rather than after training. The caller does the
+    I/O: `is_file(path)`, and `files_in(folder)` the files of a folder, for a did-you-mean."""
+    out = []
+    for exp in spec.experiments:
+        for m, key, path in word_lists(exp):
+            if path.value and is_file(path.value):
+                continue
+            folder = path.value.rpartition("/")[0]
+            near = [f"{folder}/{n}" if folder else n for n in files_in(folder)]
+            out.append(_err(path.span, "E405", f"lexicon monitor `{m.name}`'s list `{key}`: no file "
+                            f"`{path.value}` beside the spec",
+                            did_you_mean(path.value, near) or "a word list's path is relative to the spec's folder"))
+    return out
+
+
 def check_gguf_model(m: ir.Model) -> list[Diagnostic]:
     """`model gguf "FILE" [in "PACKAGE"]`: a .gguf file, named inside a top-level package that
     ships it (found without importing it) or as a path relative to the spec."""
