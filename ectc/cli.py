@@ -63,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = EXIT_ERROR
             continue
         try:
-            _, warnings = compile_text(source, Path(name).parent)
+            _, warnings = compile_text(source, folder=Path(name).parent)
         except CompileError as err:
             _report_compile_error(err, name, source)
             status = EXIT_ERROR

@@ -11,7 +11,7 @@ from .lower import lower
 from .parse import parse, without_gc
 
 
-def compile_text(text: str, folder: Path | None = None) -> tuple[ir.Spec, list[Diagnostic]]:
+def compile_text(text: str, *, folder: Path | None = None) -> tuple[ir.Spec, list[Diagnostic]]:
     """Return the checked IR and its warnings; raise CompileError when there is an error.
     With the spec's `folder`, the files it names (word lists) must also be there."""
     with without_gc():

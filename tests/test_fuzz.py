@@ -7,7 +7,6 @@ Three sources of input: (a) programs drawn from the grammar itself (hypothesis' 
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -57,10 +56,7 @@ def strip_spans(obj):
 def _compile(text: str) -> None:
     if compile_text is None:
         return
-    if len(inspect.signature(compile_text).parameters) >= 2:
-        compile_text(text, "fuzz.ect")
-    else:
-        compile_text(text)
+    compile_text(text)
 
 
 def front_end(text: str):

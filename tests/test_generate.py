@@ -73,7 +73,7 @@ HOSTILE = [
 def _hostile_spec(s: str) -> str:
     base = (FIXTURES / "diagnostics" / "base.ect").read_text()
     return (base
-            .replace('response choice ["Yes", "No"]', f'response choice ["{s}", "No"]')
+            .replace('response choice ["Yes", "No"]', f'response choice ["{s}", "Yes", "No"]')
             .replace('target = if ok then "Yes" else "No"', f'target = if ok then "{s}" else "No"')
             .replace("a: int = randint(0, 9)", f'a: int = randint(0, 9)\n    note: text = choice(["{s}", "x"])')
             .replace('mean((response == "Yes") == ok)', f'mean((response == "{s}") == ok)'))
