@@ -1547,7 +1547,7 @@ def check_name_clashes(exp: ir.Experiment) -> list[Diagnostic]:
     the response, the feedback terms, the probes' values and the monitors' verdicts, each
     written over the one before: two of them under one name would lose the first."""
     block = main_data(exp)
-    taken: dict[str, str] = {name: "the axis" for name in axis_scope(exp) if exp.axis and name == exp.axis.name}
+    taken: dict[str, str] = {exp.axis.name: "the axis"} if exp.axis else {}
     taken.update({f.name: f"data field `{f.name}`" for f in (block.fields if block else ())})
     taken.update({a.name: f"data field `{a.name}`" for a in (block.assigns if block else ())})
     taken["response"] = "the model's response"
