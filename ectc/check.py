@@ -128,6 +128,16 @@ def axis_template_vars(exp: ir.Experiment) -> set[str]:
     return names
 
 
+def label_template_vars(exp: ir.Experiment) -> set[str]:
+    """What the label template may use: the axis (with its descriptions) and the data fields."""
+    return axis_template_vars(exp) | template_vars(exp, main_data(exp))
+
+
+def prompt_template_vars(exp: ir.Experiment) -> set[str]:
+    """What the prompt and system templates may use: the data fields and the label, never the axis."""
+    return template_vars(exp, main_data(exp)) | {"label"}
+
+
 def setting_map(settings: Iterable[ir.Setting]) -> dict[str, ir.Setting]:
     return {s.key: s for s in settings}
 
@@ -536,29 +546,45 @@ def template_uses(text: str) -> set[str]:
 # ---- settings ------------------------------------------------------------------------
 
 
-def check_settings(settings: Iterable[ir.Setting], table: dict, where: str) -> list[Diagnostic]:
+def check_settings(settings: Iterable[ir.Setting], table: dict, where: str,
+                   aliases: Optional[str] = None, nested: bool = False) -> list[Diagnostic]:
+    """`aliases`: the block whose trainer names (schema.ALIASES) it also takes; `nested`: its
+    sub-blocks take theirs (a profile's `rl`, `sft`, `lora`, `quantize`)."""
     out: list[Diagnostic] = []
-    seen: set[str] = set()
+    names = schema.ALIASES.get(aliases or "", {})
+    seen: dict[str, str] = {}
     for s in settings:
-        if s.key in seen:
-            out.append(_err(s.span, "E602", f"`{s.key}` is set twice in {where}"))
-        seen.add(s.key)
-        kind = table.get(s.key, table.get("*"))
+        short = names[s.key][0] if s.key in names else s.key
+        if short in seen:
+            twice = f"`{s.key}`" if seen[short] == s.key else f"`{short}` (as `{seen[short]}` and `{s.key}`)"
+            out.append(_err(s.span, "E602", f"{twice} is set twice in {where}"))
+        seen.setdefault(short, s.key)
+        kind = schema.alias_kind(aliases, s.key) if s.key in names else table.get(s.key, table.get("*"))
         if kind is None:
             out.append(_err(s.span, "E601", f"unknown setting `{s.key}` in {where}",
-                            did_you_mean(s.key, table) or f"known: {', '.join(sorted(table))}"))
+                            did_you_mean(s.key, [*table, *names]) or _known(table)))
             continue
-        out.extend(_check_value(s, kind, f"`{s.key}` of {where}"))
+        sub = s.key if nested and s.key in schema.ALIASES else None
+        out.extend(_check_value(s, kind, f"`{s.key}` of {where}", sub))
     return out
 
 
-def _check_value(s: ir.Setting, kind, where: str) -> list[Diagnostic]:
+def _known(table: dict) -> str:
+    keys = sorted(table)
+    if len(keys) > 20:  # `generate` takes GenerationConfig's keywords too
+        return f"known: {', '.join(keys[:20])}, ... ({len(keys)} in all)"
+    return f"known: {', '.join(keys)}"
+
+
+def _check_value(s: ir.Setting, kind, where: str, aliases: Optional[str] = None) -> list[Diagnostic]:
     if isinstance(kind, dict):
         if s.block is None:
             return [_err(s.span, "E603", f"`{s.key}` takes a block `{{ ... }}`")]
-        return check_settings(s.block, kind, where)
-    if s.block is not None:
+        return check_settings(s.block, kind, where, aliases)
+    if s.block is not None and kind != "any":  # `any`: a pass-through keyword may take a dict
         return [_err(s.span, "E603", f"`{s.key}` takes a value, not a block")]
+    if s.block is not None:
+        return []
     v = s.value
     ok, expected = _value_ok(v, kind)
     if ok:
@@ -566,16 +592,32 @@ def _check_value(s: ir.Setting, kind, where: str) -> list[Diagnostic]:
     hint = None
     if isinstance(kind, tuple):
         word = v.id if isinstance(v, ir.Name) else v.value if isinstance(v, ir.Str) else None
-        hint = did_you_mean(str(word), kind) if word is not None else None
+        hint = did_you_mean(str(word), [str(k) for k in kind]) if word is not None else None
     return [_err(v.span, "E604", f"{where} must be {expected}", hint)]
+
+
+def _word(k) -> str:
+    return str(k).lower() if isinstance(k, bool) else str(k)
 
 
 def _value_ok(v: ir.Expr, kind) -> tuple[bool, str]:
     if isinstance(kind, tuple):
-        word = v.id if isinstance(v, ir.Name) else v.value if isinstance(v, ir.Str) else None
+        word = v.id if isinstance(v, ir.Name) else v.value if isinstance(v, (ir.Str, ir.Bool)) else None
         if isinstance(v, ir.Num) and v.is_int:  # a choice of numbers, e.g. quantize bits (4, 8)
             word = int(v.value)
-        return word in kind, "one of " + ", ".join(f"`{k}`" for k in kind)
+        if len(kind) > 12:  # transformers' optimizers or schedulers: too many to list
+            return word in kind and not isinstance(word, bool), f"one of the {len(kind)} names transformers knows"
+        return (word in kind and isinstance(word, bool) == isinstance(kind[0], bool),
+                "one of " + ", ".join(f"`{_word(k)}`" for k in kind))
+    if kind == "any":  # a pass-through keyword whose type ectc does not model: the class checks it
+        return True, ""
+    if kind == "strs":
+        return isinstance(v, ir.Str) or (isinstance(v, ir.ListExpr) and all(isinstance(i, (ir.Str, ir.Name)) for i in v.items)), \
+            "a string or a list of strings"
+    if kind == "targets":  # LoRA targets: module names, short (q) or full (q_proj), or "all-linear"
+        return (isinstance(v, ir.Str) and v.value == "all-linear") or (
+            isinstance(v, ir.ListExpr) and bool(v.items) and all(isinstance(i, (ir.Str, ir.Name)) for i in v.items)), \
+            'a list of module names or "all-linear"'
     if kind == "int":
         return isinstance(v, ir.Num) and v.is_int, "a whole number"
     if kind == "num":
@@ -760,13 +802,11 @@ def _fmt(x: float) -> str:
 
 def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
     out: list[Diagnostic] = []
-    block = main_data(exp)
-    fields = template_vars(exp, block)
     axis_vars = axis_template_vars(exp)
     for t in exp.labels:
-        problems = check_template(t.text, t.span, axis_vars | fields, "the label")
+        problems = check_template(t.text, t.span, label_template_vars(exp), "the label")
         out.extend(problems or _label_render_problems(exp, t))
-    prompt_vars = fields | {"label"}
+    prompt_vars = prompt_template_vars(exp)
     sources = [("prompt", t) for t in exp.prompts] + [("system prompt", t) for t in exp.systems]
     sources += [(f"profile `{p.name}`'s {s.key}", s.value) for p in exp.profiles for s in p.settings
                 if s.key in ("prompt", "system") and isinstance(s.value, ir.Str)]
@@ -837,7 +877,9 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for block in exp.data:
         table_names = {s.key for s in block.settings if s.block is not None and s.key not in schema.DATA}
-        known = [s for s in block.settings if s.key in schema.DATA or s.block is None]
+        hub, hub_diags = _check_hub_data(block)
+        out.extend(hub_diags)
+        known = [s for s in block.settings if (s.key in schema.DATA or s.block is None) and s not in hub]
         out.extend(check_settings(known, schema.DATA, f"data `{block.name}`"))
         for s in block.settings:
             if s.key in table_names:
@@ -976,6 +1018,42 @@ def _check_draw_arguments(e: ir.Expr, forms: dict[str, Linear],
                 out.append(_err(n.span, "E815", f"randint's low bound {what}",
                                 "randint(a, b) draws a whole number from a to b, and needs a <= b on every row"))
     return out
+
+
+def hub_splits(split: Optional[ir.Setting]) -> Optional[dict[str, str]]:
+    """{ectc split: hub split} when an `hf` block's `split` names the hub's splits: `split
+    "train"` (every row is training data) or `split { train "train" test "test" }`; None when
+    it does not (no split, or ectc's own counts or fractions)."""
+    if split is None:
+        return None
+    if split.block is None:
+        return {"train": split.value.value} if isinstance(split.value, ir.Str) else None
+    if split.block and all(isinstance(s.value, ir.Str) for s in split.block):
+        return {s.key: s.value.value for s in split.block}
+    return None
+
+
+def _check_hub_data(block: ir.DataBlock) -> tuple[list[ir.Setting], list[Diagnostic]]:
+    """An `hf` block's hub settings (`revision`, `config`, `split` naming hub splits): the
+    settings checked here, and their diagnostics. Other sources have no hub settings (E814)."""
+    settings = setting_map(block.settings)
+    if block.source.type != "hf":
+        return [], [_err(settings[k].span, "E814", f"`{k}` is for a hub dataset (`data {block.name}: hf \"org/name\"`)",
+                         "a file has no revision or config") for k in schema.DATA_HF if k in settings]
+    split = settings.get("split")
+    splits = hub_splits(split)
+    if splits is None:
+        if split is not None and split.block is None:
+            return [split], [_err(split.value.span if split.value else split.span, "E604",
+                                  "`split` of a hub dataset must be a hub split's name or a block",
+                                  'e.g. `split "train"` or `split { train "train" test "test" }`')]
+        return [], []
+    out = []
+    for s in split.block or ():
+        if s.key not in schema.DATA_SPLITS:
+            out.append(_err(s.span, "E601", f"unknown split `{s.key}` in data `{block.name}`",
+                            did_you_mean(s.key, schema.DATA_SPLITS) or "use train, validation or test"))
+    return [split], out
 
 
 def _check_phrase_table(exp: ir.Experiment, s: ir.Setting) -> list[Diagnostic]:
@@ -1196,7 +1274,8 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
     reported: set[str] = set()  # data blocks whose warm-up target was found wanting
     for p in exp.profiles:
         where = f"profile `{p.name}`"
-        out.extend(check_settings(p.settings, schema.PROFILE, where))
+        out.extend(check_settings(p.settings, schema.PROFILE, where, nested=True))
+        out.extend(check_pass_through(exp, p))
         if len(p.models) != 1:
             out.append(_err(p.span if not p.models else p.models[1].span, "E606",
                             f"{where} must declare exactly one `model`"))
@@ -1283,6 +1362,46 @@ def check_files(spec: ir.Spec, is_file: Callable[[str], bool], files_in: Callabl
     return out
 
 
+def _trains_with(exp: ir.Experiment) -> Optional[str]:
+    """Which trainer a profile of `exp` trains with: "sft", "grpo" or "ppo" (the fast path)."""
+    if exp.response is None:
+        return None
+    if not (exp.response.type == "choice" or _defines(exp, "reward")):
+        return "sft"
+    return schema.RL_ALGORITHM[exp.response.type]
+
+
+def check_pass_through(exp: ir.Experiment, p: ir.Profile) -> list[Diagnostic]:
+    """`trl { ... }` and `peft { ... }`: keywords of the class the profile trains with
+    (schema.PASS_THROUGH), as the installed class lists them (schema.TRAINER_KEYS), that ectc
+    does not set itself (E630: those have their place, or are the run's)."""
+    out: list[Diagnostic] = []
+    settings = setting_map(p.settings)
+    trainer = _trains_with(exp)
+    for block, classes in schema.PASS_THROUGH.items():
+        s = settings.get(block)
+        if s is None or s.block is None:
+            continue
+        cls = classes.get(trainer) if block == "trl" else (classes["lora"] if "lora" in settings else None)
+        if cls is None:
+            why = ("this profile trains LoRA only with a `lora { ... }` block" if block == "peft" else
+                   "the one-token fast path is ectc's own PPO, not trl's: its settings are all in `rl`")
+            out.append(_err(s.span, "E631", f"`{block}` has no class to pass its keywords to", why))
+            continue
+        keys, owned = schema.TRAINER_KEYS["classes"][cls], schema.owned_keywords(cls)
+        for item in s.block:
+            if item.key in owned:
+                out.append(_err(item.span, "E630", f"`{block}` does not set `{item.key}`: {owned[item.key]}"))
+            elif item.key not in keys:
+                out.append(_err(item.span, "E601", f"unknown setting `{item.key}` in `{block}` of profile `{p.name}`",
+                                did_you_mean(item.key, keys) or f"{block} takes the keywords of {cls}"))
+            else:
+                kind = keys[item.key]
+                out.extend(_check_value(item, tuple(kind) if isinstance(kind, list) else kind,
+                                        f"`{item.key}` of `{block}` ({cls})"))
+    return out
+
+
 def check_gguf_model(m: ir.Model) -> list[Diagnostic]:
     """`model gguf "FILE" [in "PACKAGE"]`: a .gguf file, named inside a top-level package that
     ships it (found without importing it) or as a path relative to the spec."""
@@ -1318,7 +1437,8 @@ def check_rl_settings(exp: ir.Experiment) -> list[Diagnostic]:
         rl = setting_map(p.settings).get("rl")
         if rl is None or rl.block is None:
             continue
-        settings = setting_map(rl.block)
+        short = {s.key: schema.ALIASES["rl"].get(s.key, (s.key,))[0] for s in rl.block}
+        settings = {short[s.key]: s for s in rl.block}
         chosen = settings.get("algorithm")
         word = chosen.value.id if chosen is not None and isinstance(chosen.value, ir.Name) else None
         if word in schema.RL["algorithm"] and word != expected:
@@ -1327,16 +1447,24 @@ def check_rl_settings(exp: ir.Experiment) -> list[Diagnostic]:
                             f"write `algorithm {expected}`, or leave `algorithm` out"))
         allowed = schema.ALGORITHM_SETTINGS[expected]
         for s in rl.block:
-            if s.key == "algorithm" or s.key not in schema.RL:
+            key = short[s.key]
+            if key == "algorithm" or key not in schema.RL:
                 continue  # unknown keys are E601's
-            if s.key not in allowed:
+            if key not in allowed:
                 out.append(_err(s.span, "E612", f"`{s.key}` has no meaning for `{expected}` ({trainer[expected]})",
-                                _WHY_NOT.get((expected, s.key), f"remove `{s.key}`")))
-            elif (expected == "grpo" and schema.RL[s.key] == schema.SCHEDULE and isinstance(s.value, ir.Call)
+                                _WHY_NOT.get((expected, key), f"remove `{s.key}`")))
+            elif (expected == "grpo" and schema.RL[key] == schema.SCHEDULE and isinstance(s.value, ir.Call)
                   and len(s.value.args) >= 2 and _number(s.value.args[0]) != _number(s.value.args[1])):
                 out.append(_err(s.value.span, "E613",
-                                f"GRPO holds `{s.key}` constant (GRPOConfig.{schema.GRPO_FIELDS[s.key][0]}); this schedule varies",
+                                f"GRPO holds `{s.key}` constant (GRPOConfig.{schema.GRPO_FIELDS[key][0]}); this schedule varies",
                                 f"write one number, e.g. `{s.key} {_fmt(_number(s.value.args[0]) or 0.0)}`"))
+            elif expected == "ppo" and key in schema.PPO_WORDS:
+                word = s.value.id if isinstance(s.value, ir.Name) else s.value.value if isinstance(s.value, ir.Str) else None
+                word = schema.canonical("rl", {s.key: word})[key]
+                if word in schema.RL[key] and word not in schema.PPO_WORDS[key]:
+                    out.append(_err(s.value.span, "E632", f"the one-token fast path has no {key} `{word}`",
+                                    "it runs " + ", ".join(f"`{w}`" for w in schema.PPO_WORDS[key])
+                                    + "; trl's other choices need a `text` response (GRPO)"))
         if expected == "grpo":
             out.extend(_check_grpo_groups(rl, settings))
     return out
@@ -1559,7 +1687,8 @@ def check_name_clashes(exp: ir.Experiment) -> list[Diagnostic]:
                             f"at evaluation the {what}'s value would replace it in each sample: rename one"))
         taken.setdefault(name, f"{what} `{name}`")
 
-    for a in exp.feedback.assigns if exp.feedback else ():
+    # Feedback joins the sample only under RL; an SFT `target` is the training completion.
+    for a in exp.feedback.assigns if exp.feedback and _defines(exp, "reward") else ():
         claim(a.name, "feedback term", a.span)
     for p in exp.evaluate.probes if exp.evaluate else ():
         claim(p.name, "probe", p.name_span)

@@ -56,6 +56,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .compile import compile_text
     from .errors import CompileError
 
+    if args.format != "text":
+        return _check_machine_readable(args)
     status = EXIT_OK
     for name in args.specs:
         source = read_spec(name)
@@ -71,6 +73,31 @@ def cmd_check(args: argparse.Namespace) -> int:
         for w in warnings:
             sys.stderr.write(w.render(source, name) + "\n")
         print(f"{name}: ok" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+    return status
+
+
+def _check_machine_readable(args: argparse.Namespace) -> int:
+    """`check --format json|github`: the same diagnostics and exit status as the text form, as
+    one JSON list or one GitHub annotation line each, on stdout."""
+    from . import diagformat, jsonio
+    from .compile import diagnose
+
+    status, records = EXIT_OK, []
+    for name in args.specs:
+        source = read_spec(name)
+        if source is None:
+            status = EXIT_ERROR
+            continue
+        diagnostics = diagnose(source, folder=Path(name).parent)
+        if any(d.severity == "error" for d in diagnostics):
+            status = EXIT_ERROR
+        if args.format == "json":
+            records += [diagformat.as_record(d, name) for d in diagnostics]
+        else:
+            for d in diagnostics:
+                print(diagformat.as_github(d, name))
+    if args.format == "json":
+        print(jsonio.dumps(records, indent=1))
     return status
 
 
@@ -199,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate specs; report every problem with line, caret and hint")
     p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--format", choices=["text", "json", "github"], default="text",
+                   help="text (default), a JSON list of diagnostics, or GitHub Actions annotations")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("fmt", help="rewrite specs in canonical layout")
@@ -239,7 +268,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     _add_optional_commands(sub)
+    _add_editor_commands(parser, sub)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: the version is looked up only when asked for, so `--help` stays as fast."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__
+
+        print(f"ectc {__version__}")
+        parser.exit()
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from . import jsonio
+    from .settings_doc import json_schema
+
+    print(jsonio.dumps(json_schema(), indent=1))
+    return EXIT_OK
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    try:
+        from .lsp import serve  # pygls is imported here only: no other command pays for it
+    except ImportError as exc:
+        sys.stderr.write(f"error: `ectc lsp` needs pygls ({exc}): pip install 'ectc[lsp]'\n")
+        return EXIT_ERROR
+
+    serve()
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    try:
+        import shtab
+    except ImportError:
+        sys.stderr.write("error: `ectc completion` needs shtab: pip install 'ectc[lsp]'\n")
+        return EXIT_ERROR
+
+    parser = build_parser()
+    _complete_spec_files(parser)
+    print(shtab.complete(parser, shell=args.shell), end="")
+    return EXIT_OK
+
+
+def _complete_spec_files(parser: argparse.ArgumentParser) -> None:
+    """Mark every SPEC argument (of every command) as a file, completed to `.ect` files in zsh."""
+    for action in parser._actions:  # argparse keeps its actions only here
+        if action.metavar in ("SPEC", "OLD", "NEW"):
+            action.complete = {"bash": "_shtab_compgen_files", "zsh": "_files -g '*.ect'"}  # type: ignore[attr-defined]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                _complete_spec_files(sub)
+
+
+def _add_editor_commands(parser: argparse.ArgumentParser, sub) -> None:
+    """`--version`, and the commands for editors and shells: schema, lsp, completion."""
+    parser.add_argument("--version", action=_VersionAction, help="print ectc's version and exit")
+
+    p = sub.add_parser("schema", help="the JSON Schema of profile settings, with each setting's doc")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("lsp", help="the language server (stdio) for editors: diagnostics, hover, completion")
+    p.set_defaults(func=cmd_lsp)
+
+    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(ectc completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh"])
+    p.set_defaults(func=cmd_completion)
 
 
 def _add_optional_commands(sub) -> None:

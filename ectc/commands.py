@@ -118,6 +118,8 @@ def register(sub) -> None:
     p.add_argument("--steps-scale", type=float, default=1.0, help="as for `ectc run`")
     p.add_argument("--generated", default="generated", help="generated code folder, checked for staleness")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-bill", dest="bill", action="store_false",
+                   help="skip the bill (the work, Claude calls, tokens, cost and time of the stages that run)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("runs", help="list runs: spec hash, profile, date, headline metrics")

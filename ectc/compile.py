@@ -24,6 +24,16 @@ def compile_text(text: str, *, folder: Path | None = None) -> tuple[ir.Spec, lis
     return spec, [d for d in diagnostics if d.severity == "warning"]
 
 
+def diagnose(text: str, *, folder: Path | None = None) -> list[Diagnostic]:
+    """Every diagnostic of a spec, errors and warnings, as `ectc check` reports them: one call
+    for `check --format` and the language server, so both say the same thing at the same span."""
+    try:
+        _, warnings = compile_text(text, folder=folder)
+    except CompileError as err:
+        return err.diagnostics
+    return warnings
+
+
 def _is_file(folder: Path, path: str) -> bool:
     try:
         return (folder / path).is_file()

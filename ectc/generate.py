@@ -16,7 +16,7 @@ from typing import Any, Optional
 import jinja2
 
 from . import __version__, ir, jsonio, schema
-from .check import block_target, enum_names, setting_map, train_range
+from .check import block_target, enum_names, hub_splits, setting_map, train_range
 from .plan.compiled import CompiledExperiment
 from .plan.model import SCHEMA_VERSION, Plan, main_condition
 
@@ -304,10 +304,13 @@ def _dataset_context(exp: ir.Experiment) -> dict[str, Any]:
                 steps.append({"kind": "expr", "name": repr(f.name), "code": emit(f.expr)})
         for a in block.assigns:
             steps.append({"kind": "expr", "name": repr(a.name), "code": emit(a.expr)})
-        split = settings_dict(settings["split"].block) if "split" in settings and settings["split"].block else {}
+        hub = hub_splits(settings.get("split")) if block.source.type == "hf" else None
+        split = settings_dict(settings["split"].block) if "split" in settings and settings["split"].block and not hub else {}
         by = split.pop("by", None)
         is_main = block is exp.data[0]
-        if by:
+        if hub:
+            split_kind = "hub"  # each split read from the hub split it names
+        elif by:
             split_kind = "by"
         elif not split:
             split_kind = "none"  # every row is training data
@@ -325,6 +328,10 @@ def _dataset_context(exp: ir.Experiment) -> dict[str, Any]:
             "split_kind": split_kind,
             "split": repr(split),
             "read_fields": repr({f.name: f.type for f in block.fields if f.expr is None}),
+            # datasets.load_dataset's arguments for an `hf` block: {ectc split: hub split}
+            # (rows of a split it does not name: none), the revision and the config
+            "hub_splits": repr(hub or {s: "train" for s in schema.DATA_SPLITS}),
+            "hub": repr({k: literal(settings[k].value) if k in settings else None for k in schema.DATA_HF}),
             "tables_name": "TABLES_" + block.name,
             "tables": repr(tables),
             "steps": steps,
@@ -503,6 +510,9 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
     data = []
     for block in exp.data:
         s = settings_dict(tuple(x for x in block.settings if x.key in schema.DATA))
+        hub = hub_splits(setting_map(block.settings).get("split")) if block.source.type == "hf" else None
+        if hub:
+            s["split"] = hub  # {ectc split: hub split}
         data.append({
             "name": block.name,
             "source": block.source.type,
@@ -563,6 +573,9 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
 
 def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
     s = settings_dict(profile.settings)
+    for block in schema.ALIASES:  # the trainers' names as the spec's short ones: one config either way
+        if block in s:
+            s[block] = schema.canonical(block, s[block])
     model = profile.models[0]
     model_plan: dict[str, Any] = {"type": model.type}
     if model.type == "tiny":
@@ -596,10 +609,10 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
                       for key in ("prompt", "system", "unlabeled")},
         "evaluation": _evaluation(exp, s.get("evaluate", {})),
     }
-    return {**resolved, **trainer_configs(exp, resolved)}
+    return {**resolved, **trainer_configs(exp, resolved, {b: s.get(b) or {} for b in schema.PASS_THROUGH})}
 
 
-def trainer_configs(exp: ir.Experiment, resolved: dict[str, Any]) -> dict[str, dict]:
+def trainer_configs(exp: ir.Experiment, resolved: dict[str, Any], passed: dict[str, dict]) -> dict[str, dict]:
     """The resolved profile's trainer settings as the trainers' own keyword arguments, keyed by
     class ("peft.LoraConfig", ...): what a user passes straight to them. Runtime-only values
     (output_dir, seed, a --steps-scale) are added at the call site. The choice fast path (PPO)
@@ -615,6 +628,10 @@ def trainer_configs(exp: ir.Experiment, resolved: dict[str, Any]) -> dict[str, d
         out[name] = schema.trainer_kwargs(block, resolved["rl" if block == "grpo" else block])
     if "trl.GRPOConfig" in out:
         out["trl.GRPOConfig"]["max_completion_length"] = response_max_tokens(exp)
+    for block, classes in schema.PASS_THROUGH.items():  # `trl { ... }`, `peft { ... }`, as written
+        for name in classes.values():
+            if name in out and passed.get(block):
+                out[name].update(passed[block])
     return out
 
 

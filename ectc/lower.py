@@ -315,6 +315,9 @@ class _Lower:
     def src_disk(self, meta, children):
         return self._src("disk")(meta, children)
 
+    def src_hf(self, meta, children):
+        return self._src("hf")(meta, children)
+
     def src_llm(self, meta, children):
         return self._src("llm")(meta, children)
 

@@ -82,12 +82,14 @@ def check_input_files(plan: Plan, spec: Path, project: Path, allow_outside: bool
     root, inside = spec.resolve().parent, project.resolve()
     for what, path, source in wanted:
         file = (root / path).resolve()
+        if source == "hf" and not file.exists():
+            continue  # not a folder here: a hub id, which datasets.load_dataset fetches
         if not allow_outside and not file.is_relative_to(inside):
             problems.append(f"{what}: {path} resolves to {file}, outside the project {inside}; "
                             "pass --allow-outside-files to read it")
-        elif source == "disk" and not file.is_dir():
+        elif source in ("disk", "hf") and not file.is_dir():
             problems.append(f"{what}: {path}: no such folder (a `disk` source is a folder saved by datasets)")
-        elif source != "disk" and not file.is_file():
+        elif source not in ("disk", "hf") and not file.is_file():
             problems.append(f"{what}: {path}: " + ("is a folder, not a file" if file.is_dir() else "no such file"))
     return problems
 

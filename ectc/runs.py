@@ -154,6 +154,29 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
     return out
 
 
+def bills(source: str, runs_dir: Path, result: dict, profile: Optional[str] = None, seeds: Optional[int] = None,
+          arms: Optional[list[str]] = None, steps_scale: float = 1.0, root: Optional[Path] = None) -> dict:
+    """experiment -> (the bill of the stages `predict` says will run, its totals, how estimated)."""
+    from .runtime import bill
+
+    out = {}
+    for name, exp in _experiments(source).items():
+        profile_name, _ = exp.plan.profile(profile)
+        shape = _shape(exp, profile_name, seeds, arms, steps_scale, root)
+        graph = stages_of(exp, shape)
+        will = {p.stage for p in result[name][1] if p.status == "ran"}
+        facts = bill.gather(exp, shape, Path(runs_dir))
+        lines = bill.estimate(exp, shape, [s for s in graph if s.name in will], facts)
+        out[name] = (lines, bill.totals(lines), {"tokens": facts.token_how, "time": facts.time_how})
+    return out
+
+
+def stages_of(exp, shape) -> list:
+    from .plan import stages
+
+    return list(stages.keys(exp, shape).values())
+
+
 def _why(stage, prev, have: Optional[str], recorded: Optional[dict]) -> str:
     """Which components of the key changed: against the ones the stage recorded when it ran, or
     else the ones recomputed from the previous run's spec.ect. An upstream stage that must run
@@ -199,10 +222,16 @@ def main_plan(args) -> int:
     sha = hashlib.sha256(source.encode()).hexdigest()
     stale = [name for name in result
              if (_read_json(Path(args.generated) / name / "manifest.json") or {}).get("spec_sha256") != sha]
+    billed = {}
+    if getattr(args, "bill", True):
+        billed = bills(source, Path(args.runs_dir), result, args.profile, args.seeds,
+                       args.arms.split(",") if args.arms else None, args.steps_scale, root=Path(args.spec).parent)
     if args.json:
         out = {name: {"folder": str(folder), "stages": [p.__dict__ for p in plans], "effect": effect(plans),
                       "generated_stale": name in stale}
                for name, (folder, plans) in result.items()}
+        for name, (lines, total, how) in billed.items():
+            out[name]["bill"] = {"stages": [b.to_json() for b in lines], "totals": total, "estimated": how}
         sys.stdout.write(jsonio.dumps(out, indent=1) + "\n")
         return 0
     from rich.console import Console
@@ -220,10 +249,45 @@ def main_plan(args) -> int:
         n = sum(p.status == "ran" for p in plans)
         summary = effect(plans)
         console.print(f"{n} stage(s) to run, {len(plans) - n} reused" + (f": {summary}" if summary else ""))
+        if name in billed:
+            print_bill(console, *billed[name])
         if name in stale:
             console.print(f"[yellow]note:[/] {args.generated}/{name}/ is missing or stale for {args.spec}: "
                           "`ectc run` needs `ectc build` first (this plan assumes it)")
     return 0
+
+
+def _usd(x: Optional[float]) -> str:
+    return "unknown price" if x is None else f"${x:,.2f}"
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def print_bill(console, lines, total: dict, how: dict) -> None:
+    """The bill as a table: the work of each stage that runs, Claude calls and cost, time."""
+    from rich.table import Table
+
+    if not lines:
+        return
+    table = Table(title="the bill", title_justify="left")
+    for col in ("stage", "work", "Claude calls", "input tokens", "cost (at most)", "time"):
+        table.add_column(col, justify="right" if col in ("Claude calls", "input tokens", "time") else "left")
+    for b in lines:
+        c = b.calls
+        table.add_row(b.stage, b.work, f"{c.calls:,}" if c else "", f"~{c.input_tokens:,}" if c else "",
+                      f"{_usd(c.cost())} ({c.model})" if c else "", _duration(b.seconds) if b.units and b.kind in ("train", "evaluate") else "")
+    console.print(table)
+    cost = _usd(total["cost_usd"]) + (f" (unknown price: {', '.join(total['unknown_price'])})"
+                                       if total["unknown_price"] else "")
+    console.print(f"total: {total['train_steps']:,} training steps, {total['samples']:,} samples, "
+                  f"{total['calls']:,} Claude calls, ~{total['input_tokens']:,} input tokens and at most "
+                  f"{total['output_tokens']:,} output tokens, {cost} at most; training and evaluation "
+                  f"time {_duration(total['seconds'])}")
+    console.print(f"[dim]tokens: {how['tokens'] or 'no Claude calls'}; time: {how['time']}[/]")
 
 
 # ---- runs and compare ------------------------------------------------------------------

@@ -9,6 +9,16 @@ resolves settings into configs) and for the README's reference. A value kind is 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+# The keyword arguments of the installed trl, peft and transformers classes, and transformers'
+# optimizer and scheduler names, listed at development time by scripts/list_trainer_keys.py
+# (tests/test_trainer_names.py fails when the file is stale), so `check` imports none of them.
+TRAINER_KEYS: dict = json.loads((Path(__file__).parent / "trainer_keys.json").read_text())
+OPTIMIZERS: tuple[str, ...] = tuple(TRAINER_KEYS["optimizers"])
+SCHEDULERS: tuple[str, ...] = tuple(TRAINER_KEYS["schedulers"])
+
 SCHEDULE = "schedule"  # a number, or linear(start, end) / linear(start, end, fraction)
 
 RL = {
@@ -19,7 +29,7 @@ RL = {
     "grad_accum": "int",
     "ppo_epochs": "int",
     "lr": "num",
-    "schedule": ("constant", "linear", "cosine"),
+    "schedule": SCHEDULERS,  # the fast path (PPO) runs PPO_WORDS["schedule"]; GRPO any of transformers'
     "warmup_steps": "int",
     "clip": "num",
     "whiten": "bool",
@@ -27,9 +37,12 @@ RL = {
     "kl": "num",
     "entropy": SCHEDULE,
     "temperature": SCHEDULE,
-    "optimizer": ("adamw", "paged_adamw_8bit"),
+    "optimizer": ("adamw",) + OPTIMIZERS,  # "adamw" is transformers' adamw_torch
     "num_generations": "int",
 }
+
+# What the one-token fast path (rl.train_choice_rl) implements of those words.
+PPO_WORDS = {"schedule": ("constant", "linear", "cosine"), "optimizer": ("adamw", "paged_adamw_8bit")}
 
 # Free-text RL runs through trl's GRPOTrainer: each `rl` setting it honours, and the GRPOConfig
 # field it becomes, with a value map where the words differ. A setting missing here has no
@@ -50,7 +63,7 @@ GRPO_FIELDS: dict[str, tuple[str, dict | None]] = {
     "temperature": ("temperature", None),
     "entropy": ("entropy_coef", None),
     "num_generations": ("num_generations", None),
-    "optimizer": ("optim", {"adamw": "adamw_torch", "paged_adamw_8bit": "paged_adamw_8bit"}),
+    "optimizer": ("optim", {"adamw": "adamw_torch"}),  # other words are transformers' own
 }
 
 # Supervised runs through trl's SFTTrainer: each `sft` setting and the SFTConfig field it becomes.
@@ -59,6 +72,7 @@ SFT_FIELDS: dict[str, tuple[str, dict | None]] = {
     "schedule": ("lr_scheduler_type", None),
     "warmup_steps": ("warmup_steps", None),
     "optimizer": ("optim", None),
+    "weight_decay": ("weight_decay", None),
     "batch": ("per_device_train_batch_size", None),
     "grad_accum": ("gradient_accumulation_steps", None),
     "epochs": ("num_train_epochs", None),
@@ -118,7 +132,8 @@ def trainer_kwargs(block: str, settings: dict) -> dict:
                                  f"got a schedule from {value['start']} to {value['end']}")
             value = value["start"]
         if words is not None:
-            value = [words.get(v, v) for v in value] if isinstance(value, list) else words[value]
+            # a word the map lacks is the trainer's own (an optimizer, a module name, "all-linear")
+            value = [words.get(v, v) for v in value] if isinstance(value, list) else words.get(value, value)
         if name is None:
             out.update(value)
         else:
@@ -135,9 +150,10 @@ ALGORITHM_SETTINGS = {"ppo": PPO_SETTINGS, "grpo": tuple(GRPO_FIELDS)}
 
 SFT = {
     "lr": "num",
-    "schedule": ("cosine", "linear", "constant"),
+    "schedule": SCHEDULERS,
     "warmup_steps": "int",
-    "optimizer": ("adamw_torch", "paged_adamw_8bit"),
+    "optimizer": OPTIMIZERS,
+    "weight_decay": "num",
     "batch": "int",
     "grad_accum": "int",
     "epochs": "num",
@@ -150,12 +166,20 @@ SFT = {
     "group_by_length": "bool",
 }
 
+# GenerationConfig's keywords the runtime sets itself from the spec (generate.generate_texts).
+GENERATION_OWNED = ("max_new_tokens", "temperature", "do_sample", "pad_token_id", "eos_token_id", "use_cache",
+                    "max_length", "num_return_sequences", "return_dict_in_generate")
+
 GENERATE = {
     "temperature": "num",
     "max_new_tokens": "int",
     "seed": "int",
     "batch": "int",
     "backend": ("transformers", "vllm"),
+    # transformers.GenerationConfig's own keywords (top_p, top_k, repetition_penalty, ...), passed
+    # to model.generate as they are; `generate` keeps them in the profile's `generate` section
+    **{k: kind if isinstance(kind, str) else tuple(kind)
+       for k, kind in TRAINER_KEYS["classes"]["transformers.GenerationConfig"].items() if k not in GENERATION_OWNED},
 }
 
 WARMUP = {
@@ -183,14 +207,106 @@ PROFILE = {
         "double_quant": "bool",
         "compute_dtype": ("bfloat16", "float16", "float32"),
     },
-    "lora": {"rank": "int", "alpha": "num", "dropout": "num", "targets": "names"},
+    "lora": {"rank": "int", "alpha": "num", "dropout": "num", "targets": "targets"},
+    # pass-through: keywords of the trainer's own class, checked against it (check.check_pass_through)
+    # and merged into its section of the generated config (PASS_THROUGH)
+    "trl": {"*": "any"},
+    "peft": {"*": "any"},
     "dtype": ("float32", "bfloat16", "float16"),
     # the experiment's evaluation, lighter or heavier for this profile
     "evaluate": {"samples": "int", "sweep": "values"},
 }
 
+# ---- the trainers' names -----------------------------------------------------------------
+# A settings block also takes the names its trainer class gives its settings (TRAINER_ARGS read
+# backwards): `learning_rate` for `lr`, `r` for `rank`, `load_in_4bit true` for `bits 4`, ...
+ALIAS_SOURCES = {"rl": "grpo", "sft": "sft", "lora": "lora", "quantize": "quantize"}
+
+
+def _inverse(kind, words: dict | None) -> dict | None:
+    """{trainer's word: spec's word} for a value map (None: the words are the same)."""
+    if words is None:
+        return None
+    if kind == "targets":
+        return {v: k for k, v in words.items()}
+    shorts = (True, False) if kind == "bool" else kind
+    out: dict = {}
+    for w in shorts:
+        out.setdefault(words.get(w, w), w)  # the first spec word wins (`adamw` over `adamw_torch`)
+    return out
+
+
+def _aliases(block: str) -> dict[str, tuple[str, dict | None]]:
+    _, fields, _ = TRAINER_ARGS[ALIAS_SOURCES[block]]
+    out: dict[str, tuple[str, dict | None]] = {}
+    for key, (name, words) in fields.items():
+        if name is None:  # each value is its own flag (quantize bits 4: load_in_4bit true)
+            for short, flags in (words or {}).items():
+                for flag, v in flags.items():
+                    out[flag] = (key, {v: short})
+        elif name != key:
+            out[name] = (key, _inverse(PROFILE[block][key], words))
+    return out
+
+
+# block -> {alias: (the spec's short key, {alias value: short value} or None)}
+ALIASES: dict[str, dict[str, tuple[str, dict | None]]] = {b: _aliases(b) for b in ALIAS_SOURCES}
+
+
+def alias_kind(block: str, alias: str):
+    """The value kind an alias takes: its short key's, in the trainer's words."""
+    short, inverse = ALIASES[block][alias]
+    kind = PROFILE[block][short]
+    return kind if inverse is None or kind == "targets" else tuple(inverse)
+
+
+def canonical(block: str, settings: dict) -> dict:
+    """A settings block (plain values) with every alias as the spec's short key and value, so a
+    profile written in either names resolves to the same config."""
+    aliases = ALIASES.get(block, {})
+    out = {}
+    for key, value in settings.items():
+        if key in aliases:
+            key, inverse = aliases[key]
+            if inverse is not None:
+                value = [inverse.get(v, v) for v in value] if isinstance(value, list) else inverse.get(value, value)
+        out[key] = value
+    return out
+
+
+# ---- pass-through blocks ------------------------------------------------------------------
+# `trl { ... }` holds keywords of the class the profile trains with, `peft { ... }` LoraConfig's;
+# each keyword's kind is in TRAINER_KEYS. A keyword ectc already sets is refused there (E630):
+# the ones a short setting maps to (write it in its block, by either name), the ones fixed for
+# every spec, and the ones only a run knows.
+PASS_THROUGH = {"trl": {"sft": "trl.SFTConfig", "grpo": "trl.GRPOConfig"}, "peft": {"lora": "peft.LoraConfig"}}
+RUN_OWNED = {
+    "output_dir": "ectc sets it for each run", "seed": "ectc sets it for each run (the profile's seeds)",
+    "use_cpu": "ectc sets it for each run (`--device`)",
+    "max_completion_length": "it is the response's `max_tokens`",
+    "report_to": "experiment tracking is the profile's `track { report_to ... }`",
+}
+
+
+def owned_keywords(cls: str) -> dict[str, str]:
+    """{keyword: why a pass-through block may not set it} for trainer class `cls`."""
+    out = dict(RUN_OWNED)
+    for block, (name, fields, fixed) in TRAINER_ARGS.items():
+        if name != cls:
+            continue
+        spec_block = {"grpo": "rl"}.get(block, block)
+        for key, (keyword, words) in fields.items():
+            for kw in ([keyword] if keyword is not None else [f for flags in (words or {}).values() for f in flags]):
+                out[kw] = f"it is `{key}` in `{spec_block}`" + (f" (or `{kw}` there)" if kw != key else "")
+        for kw in fixed:
+            out[kw] = f"ectc fixes it to `{json.dumps(fixed[kw])}`"
+    return out
+
+
 MODEL_TINY = {"layers": "int", "width": "int", "heads": "int", "numbers": ("digits", "whole")}
-MODEL_HF = {"revision": "str", "dtype": ("float32", "bfloat16", "float16")}
+MODEL_HF = {"revision": "str", "dtype": ("float32", "bfloat16", "float16"),
+            # passed to from_pretrained (models.load_hf_model)
+            "trust_remote_code": "bool", "attn_implementation": "str"}
 MODEL_GGUF = {"dtype": ("float32", "bfloat16", "float16")}  # what the de-quantized weights are kept in
 MODEL_SETTINGS = {"tiny": MODEL_TINY, "hf": MODEL_HF, "gguf": MODEL_GGUF}
 
@@ -226,7 +342,12 @@ DATA = {
     "limit": "int",
     "count": "int",
     "temperature": "num",
+    # `data x: hf "org/name"`: what datasets.load_dataset reads (`split` may also name hub splits)
+    "revision": "str",
+    "config": "str",
 }
+DATA_HF = ("revision", "config")
+DATA_SPLITS = ("train", "validation", "test")
 
 RESPONSE_TEXT = {"max_tokens": "int"}
 
@@ -255,12 +376,12 @@ DEFAULTS = {
     "sft": {
         "lr": 2e-4, "schedule": "cosine", "warmup_steps": 0, "optimizer": "adamw_torch", "batch": 8,
         "grad_accum": 1, "epochs": 1, "max_steps": -1, "max_length": 512, "max_grad_norm": 1.0,
-        "gradient_checkpointing": False, "bf16": False, "tf32": False, "group_by_length": False,
+        "gradient_checkpointing": False, "bf16": False, "weight_decay": 0.0, "tf32": False, "group_by_length": False,
     },
     "generate": {"temperature": 1.0, "max_new_tokens": 128, "seed": 0, "batch": 16, "backend": "transformers"},
     "warmup": {"steps": 0, "batch": 32, "lr": 1e-3, "label": "random", "mix": {}, "loss": "target", "weight_decay": 0.0},
     "model_tiny": {"layers": 2, "width": 96, "heads": 4, "numbers": "digits"},
-    "model_hf": {"dtype": "bfloat16", "revision": None},
+    "model_hf": {"dtype": "bfloat16", "revision": None, "trust_remote_code": False, "attn_implementation": None},
     "model_gguf": {"dtype": "float32"},  # a CPU-sized model: float32 unless the profile says otherwise
     "lora": {"rank": 16, "alpha": 32, "dropout": 0.05, "targets": ["q", "k", "v", "o", "up", "down", "gate"]},
     "quantize": {"bits": 4, "type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"},

@@ -8,6 +8,7 @@ thread per connection, so concurrent requests really run concurrently).
 Endpoints
 ---------
 ``POST /v1/messages``                      a Messages API reply (non-streaming)
+``POST /v1/messages/count_tokens``         ``{"input_tokens": N}``, N counted as replies count it
 
 It validates like the real API where it matters for us: requests need an
 ``Authorization: Bearer`` or ``x-api-key`` header (401 otherwise), ``model``,
@@ -509,6 +510,11 @@ class FakeAnthropic:
             finally:
                 with self._lock:
                     self.in_flight -= 1
+        if method == "POST" and path == "/v1/messages/count_tokens":
+            if not isinstance(body, dict) or "model" not in body or "messages" not in body:
+                raise _Reply(400, _err_body("invalid_request_error", "model and messages are required"))
+            # The same count as a reply's usage.input_tokens for this request.
+            return 200, {"input_tokens": _words(request_text(body))}, {}
         raise _Reply(404, _err_body("not_found_error", f"{method} {path}"))
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from fake_anthropic import FakeAnthropic, fn, text, tool_use
+from test_bill import assert_bill_matches_the_run
 from tiny import tiny_project
 
 OLD = "You are an expert media analyst."
@@ -46,9 +47,15 @@ def test_a_rubric_edit_re_judges_only(tmp_path):
     spec = tiny_project(tmp_path, "bias")
     with FakeAnthropic() as fake:
         fake.default = fn(answer)
+        planned = ectc(tmp_path, fake, "plan", "specs/bias.ect", "--json")
+        assert planned.returncode == 0, planned.stderr
+        assert len(judged(fake)) == len(written(fake)) == 0, "planning sends no message"
+        assert fake.count("/v1/messages/count_tokens") > 0, "the API counted the bill's tokens"
         first = ectc(tmp_path, fake, "run", "specs/bias.ect")
         assert first.returncode == 0, first.stderr[-3000:]
         folder = tmp_path / "runs/bias/tiny"
+        # The bill before the run against what the run spent (tests/test_bill.py).
+        assert_bill_matches_the_run(json.loads(planned.stdout)["bias"]["bill"], folder, first.stdout)
         samples_before = {p: p.read_bytes() for p in sorted(folder.glob("eval/*/seed*/samples.jsonl"))}
         n_samples = sum(len(b.splitlines()) for b in samples_before.values())
         before_judged, before_written = len(judged(fake)), len(written(fake))

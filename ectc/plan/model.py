@@ -318,6 +318,8 @@ class HubModel(_Node):
     path: str
     dtype: str | None = None
     revision: str | None = None
+    trust_remote_code: bool = False  # from_pretrained's, as `model hf { ... }` says
+    attn_implementation: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -366,6 +368,8 @@ class Generate(_Node):
     seed: int
     batch: int
     backend: Literal["transformers", "vllm"]
+    # transformers.GenerationConfig's own keywords the profile sets (top_p, top_k, ...), as written
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -466,7 +470,8 @@ class Plan(_Node):
         return next(b for b in self.data if b.name == name)
 
     def data_files(self) -> dict[str, str]:
-        """The file (or `disk` folder) each file-backed data block reads, relative to the spec."""
+        """The file (or `disk` folder, or `hf` dataset: a local folder, or else a hub id) each
+        file-backed data block reads, relative to the spec."""
         return {b.name: b.path for b in self.data if b.source != "generate" and b.path is not None}
 
     def monitor_files(self) -> dict[str, dict[str, str]]:

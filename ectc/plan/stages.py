@@ -21,9 +21,10 @@ Torch-free.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .compiled import CompiledExperiment, json_hash
 from .model import Arm, Plan
@@ -101,6 +102,16 @@ def spec_root(plan: Plan) -> Path:
 def scaled(n: int, steps_scale: float) -> int:
     """A step count under --steps-scale (never below one step)."""
     return max(1, int(round(n * steps_scale))) if n > 0 else n
+
+
+def sft_steps(sft_config: Mapping[str, Any], examples: int) -> int:
+    """Optimizer steps of a trl SFT run (`trl.SFTConfig` kwargs) over `examples` rows, as trl
+    counts them."""
+    if sft_config.get("max_steps", -1) > 0:
+        return int(sft_config["max_steps"])
+    per_epoch = math.ceil(examples / (sft_config["per_device_train_batch_size"]
+                                      * sft_config["gradient_accumulation_steps"]))
+    return math.ceil(per_epoch * sft_config["num_train_epochs"])
 
 
 def recipe_hash(recipe: dict) -> str:

@@ -2,7 +2,9 @@
 split of a block's rows when the spec gives fractions without `by`.
 
 The generated `dataset.py` calls `read_rows` and `split_rows`; nothing here knows an experiment.
-Torch-free (datasets is imported only for `disk` sources).
+Torch-free (datasets is imported only for `disk` and `hf` sources). An `hf` source goes through
+`datasets.load_dataset` (a hub id, or a folder of data files or a saved dataset beside the spec),
+and its declared columns are checked against the loaded features before any row is read.
 
 How each declared type is read (anything else is refused with a `DataFileError` naming the
 file, the row, the column, the declared type and the value found, before any training):
@@ -115,10 +117,72 @@ def _records(source: str, file: Path) -> Iterable[tuple[str, dict]]:
         raise ValueError(f"unknown data source {source!r}")
 
 
-def read_rows(source: str, path: str, root: str | Path, fields: dict[str, str]) -> list[dict]:
-    """Every row of `root/path`, with each field of `fields` ({name: declared type}) parsed;
-    columns the spec does not declare are kept as they are."""
+def load_hub_dataset(path: str, root: str | Path, hub: dict):
+    """`datasets.load_dataset` on a folder `root/path` where there is one, else on the hub id
+    `path`, at hub["split"], hub["config"] (the dataset's configuration name) and
+    hub["revision"] (a branch, tag or commit)."""
+    import datasets
+
+    local = Path(root) / path
+    source = str(local) if local.exists() else path
+    try:
+        return datasets.load_dataset(source, name=hub.get("config"), split=hub["split"],
+                                     revision=hub.get("revision"))
+    except Exception as exc:  # not found, no network, a bad split or config: say which, briefly
+        raise DataFileError(f"hf {path} (split {hub['split']!r}): cannot load it: "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def _feature_type(feature) -> str | None:
+    """The ectc type a datasets feature holds values of (None: none of them)."""
+    import datasets
+
+    if isinstance(feature, datasets.ClassLabel):
+        return "int"
+    dtype = getattr(feature, "dtype", None) if isinstance(feature, datasets.Value) else None
+    if dtype == "bool":
+        return "bool"
+    if dtype and dtype.startswith(("int", "uint")):
+        return "int"
+    if dtype and dtype.startswith("float"):
+        return "real"
+    if dtype in ("string", "large_string"):
+        return "text"
+    return None
+
+
+def check_features(features, fields: dict[str, str], where: str) -> None:
+    """Every declared column is in the dataset, holding the declared type (an int column serves
+    a `real`), or DataFileError naming the columns it has."""
+    for name, type_ in fields.items():
+        if name not in features:
+            raise DataFileError(f"{where}: no column `{name}` (declared {type_}); "
+                                f"the dataset has {', '.join(f'`{c}`' for c in features) or 'no columns'}")
+        found = _feature_type(features[name])
+        if found != type_ and not (type_ == "real" and found == "int"):
+            raise DataFileError(f"{where}: column `{name}` is declared {type_}, but the dataset holds "
+                                f"{_describe(features[name])} there")
+
+
+def _describe(feature) -> str:
+    dtype = getattr(feature, "dtype", None)
+    return f"{type(feature).__name__}({dtype})" if dtype else type(feature).__name__
+
+
+def read_rows(source: str, path: str, root: str | Path, fields: dict[str, str],
+              hub: dict | None = None) -> list[dict]:
+    """Every row of `root/path` (for `hf`: of the dataset `load_hub_dataset` loads with `hub`),
+    with each field of `fields` ({name: declared type}) parsed; columns the spec does not
+    declare are kept as they are."""
     file = Path(root) / path
+    if source == "hf":
+        where = f"hf {path} (split {hub['split']!r})"
+        dataset = load_hub_dataset(path, root, hub)
+        check_features(dataset.features, fields, where)
+        rows = _typed(((f"row {i}", r) for i, r in enumerate(dataset, 1)), fields, where, parse_json_value, source)
+        if not rows:
+            raise DataFileError(f"{where}: no rows")
+        return rows
     try:
         rows = _typed_rows(source, file, fields)
         if not rows:
@@ -132,8 +196,12 @@ def read_rows(source: str, path: str, root: str | Path, fields: dict[str, str]) 
 
 def _typed_rows(source: str, file: Path, fields: dict[str, str]) -> list[dict]:
     parse = parse_cell if source == "csv" else parse_json_value
+    return _typed(_records(source, file), fields, file, parse, source)
+
+
+def _typed(records: Iterable[tuple[str, dict]], fields: dict[str, str], file, parse, source: str) -> list[dict]:
     rows = []
-    for where, record in _records(source, file):
+    for where, record in records:
         row = dict(record)
         for name, type_ in fields.items():
             if name not in row:

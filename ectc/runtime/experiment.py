@@ -9,7 +9,7 @@ import importlib.util
 import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from ..plan.compiled import CompiledExperiment
 from ..plan.model import Arm, Profile
@@ -24,6 +24,16 @@ def _load_module(path: Path, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def training_rows(plan, filters: Mapping[str, Callable[[dict], bool]], arm: Arm, data: dict) -> list[dict]:
+    """The rows an arm trains on: the main data's train split, through the arm's filter
+    (`filters`: the generated feedback module's FILTERS)."""
+    rows = data[plan.main_data]["train"]
+    if arm.filter:
+        keep = filters[arm.filter]
+        rows = [r for r in rows if keep(r)]
+    return rows
 
 
 class Experiment(CompiledExperiment):

@@ -77,12 +77,14 @@ def _eos_ids(model, tokenizer) -> list[int]:
 def generate_texts(model, tokenizer, prompts: Sequence[Prompt], temperature: float = 0.7,
                    max_new_tokens: int = 700, seed: int = 42, batch_size: int = 8,
                    progress: Progress | None = None, top_p: float = 1.0,
-                   top_k: int = 0) -> list[str]:
+                   top_k: int = 0, options: dict | None = None) -> list[str]:
     """Sample one completion per prompt; returns only the new text, in prompt order.
 
     temperature 0 means greedy. Sampling is plain temperature sampling unless top_p/top_k are
     given: the model's own generation_config defaults (e.g. top_k=50, or a chat model's
-    top_p) are deliberately not inherited, so what a spec says is all that applies. Output is a deterministic function of (model, prompts, seed,
+    top_p) are deliberately not inherited, so what a spec says is all that applies. `options`
+    are further GenerationConfig keywords (a profile's `generate { top_p 0.9 repetition_penalty
+    1.1 }`), passed to model.generate over those. Output is a deterministic function of (model, prompts, seed,
     batch_size): prompts are grouped by length (less padding) and the RNG is seeded once per
     call inside a forked RNG state, so the caller's random streams are left untouched.
     Left padding with an attention mask makes a batched row equal to the same prompt alone
@@ -119,6 +121,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[Prompt], temperature: flo
                                   top_p=float(top_p))
                 else:
                     kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+                kwargs.update(options or {})
                 out = model.generate(**kwargs)
                 new = out[:, ids.shape[1]:]
                 for row, i in zip(new.tolist(), idx):
@@ -146,7 +149,7 @@ class Backend(Protocol):
 
     def generate(self, prompts: Sequence[Prompt], *, temperature: float, max_new_tokens: int,
                  seed: int, batch_size: int = 8, progress: Progress | None = None,
-                 top_p: float = 1.0, top_k: int = 0) -> list[str]:
+                 top_p: float = 1.0, top_k: int = 0, options: dict | None = None) -> list[str]:
         ...
 
 
@@ -157,10 +160,10 @@ class TransformersBackend:
         self.model, self.tokenizer = model, tokenizer
 
     def generate(self, prompts, *, temperature, max_new_tokens, seed, batch_size=8, progress=None,
-                 top_p=1.0, top_k=0):
+                 top_p=1.0, top_k=0, options=None):
         return generate_texts(self.model, self.tokenizer, prompts, temperature=temperature,
                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                              progress=progress, top_p=top_p, top_k=top_k)
+                              progress=progress, top_p=top_p, top_k=top_k, options=options)
 
 
 def vllm_available() -> bool:
@@ -203,15 +206,21 @@ class VLLMBackend:
         engine = LLM(model=model_path, revision=revision, tokenizer_revision=revision,
                      enable_lora=adapter_path is not None, **engine_kwargs)
         lora = LoRARequest("adapter", 1, adapter_path) if adapter_path else None
-        return cls(engine, AutoTokenizer.from_pretrained(model_path, revision=revision), lora_request=lora)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision,
+                                                  trust_remote_code=engine_kwargs.get("trust_remote_code", False))
+        return cls(engine, tokenizer, lora_request=lora)
 
     def generate(self, prompts, *, temperature, max_new_tokens, seed, batch_size=8, progress=None,
-                 top_p=1.0, top_k=0):
+                 top_p=1.0, top_k=0, options=None):
+        options = dict(options or {})
+        top_p, top_k = options.pop("top_p", top_p), options.pop("top_k", top_k)
+
         def params(i):
             # One seed per prompt (seed + its index): samples are independent of one another and
-            # of batching. vLLM spells "no top-k" as -1 (0 is rejected in recent versions).
+            # of batching. vLLM spells "no top-k" as -1 (0 is rejected in recent versions). Other
+            # GenerationConfig keywords go by the same name (repetition_penalty, min_p, ...).
             return self.sampling_params_cls(temperature=float(temperature), max_tokens=max_new_tokens,
-                                            seed=seed + i, top_p=float(top_p), top_k=int(top_k) or -1)
+                                            seed=seed + i, top_p=float(top_p), top_k=int(top_k) or -1, **options)
 
         texts: list[str] = []
         step = max(len(prompts), 1) if progress is None else max(batch_size, 1)

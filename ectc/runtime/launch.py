@@ -9,9 +9,35 @@ import json
 import sys
 from pathlib import Path
 
+from .bill import estimated, spent
 from .datafiles import DataFileError
 from .experiment import Experiment
 from .run import Options, execute, flush_denormals, prepare, quiet_libraries, run_folder
+
+
+def _estimate(source: str, spec_path: Path, args, name: str) -> dict:
+    """The bill `ectc plan` prints, made before the run so the run can show it beside the spend."""
+    from ..runs import bills, predict
+
+    arms = args.arms.split(",") if args.arms else None
+    result = predict(source, Path(args.runs_dir), args.profile, args.run_id, args.seeds, arms, args.steps_scale,
+                     root=spec_path.parent)
+    lines, total, how = bills(source, Path(args.runs_dir), result, args.profile, args.seeds, arms,
+                              args.steps_scale, root=spec_path.parent)[name]
+    return {"stages": [b.to_json() for b in lines], "totals": total, "estimated": how, "claude": estimated(lines)}
+
+
+def _settle_bill(run, bill: dict, console) -> None:
+    """Claude's calls, tokens and cost as spent, beside the estimate (console and bill.json)."""
+    got = spent(run.events)
+    run.write.json(run.folder / "bill.json", {"estimate": bill, "spent": got})
+    for kind, was in bill["claude"].items():
+        now = got.get(kind, {})
+        cost = "unknown price" if was["cost_usd_at_most"] is None else f"at most ${was['cost_usd_at_most']:,.2f}"
+        console.print(f"Claude {kind}: estimated {was['calls']:,} calls, ~{was['input_tokens']:,} input tokens, {cost}; "
+                      f"spent {now.get('calls', 0):,} calls ({now.get('cache_hits', 0):,} answered from the cache), "
+                      f"{now.get('input_tokens', 0):,} input and {now.get('output_tokens', 0):,} output tokens, "
+                      f"${now.get('cost_usd', 0.0):,.2f}")
 
 
 def main(args) -> int:
@@ -54,11 +80,14 @@ def main(args) -> int:
 
         try:
             with run_folder_lock(run_folder(exp, opts)):
+                bill = _estimate(source, spec_path, args, exp.name)
                 run = prepare(exp, source, opts, console)
                 console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device}")
                 console.print(f"run folder: {run.folder}")
+                run.write.json(run.folder / "bill.json", {"estimate": bill})
                 with flush_denormals():
                     execute(run)
+                _settle_bill(run, bill, console)
         except RunFolderBusy as busy:
             sys.stderr.write(f"error: {busy}\n")
             return 1

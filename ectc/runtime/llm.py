@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
 
+from ..prices import PRICES, cost_usd, price_for
 from .cache import DiskCache, cache_key
 
 CACHE_FORMAT = 2  # 2: tool input_schema from the pydantic verdict model
@@ -39,21 +40,6 @@ LEGACY_SAMPLING_API_VERSION = "2023-06-01"
 TOOL_NAME = "record_verdict"
 TOOL_DESCRIPTION = "Record your verdict. Call this tool exactly once."
 
-#: USD per million tokens (input, output); the longest matching model-name prefix wins.
-#: Cache writes are billed at 1.25x input, cache reads at 0.1x input.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "claude-opus-4-7": (5.0, 25.0),
-    "claude-opus-4-6": (5.0, 25.0),
-    "claude-opus-4-5": (5.0, 25.0),
-    "claude-opus-4-1": (15.0, 75.0),
-    "claude-opus-4": (15.0, 75.0),
-    "claude-sonnet-4": (3.0, 15.0),
-    "claude-3-7-sonnet": (3.0, 15.0),
-    "claude-3-5-sonnet": (3.0, 15.0),
-    "claude-haiku-4-5": (1.0, 5.0),
-    "claude-3-5-haiku": (0.8, 4.0),
-    "claude-3-haiku": (0.25, 1.25),
-}
 
 
 class LLMUnavailable(RuntimeError):
@@ -191,6 +177,11 @@ def verdict_model(returns: Mapping[str, Mapping]):
     return create_model("Verdict", __config__=config, **spec)
 
 
+def verdict_tool(model) -> dict:
+    """The forced tool a judge answers through, from its verdict model."""
+    return {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": model.model_json_schema(by_alias=True)}
+
+
 def _validate(model, value: Any) -> tuple[dict | None, str | None]:
     """(fields, None), or (None, pydantic's errors in one line)."""
     from pydantic import ValidationError
@@ -270,7 +261,7 @@ class LLMClient:
             raise LLMUnavailable(f"the 'anthropic' package is not importable: {e}") from e
         self.model = model
         self.max_concurrency = max_concurrency
-        self.prices = dict(DEFAULT_PRICES if prices is None else prices)
+        self.prices = dict(PRICES if prices is None else prices)
         self.cache = DiskCache(cache_dir) if cache_dir is not None else None
         self.usage = Usage()
         self._lock = threading.Lock()
@@ -302,8 +293,7 @@ class LLMClient:
                 setattr(self.usage, f.name, getattr(self.usage, f.name) + getattr(delta, f.name))
 
     def price_for(self, model: str) -> tuple[float, float] | None:
-        matches = [prefix for prefix in self.prices if model.startswith(prefix)]
-        return self.prices[max(matches, key=len)] if matches else None
+        return price_for(model, self.prices)
 
     def _usage_of(self, msg: Any) -> Usage:
         u = getattr(msg, "usage", None)
@@ -315,9 +305,8 @@ class LLMClient:
         if price is None:
             d.unpriced_calls = 1
         else:
-            pin, pout = price
-            d.cost_usd = (d.input_tokens * pin + d.output_tokens * pout + d.cache_creation_input_tokens * pin * 1.25
-                          + d.cache_read_input_tokens * pin * 0.1) / 1e6
+            d.cost_usd = cost_usd(price, d.input_tokens, d.output_tokens, d.cache_creation_input_tokens,
+                                  d.cache_read_input_tokens)
         return d
 
     # ---- one request
@@ -494,6 +483,26 @@ class LLMClient:
             jobs.append(_Job(i, cache_key(ident), ident, p))
         return self._schedule(jobs, self._cached_result, self._run_complete, progress)
 
+    def count_tokens(self, prompts: Sequence[str], system: str | None = None, tool: dict | None = None) -> list[int]:
+        """Input tokens of each one-turn request as the API counts them (`messages.count_tokens`,
+        free of charge): what `ectc plan`'s bill estimates with. Raises LLMUnavailable when the
+        API does not answer (the bill then says it approximated)."""
+        import anthropic
+
+        out = []
+        for prompt in prompts:
+            params: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
+            if system is not None:
+                params["system"] = system
+            if tool is not None:
+                params["tools"] = [tool]
+            self._attempts.n = 0
+            try:
+                out.append(int(self._client.messages.count_tokens(**params).input_tokens))
+            except anthropic.AnthropicError as e:
+                raise LLMUnavailable(f"token counting failed: {type(e).__name__}: {e}") from e
+        return out
+
     def judge(self, items: Sequence[Mapping[str, Any]], rubric_template: str, returns: Mapping[str, Mapping],
               system: str | None = None, temperature: float | None = None, max_tokens: int = 1024,
               reasks: int = 2, progress: Callable[[int, int], None] | None = None) -> list[Verdict]:
@@ -505,8 +514,7 @@ class LLMClient:
         if reasks < 0:
             raise ValueError("reasks must be >= 0")
         model = verdict_model(returns)
-        tool = {"name": TOOL_NAME, "description": TOOL_DESCRIPTION,
-                "input_schema": model.model_json_schema(by_alias=True)}
+        tool = verdict_tool(model)
         jobs = []
         for i, item in enumerate(items):
             prompt = render_rubric(rubric_template, item)  # every prompt first: a template error costs nothing

@@ -114,19 +114,23 @@ def _dtype(name: str | None):
 
 
 def load_hf_model(name_or_path: str, quantize: dict | None = None, dtype: str = "bfloat16",
-                  gradient_checkpointing: bool = False, revision: str | None = None):
+                  gradient_checkpointing: bool = False, revision: str | None = None,
+                  trust_remote_code: bool = False, attn_implementation: str | None = None):
     """Load a causal LM and its tokenizer at `revision` (a hub branch, tag or commit; None: the
     default branch; a local folder has no revisions and ignores it). `quantize`, BitsAndBytesConfig's
     keyword arguments as a generated config holds them (e.g. {"load_in_4bit": True,
     "bnb_4bit_quant_type": "nf4", ...}), loads it through bitsandbytes and prepares it for k-bit
-    training (norms in fp32, input grads on)."""
+    training (norms in fp32, input grads on). `trust_remote_code` and `attn_implementation` go to
+    from_pretrained as `model hf { ... }` gives them (None: transformers picks the attention)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    kwargs = {"dtype": _dtype(dtype), "revision": revision}
+    kwargs = {"dtype": _dtype(dtype), "revision": revision, "trust_remote_code": trust_remote_code}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     if quantize:
         from transformers import BitsAndBytesConfig
 

@@ -46,7 +46,7 @@ def _llm_verdicts(run, monitor: Monitor, samples: list[dict]) -> tuple[list[Any]
     values = [dict(v.fields) if v.scored else None for v in verdicts]
     meta = [{"scored": v.scored, "reason": v.reason, "raw": v.raw, "attempts": v.attempts, "cached": v.cached}
             for v in verdicts]
-    run.events.append({"stage": f"judge {monitor.name}", **client.usage.to_dict()})
+    run.events.append({"stage": f"judge {monitor.name}", "model": monitor.model, **client.usage.to_dict()})
     return values, meta
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -26,7 +25,8 @@ from ..plan import stages
 from ..plan.model import BASE, Arm, Profile
 from ..plan.records import STAGE_FILE, Reuse, check, read_record, record
 from ..plan.stages import Stage
-from .experiment import Experiment, prompt_string
+from .bill import DATA_MAX_TOKENS
+from .experiment import Experiment, prompt_string, training_rows
 
 
 class Writer:
@@ -194,7 +194,8 @@ def _data_llm(run: Run) -> Callable[[str, list[str]], list[str]]:
     def call(model: str, prompts: list[str]) -> list[str]:
         client = LLMClient(model, cache_dir=run.opts.runs_dir / ".cache" / "llm",
                            base_url=os.environ.get("ANTHROPIC_BASE_URL"))
-        results = client.complete(prompts, max_tokens=1024)
+        results = client.complete(prompts, max_tokens=DATA_MAX_TOKENS)
+        run.events.append({"stage": f"data {model}", "model": model, **client.usage.to_dict()})
         failed = [r for r in results if not r.ok]
         if failed:
             raise RuntimeError(f"{len(failed)} data generation call(s) failed; first: {failed[0].error}. "
@@ -306,9 +307,11 @@ def _load_pretrained(run: Run, path: str, revision: str | None = None):
     from .models import load_hf_model
 
     profile = run.profile
+    hub = {"trust_remote_code": profile.model.trust_remote_code,
+           "attn_implementation": profile.model.attn_implementation} if profile.model.type == "hf" else {}
     return load_hf_model(path, quantize=profile.bnb_config, dtype=profile.model.dtype or "bfloat16",
                          revision=revision,
-                         gradient_checkpointing=bool((profile.sft or {}).get("gradient_checkpointing")))
+                         gradient_checkpointing=bool((profile.sft or {}).get("gradient_checkpointing")), **hub)
 
 
 def _gguf_builder(run: Run, recipe: dict):
@@ -409,9 +412,7 @@ def sft_config(cfg: dict, seed: int, run: Run, n_examples: int, processes: int =
     the global batch divided over the processes."""
     out = {**cfg["trl.SFTConfig"], "seed": seed, "lora": cfg.get("peft.LoraConfig")}
     if run.opts.steps_scale != 1.0:
-        per_epoch = math.ceil(n_examples / (out["per_device_train_batch_size"] * out["gradient_accumulation_steps"]))
-        total = out["max_steps"] if out["max_steps"] > 0 else math.ceil(per_epoch * out["num_train_epochs"])
-        out["max_steps"] = _scaled(total, run)
+        out["max_steps"] = _scaled(stages.sft_steps(out, n_examples), run)
         out["warmup_steps"] = min(out["warmup_steps"], max(0, out["max_steps"] // 10))
     return per_process_batch(out, processes)
 
@@ -434,13 +435,6 @@ def arm_dir(run: Run, arm: str, seed: int) -> Path:
     return run.folder / stages.train_folder(arm, seed)
 
 
-def training_rows(run: Run, arm: Arm, data: dict) -> list[dict]:
-    exp = run.exp
-    rows = data[exp.plan.main_data]["train"]
-    if arm.filter:
-        keep = exp.feedback.FILTERS[arm.filter]
-        rows = [r for r in rows if keep(r)]
-    return rows
 
 
 def stage_train(run: Run, stage: Stage, progress) -> str:
@@ -455,7 +449,7 @@ def stage_train(run: Run, stage: Stage, progress) -> str:
     _start_training(folder, stage.key, resume=not found.redo, write=run.write)
     t0 = time.perf_counter()
     cfg = exp.train_config(run.profile_name, arm.name)
-    rows = training_rows(run, arm, run.carried.data)
+    rows = training_rows(exp.plan, exp.feedback.FILTERS, arm, run.carried.data)
     if not rows:
         raise RuntimeError(f"arm {arm.name!r} keeps no training rows: check its filter")
     labels = exp.training_labels(arm, rows, seed, run.profile)
@@ -596,14 +590,15 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
     from .generate import make_backend
 
     profile = run.profile
+    remote = {"trust_remote_code": profile.model.trust_remote_code} if profile.model.type == "hf" else {}
     if profile.generate.backend == "vllm" and arm.out_of_the_box:
-        return make_backend("vllm", model_path=profile.model.path, revision=profile.model.revision)
+        return make_backend("vllm", model_path=profile.model.path, revision=profile.model.revision, **remote)
     if profile.generate.backend == "vllm":
         final = arm_dir(run, arm.trained_as, seed) / "final"
         if profile.lora:
             path, revision = run.carried.base_source  # a hub model, or the cached tiny/GGUF base
             return make_backend("vllm", model_path=path, adapter_path=str(final),
-                                revision=revision, max_lora_rank=profile.lora["rank"])
+                                revision=revision, max_lora_rank=profile.lora["rank"], **remote)
         return make_backend("vllm", model_path=str(final))
     model, tokenizer = load_trained(run, arm.trained_as, seed)
     return make_backend("transformers", model=model, tokenizer=tokenizer)
@@ -716,7 +711,7 @@ def stage_eval(run: Run, stage: Stage, progress) -> str:
             prompts = messages
             answers = backend.generate(messages, temperature=gen.temperature,
                                        max_new_tokens=min(gen.max_new_tokens, response.max_tokens or 10**9),
-                                       seed=gen.seed + seed, batch_size=gen.batch)
+                                       seed=gen.seed + seed, batch_size=gen.batch, options=gen.extra)
         for i, (row, label, prompt, answer, p) in enumerate(zip(cond_rows, labels, prompts, answers, probs)):
             sample = {**row, "response": answer}
             sample.update(exp.feedback.feedback(sample) if plan.method == "rl" else {})
