@@ -111,6 +111,14 @@ def _scored(points: list[dict]) -> list[int]:
     return [i for i, p in enumerate(points) if _ok(p.get("mean"))]
 
 
+def moves(values, points, level=LEVEL) -> bool | None:
+    """Whether some pair of sweep points differs beyond noise (Bonferroni over the pairs);
+    None where no pair can be tested (fewer than two seeds)."""
+    idx = _scored(points)
+    diffs = _pair_diffs(values, points, list(combinations(idx, 2)), level)
+    return any(d.moves for d in diffs) if diffs else None
+
+
 def label_ignored(arm, metric, values, points, level=LEVEL) -> Finding | None:
     idx = _scored(points)
     diffs = _pair_diffs(values, points, list(combinations(idx, 2)), level)
@@ -232,7 +240,8 @@ def shuffled_leak(arm, metric, values, points, level=LEVEL) -> Finding | None:
     return Finding("shuffled_leak", arm, metric,
                    f"{arm} (shuffled labels) tracks the label on {metric}: {widest.text()}"
                    + (f" and {len(moving) - 1} more pair(s)" if len(moving) > 1 else "")
-                   + "; a shuffled label carries no information, so something else does (a leak)",
+                   + "; trained on shuffled labels, it should not read the label: something in the label's "
+                   "text carries information after all (a leak)",
                    {"points": [point_text(values[i], points[i]) for i in idx],
                     "moving": [d.to_dict() for d in moving]})
 
@@ -277,4 +286,16 @@ def detect_sweeps(axis, arms, sweep: dict, ideal: dict[str, list]) -> list[Findi
         values = sw["values"]
         out += detect(metric, values, sw["series"], roles, trained_mask(axis, values),
                       [axis.held_out(v) for v in values], ideal.get(metric), ordered=axis.type != "enum")
-    return out
+    return [f for f in out if f.kind != "label_ignored" or _label_should_move(f, sweep, ideal)]
+
+
+def _label_should_move(f: Finding, sweep: dict, ideal: dict[str, list]) -> bool:
+    """A flat metric means the label is ignored only where the label should move it: where the
+    reward's ideal changes across the sweep, or, with no ideal for it, where the arm moves on no
+    other metric either (a metric the label need not touch, such as accuracy, may stay flat)."""
+    known = [x for x in ideal.get(f.metric) or [] if _ok(x)]
+    if known:
+        return max(known) - min(known) > 1e-9
+    others = [moves(sw["values"], sw["series"][f.arm]) for m, sw in sweep.items()
+              if m != f.metric and f.arm in sw["series"]]
+    return not any(others)

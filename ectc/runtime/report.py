@@ -8,6 +8,7 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from ..files import write_json
 from ..jsonio import missing
 from ..plan.model import Arm
 from . import detect, plots, stats
-from .reportdoc import COMPARISON_NOTE, Context, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
+from .reportdoc import COMPARISON_NOTE, Context, read_samples, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
 from .reportdoc import bounds_text as _bounds
 from .reportdoc import interval_text as _interval
 from .reportdoc import value_text as _fmt
@@ -136,14 +137,13 @@ def stage_report(run, stage, elapsed: float) -> dict:
             result["sweep"][m] = {"values": sweep, "series": series}
 
     result["agreement"] = _agreement(exp, eval_samples)
-    result["warnings"] = [f.to_dict() for f in detect.detect_sweeps(
-        exp.plan.axis, arms, result["sweep"], reward_ideal(exp, result["sweep"], eval_samples))]
+    ctx = dataclasses.replace(Context.from_plan(exp.plan.dump(), run.profile_name, run.seeds, run.device),
+                              metrics=metric_names)
+    result["warnings"] = label_warnings(ctx, result, eval_samples, exp.feedback, exp.metrics)
     plot_files = _plots(run, result, arms)
     result["plots"] = plot_files
     result["elapsed_seconds"] = round(elapsed, 1)
     write_json(folder / "metrics.json", result)
-    ctx = Context.from_plan(exp.plan.dump(), run.profile_name, run.seeds, run.device)
-    ctx = dataclasses.replace(ctx, metrics=metric_names)
     write_documents(folder, ctx, result, eval_samples)
     (folder / stage.folder).mkdir(parents=True, exist_ok=True)
     run.write.done(folder / stage.folder, stage)
@@ -153,29 +153,28 @@ def stage_report(run, stage, elapsed: float) -> dict:
     return result
 
 
-def reward_ideal(exp, sweep: dict, eval_samples: dict) -> dict[str, list]:
+def reward_ideal(ctx: Context, feedback, metrics, sweep: dict, eval_samples: dict) -> dict[str, list]:
     """Per metric, what the reward asks for at each swept value: the metric over each item's
     reward-best response (the choices, or for free text every response the evaluation saw for
     the item; ties share). Only RL has a reward, and only metrics that read the response, the
     row, feedback terms and expression monitors, never a judge's verdict, can be computed for
-    another response."""
-    plan = exp.plan
-    if plan.method != "rl" or not sweep or not eval_samples:
+    another response. `feedback` and `metrics` are the experiment's generated modules."""
+    if ctx.method != "rl" or not sweep or not eval_samples:
         return {}
-    judged = {m.name for m in plan.monitors if m.type != "expr"}  # expression monitors recompute
-    expr = [m.name for m in plan.monitors if m.type == "expr"]
-    axis = plan.axis.name
+    judged = {m.name for m in ctx.monitors if m.type != "expr"}  # expression monitors recompute
+    expr = [m.name for m in ctx.monitors if m.type == "expr"]
+    axis = ctx.axis.name
     rows: dict[int, dict] = {}
     candidates: dict[int, set] = defaultdict(set)
     for samples in eval_samples.values():
         for s in samples:
             rows.setdefault(s["item"], s["sample"])
             candidates[s["item"]].add(s["response"])
-    if plan.response.type == "choice":
-        candidates = defaultdict(set, {i: set(plan.response.choices) for i in rows})
+    if ctx.response.type == "choice":
+        candidates = defaultdict(set, {i: set(ctx.response.choices) for i in rows})
     out: dict[str, list] = {}
     for m, sw in sweep.items():
-        spec = exp.metrics.METRICS[m]
+        spec = metrics.METRICS[m]
         if set(spec["needs"]) & judged:
             continue
         ideal = []
@@ -185,8 +184,8 @@ def reward_ideal(exp, sweep: dict, eval_samples: dict) -> dict[str, list]:
                 scored = []
                 for response in sorted(candidates[item], key=str):
                     v = {**row, axis: value, "response": response}
-                    v.update(exp.feedback.feedback(v))
-                    v.update({name: exp.feedback.MONITORS[name](v) for name in expr})
+                    v.update(feedback.feedback(v))
+                    v.update({name: feedback.MONITORS[name](v) for name in expr})
                     scored.append((float(v["reward"]), v))
                 best = max(r for r, _ in scored)
                 tied = [v for r, v in scored if r == best]
@@ -195,6 +194,52 @@ def reward_ideal(exp, sweep: dict, eval_samples: dict) -> dict[str, list]:
             ideal.append(aggregate(spec["aggregate"], per_item) if per_item else None)
         out[m] = [None if x is None or math.isnan(x) else x for x in ideal]
     return out
+
+
+def label_warnings(ctx: Context, result: dict, eval_samples: dict, feedback=None, metrics=None) -> list[dict]:
+    """The degenerate-label detector over the report's sweep (with the reward's ideal where the
+    generated modules are given)."""
+    ideal = reward_ideal(ctx, feedback, metrics, result["sweep"], eval_samples) if feedback and metrics else {}
+    return [f.to_dict() for f in detect.detect_sweeps(ctx.axis, ctx.arms, result["sweep"], ideal)]
+
+
+def render_folder(folder: Path, out: Path | None = None, generated: Path | None = None) -> Path:
+    """report.md and report.html of a finished run folder, written to `out` (default: the run
+    folder). A metrics.json from before the detector gets its warnings here; the reward's ideal
+    needs the experiment's generated feedback.py and metrics.py (`generated`)."""
+    import importlib.util
+    import json
+
+    raw = json.loads((folder / "plan.json").read_text())
+    result = json.loads((folder / "metrics.json").read_text())
+    info = raw.get("run", {})
+    ctx = Context.from_plan(raw, info.get("profile", result.get("profile", "")),
+                            info.get("seeds", result.get("seeds", [])), info.get("device", ""))
+    samples = read_samples(folder)
+    if "warnings" not in result or generated is not None:
+        modules = []
+        for name in ("feedback", "metrics") if generated is not None else ():
+            spec = importlib.util.spec_from_file_location(f"ectc_report_{name}", generated / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            modules.append(module)
+        result["warnings"] = label_warnings(ctx, result, samples, *modules)
+    out = out or folder
+    write_documents(out, ctx, result, samples, plots_from=folder)
+    return out / "report.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m ectc.runtime.report",
+                                description="render report.md and report.html of a finished run folder")
+    p.add_argument("run_folder", type=Path)
+    p.add_argument("--out", type=Path, help="where to write them (default: the run folder)")
+    p.add_argument("--generated", type=Path, help="generated/<experiment>/ of the run (for the reward's ideal)")
+    args = p.parse_args(argv)
+    print(render_folder(args.run_folder, args.out, args.generated))
+    return 0
 
 
 def _write_stage_log(run, elapsed: float) -> None:
@@ -375,3 +420,7 @@ def _summary_table(run, result: dict) -> None:
     for w in result.get("warnings", []):
         run.console.print(f"  warning [{w['kind']}] {w['message']}", markup=False, highlight=False)
     run.console.print(f"report: {run.folder / 'report.md'} and {run.folder / 'report.html'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

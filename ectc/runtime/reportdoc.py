@@ -72,6 +72,7 @@ class Context:
     description: str
     spec_sha256: str
     axis: Axis
+    method: str
     response: Response
     monitors: list[Monitor]
     arms: list[Arm]
@@ -87,6 +88,7 @@ class Context:
         wrote: only these parts are read)."""
         return cls(name=raw["name"], description=raw.get("description", ""),
                    spec_sha256=raw.get("spec_sha256", ""), axis=Axis.from_data(raw["axis"], "plan.axis"),
+                   method=raw.get("method", ""),
                    response=Response.from_data(raw["response"], "plan.response"),
                    monitors=[Monitor.from_data(m, "plan.monitors") for m in raw.get("monitors", [])],
                    arms=[Arm.from_data(a, "plan.arms") for a in raw["arms"]],
@@ -310,36 +312,3 @@ def read_samples(folder: Path) -> dict[tuple[str, int], list[dict]]:
         out[(arm, seed)] = samples
     return out
 
-
-def render_folder(folder: Path, out: Path | None = None) -> Path:
-    """report.md and report.html of a finished run folder, written to `out` (default: the run
-    folder). A run whose metrics.json predates the detector gets its warnings computed here,
-    without the reward's ideal (that needs the compiled feedback)."""
-    from . import detect
-
-    raw = json.loads((folder / "plan.json").read_text())
-    run = raw.get("run", {})
-    result = json.loads((folder / "metrics.json").read_text())
-    ctx = Context.from_plan(raw, run.get("profile", result.get("profile", "")), run.get("seeds", result.get("seeds", [])),
-                            run.get("device", ""))
-    if "warnings" not in result:
-        result["warnings"] = [f.to_dict() for f in detect.detect_sweeps(ctx.axis, ctx.arms, result["sweep"], {})]
-    out = out or folder
-    write_documents(out, ctx, result, read_samples(folder), plots_from=folder)
-    return out / "report.html"
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m ectc.runtime.reportdoc",
-                                description="render report.md and report.html of a finished run folder")
-    p.add_argument("run_folder", type=Path)
-    p.add_argument("--out", type=Path, help="where to write them (default: the run folder)")
-    args = p.parse_args(argv)
-    print(render_folder(args.run_folder, args.out))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
