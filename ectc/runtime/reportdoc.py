@@ -110,6 +110,12 @@ def _readable_prompt(prompt: Any) -> str:
     return str(prompt)
 
 
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
 def _verdict(monitor: Monitor, value: Any, meta: dict) -> dict:
     """One monitor's verdict on one sample, for the browser: the value, tags to filter on, and
     the judge's raw reply and reasoning where it gave them."""
@@ -124,7 +130,11 @@ def _verdict(monitor: Monitor, value: Any, meta: dict) -> dict:
     elif isinstance(value, bool):
         tags.append(f"{monitor.name}={value}")
     reasoning = value.get("reasoning") if isinstance(value, dict) else None
-    return {"monitor": monitor.name, "type": monitor.type, "value": value, "scored": bool(meta.get("scored", value is not None)),
+    if isinstance(value, dict):
+        text = ", ".join(f"{k} {_short(v)}" for k, v in value.items() if k != "reasoning")
+    else:
+        text = _short(value)
+    return {"monitor": monitor.name, "text": text, "type": monitor.type, "value": value, "scored": bool(meta.get("scored", value is not None)),
             "reason": meta.get("reason"), "raw": meta.get("raw"), "reasoning": reasoning, "tags": tags}
 
 
@@ -232,6 +242,7 @@ def report_data(ctx: Context, result: dict, eval_samples: dict) -> dict:
                             "interval": interval_text(pts[i])} for arm, pts in series]}
                 for i, v in enumerate(sw["values"])]
         sweeps.append({"metric": m, "arms": [a for a, _ in series], "rows": rows,
+                       "scored": any(not missing(c["mean"]) for row in rows for c in row["cells"]),
                        "plot": f"plots/sweep_{m}.png" if f"plots/sweep_{m}.png" in result.get("plots", []) else None})
     shares = [{"arm": a, "fields": [{"field": f, "text": ", ".join(f"{k} {v:.0%}" for k, v in d.items()),
                                       "shares": d} for f, d in s.items()]}
