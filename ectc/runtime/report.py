@@ -16,7 +16,7 @@ import numpy as np
 from ..files import write_json
 from ..jsonio import missing
 from ..plan.model import Arm
-from . import detect, plots, stats
+from . import detect, inspectlog, plots, stats
 from .reportdoc import COMPARISON_NOTE, Context, read_samples, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
 from .reportdoc import bounds_text as _bounds
 from .reportdoc import interval_text as _interval
@@ -145,9 +145,11 @@ def stage_report(run, stage, elapsed: float) -> dict:
     result["elapsed_seconds"] = round(elapsed, 1)
     write_json(folder / "metrics.json", result)
     write_documents(folder, ctx, result, eval_samples)
+    logs = inspectlog.write_logs(folder, ctx, result, eval_samples)
     (folder / stage.folder).mkdir(parents=True, exist_ok=True)
     run.write.done(folder / stage.folder, stage)
-    run.log(stage.name, "ran", f"{folder / 'report.md'}", time.perf_counter() - t0)
+    inspected = f", {len(logs)} Inspect logs in inspect/" if logs else " (no Inspect logs: inspect_ai not installed)"
+    run.log(stage.name, "ran", f"{folder / 'report.md'}{inspected}", time.perf_counter() - t0)
     _summary_table(run, result)
     _write_stage_log(run, elapsed)
     return result
@@ -203,7 +205,8 @@ def label_warnings(ctx: Context, result: dict, eval_samples: dict, feedback=None
     return [f.to_dict() for f in detect.detect_sweeps(ctx.axis, ctx.arms, result["sweep"], ideal)]
 
 
-def render_folder(folder: Path, out: Path | None = None, generated: Path | None = None) -> Path:
+def render_folder(folder: Path, out: Path | None = None, generated: Path | None = None,
+                  inspect: bool = False) -> Path:
     """report.md and report.html of a finished run folder, written to `out` (default: the run
     folder). A metrics.json from before the detector gets its warnings here; the reward's ideal
     needs the experiment's generated feedback.py and metrics.py (`generated`)."""
@@ -226,6 +229,8 @@ def render_folder(folder: Path, out: Path | None = None, generated: Path | None 
         result["warnings"] = label_warnings(ctx, result, samples, *modules)
     out = out or folder
     write_documents(out, ctx, result, samples, plots_from=folder)
+    if inspect:
+        inspectlog.write_logs(out, ctx, result, samples)
     return out / "report.html"
 
 
@@ -237,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_folder", type=Path)
     p.add_argument("--out", type=Path, help="where to write them (default: the run folder)")
     p.add_argument("--generated", type=Path, help="generated/<experiment>/ of the run (for the reward's ideal)")
+    p.add_argument("--inspect", action="store_true", help="write the Inspect logs too (inspect/)")
     args = p.parse_args(argv)
-    print(render_folder(args.run_folder, args.out, args.generated))
+    print(render_folder(args.run_folder, args.out, args.generated, args.inspect))
     return 0
 
 
