@@ -4,7 +4,6 @@ summarised in the terminal."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections import defaultdict
@@ -137,8 +136,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
             result["sweep"][m] = {"values": sweep, "series": series}
 
     result["agreement"] = _agreement(exp, eval_samples)
-    ctx = dataclasses.replace(Context.from_plan(exp.plan.dump(), run.profile_name, run.seeds, run.device),
-                              metrics=metric_names)
+    ctx = Context.from_typed(exp.plan, run.profile_name, run.seeds, run.device, metric_names)
     result["warnings"] = label_warnings(ctx, result, eval_samples, exp.feedback, exp.metrics)
     plot_files = _plots(run, result, arms)
     result["plots"] = plot_files

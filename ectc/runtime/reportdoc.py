@@ -83,6 +83,14 @@ class Context:
     device: str
 
     @classmethod
+    def from_typed(cls, plan: Any, profile: str, seeds: list[int], device: str, metrics: list[str]) -> "Context":
+        """From the run's typed plan (`Plan`), the metrics in the compiled order."""
+        return cls(name=plan.name, description=plan.description, spec_sha256=plan.spec_sha256, axis=plan.axis,
+                   method=plan.method, response=plan.response, monitors=list(plan.monitors), arms=list(plan.arms),
+                   feedback=list(plan.feedback), metrics=list(metrics), profile=profile, seeds=list(seeds),
+                   device=device)
+
+    @classmethod
     def from_plan(cls, raw: dict, profile: str, seeds: list[int], device: str) -> "Context":
         """From a plan's JSON data (`Plan.dump()`, or plan.json of a run, also one an older ectc
         wrote: only these parts are read)."""
