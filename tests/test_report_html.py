@@ -84,6 +84,8 @@ def test_report_html_is_self_contained_escaped_and_agrees_with_markdown(bias_run
     assert {s["arm"] for s in data} == set(metrics["arms"])
     judged = [v for s in data for v in s["verdicts"] if v["monitor"] == "bias_judge" and v["scored"]]
     assert judged and all(HOSTILE in v["reasoning"] for v in judged)
+    # the judge's raw reply as it came (the API's content blocks, here a tool call), as JSON text
+    assert all(v["reasoning"] in json.dumps(json.loads(v["raw"]), ensure_ascii=False) for v in judged)
     assert all(s["label"] in s["prompt"] for s in data if s["label"])
 
 

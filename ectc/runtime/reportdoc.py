@@ -124,6 +124,13 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def _raw(raw: Any) -> str | None:
+    """The judge's reply as it came: text as it is, a tool call's input as JSON."""
+    if raw is None or isinstance(raw, str):
+        return raw
+    return json.dumps(raw, indent=1, ensure_ascii=False)
+
+
 def _verdict(monitor: Monitor, value: Any, meta: dict) -> dict:
     """One monitor's verdict on one sample, for the browser: the value, tags to filter on, and
     the judge's raw reply and reasoning where it gave them."""
@@ -143,7 +150,7 @@ def _verdict(monitor: Monitor, value: Any, meta: dict) -> dict:
     else:
         text = _short(value)
     return {"monitor": monitor.name, "text": text, "type": monitor.type, "value": value, "scored": bool(meta.get("scored", value is not None)),
-            "reason": meta.get("reason"), "raw": meta.get("raw"), "reasoning": reasoning, "tags": tags}
+            "reason": meta.get("reason"), "raw": _raw(meta.get("raw")), "reasoning": reasoning, "tags": tags}
 
 
 def _browser_sample(ctx: Context, s: dict) -> dict:
