@@ -105,7 +105,7 @@ def eval_log(ctx, result: dict, arm: str, seed: int, samples: list[dict], create
                                 metadata={"condition": info.get("condition"), "seed": seed,
                                           "all_seeds": {"mean": d.get("mean"), "low": d.get("low"),
                                                         "high": d.get("high")}}))
-    spec = EvalSpec(created=created, task=f"{ctx.name}/{arm}", run_id=f"{ctx.name}-{ctx.profile}",
+    spec = EvalSpec(created=created, task=f"{ctx.name}/{arm}", task_id=f"{ctx.name}-{arm}", run_id=f"{ctx.name}-{ctx.profile}",
                     eval_id=f"{ctx.name}-{ctx.profile}-{arm}-seed{seed}",
                     task_args={"arm": arm, "seed": seed, "profile": ctx.profile},
                     dataset=EvalDataset(name=ctx.name, samples=len(rows)), model=model, config=EvalConfig(),
