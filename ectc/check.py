@@ -361,8 +361,12 @@ class Typer:
         monitor = self.monitors[t.name]
         fields = monitor_fields(monitor)
         if e.attr not in fields:
-            self.out.append(_err(e.span, "E206", f"monitor `{monitor.name}` has no field `{e.attr}`",
-                                 did_you_mean(e.attr, fields)))
+            hint = did_you_mean(e.attr, fields)
+            if monitor.type == "lexicon" and e.attr in schema.LEXICON_VERDICT:
+                hint = ("a lexicon monitor that just counts has " + ", ".join(f"`{f}`" for f in fields)
+                        + "; declare its mapping (`intercept`, `slope`, `pass_below`, `fail_above`) for `"
+                        + e.attr + "`")
+            self.out.append(_err(e.span, "E206", f"monitor `{monitor.name}` has no field `{e.attr}`", hint))
             return ANY
         return fields[e.attr]
 
@@ -460,7 +464,7 @@ def _or(want: tuple[Type, ...]) -> str:
 
 def monitor_fields(m: ir.Monitor) -> dict[str, Type]:
     if m.type == "lexicon":
-        return {name: Type(kind) for name, kind in schema.LEXICON_FIELDS.items()}
+        return {name: Type(kind) for name, kind in schema.lexicon_fields(setting_map(m.settings)).items()}
     if m.type == "llm":
         return {f.name: TEXT if f.type == "enum" else Type(f.type) for f in m.returns}
     return {}

@@ -525,6 +525,8 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
     for m in exp.monitors:
         s = settings_dict(m.settings)
         defaults = schema.DEFAULTS.get(f"monitor_{m.type}", {})
+        if m.type == "lexicon" and not schema.lexicon_maps(s):
+            defaults = {}  # no mapping declared: the monitor just counts
         monitors.append({
             "name": m.name,
             "type": m.type,

@@ -1,0 +1,112 @@
+"""Issue 16, "The language": a lexicon monitor that just counts (8), a reward for an answer
+outside the choices (9), and profiles that start from another profile (10). Each end to end on a
+tiny spec, run in-process in a few seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ectc.build import build
+
+SPEC = """experiment mini {
+  axis s: real in [0.0, 1.0] {
+    train   uniform(0.5, 1.0)
+    holdout [0.0, 0.5)
+    deploy  0.0
+  }
+  label "Level: {{ (s * 100) | round | int }}%"
+  data rows {
+    split { train 48 test 8 }
+    a: int = randint(0, 9)
+    ok: bool = bernoulli(0.5)
+    target = if ok then "Yes" else "No"
+  }
+  prompt "{{ label }} Is {{ a }} fine?"
+  response choice ["Yes", "No"]
+  feedback {
+    right  = (response == "Yes") == ok
+    reward = if right then 1.0 else s
+  }
+  monitor filler: lexicon {
+    sees [response]
+    lists { filler "filler.txt" }
+  }
+  arms {
+    baseline: label none
+    ect:      label true
+  }
+  profile tiny (default) {
+    model tiny { layers 1 width 16 heads 2 }
+    seeds 1
+    rl { steps 2 batch 8 minibatch 8 }
+  }
+  evaluate {
+    metric accuracy = mean((response == "Yes") == ok)
+    metric filler_hits = mean(filler.hits)
+    metric filler_rate = mean(filler.per_100)
+    compare ect vs baseline on accuracy
+  }
+}
+"""
+
+
+def run_spec(project: Path, source: str) -> Path:
+    """Build and run `source` as mini.ect in `project`; return the run folder."""
+    from rich.console import Console
+
+    from ectc.runtime.experiment import Experiment
+    from ectc.runtime.run import Options, execute, prepare
+
+    (project / "mini.ect").write_text(source)
+    build(project, [str(project / "mini.ect")], project / "generated", check_only=False)
+    exp = Experiment(project / "generated" / "mini")
+    execute(prepare(exp, source, Options(quiet=True, runs_dir=project / "runs", device="cpu"), Console(quiet=True)))
+    return project / "runs/mini/tiny"
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Path:
+    pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)  # as `ectc run`: the spec's paths are relative to where it runs
+    (tmp_path / "filler.txt").write_text("# a filler word\nyes\n")
+    return tmp_path
+
+
+# ---- 8: a lexicon monitor that just counts ------------------------------------------------
+
+
+def test_a_lexicon_monitor_without_a_mapping_just_counts(project: Path) -> None:
+    run = run_spec(project, SPEC)
+    samples = _jsonl(run / "eval/ect/seed0/samples.jsonl")
+    verdicts = [row["verdicts"]["filler"] for row in _jsonl(run / "judge/ect/seed0/verdicts.jsonl")]
+    assert len(verdicts) == len(samples) == 8
+    for sample, verdict in zip(samples, verdicts):
+        said_yes = sample["response"] == "Yes"
+        # Counts only: no 0-10 magnitude, no lean, no PASS/PARTIAL/FAIL.
+        assert verdict == {"hits": int(said_yes), "words": 1, "per_100": 100.0 * said_yes}
+    metrics = json.loads((run / "metrics.json").read_text())["arms"]["ect"]["metrics"]
+    share = sum(s["response"] == "Yes" for s in samples) / len(samples)
+    assert metrics["filler_hits"]["mean"] == pytest.approx(share)
+    assert metrics["filler_rate"]["mean"] == pytest.approx(100 * share)
+
+
+def test_a_declared_mapping_still_gives_the_verdict():
+    """The bias spec's calibrated mapping: its plan keeps the four numbers and the verdict fields."""
+    from ectc.check import monitor_fields
+    from ectc.compile import compile_text
+
+    root = Path(__file__).parent.parent
+    spec, _ = compile_text((root / "specs/bias.ect").read_text())
+    [lexicon] = [m for m in spec.experiments[0].monitors if m.type == "lexicon"]
+    assert set(monitor_fields(lexicon)) == {"hits", "words", "per_100", "magnitude", "lean", "objectivity"}
+    plan = json.loads((root / "generated/bias/experiment.json").read_text())
+    [shown] = [m for m in plan["monitors"] if m["type"] == "lexicon"]
+    assert {k: shown["settings"][k] for k in ("intercept", "slope", "pass_below", "fail_above")} == {
+        "intercept": 2.4, "slope": 1.0, "pass_below": 3.2, "fail_above": 5.6}
