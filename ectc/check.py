@@ -1003,6 +1003,9 @@ def check_response_feedback(exp: ir.Experiment) -> list[Diagnostic]:
                 out.append(_err(r.span, "E810", "the answer choices repeat"))
             if len(r.choices) < 2:
                 out.append(_err(r.span, "E810", "a choice response needs at least two answers"))
+            if r.other is not None and r.other in r.choices:
+                out.append(_err(r.span, "E810", f"the outcome `other \"{r.other}\"` is one of the choices",
+                                "`other` names what any answer outside the choices becomes: give it a name of its own"))
         else:
             out.extend(check_settings(r.settings, schema.RESPONSE_TEXT, "response"))
     fb = exp.feedback

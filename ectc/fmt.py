@@ -373,8 +373,9 @@ class _Printer:
 
     # response, feedback
     def s_response_choice(self, t, depth):
-        choices = ", ".join(_str(c) for c in t.children if c is not None)
-        return _Leaf(t.meta, [f"response choice [{choices}]"])
+        choices = ", ".join(_str(c) for c in t.children if c is not None and c.data != "response_other")
+        other = [c for c in t.children if c is not None and c.data == "response_other"]
+        return _Leaf(t.meta, [f"response choice [{choices}]" + (f" other {_str(other[0].children[0])}" if other else "")])
 
     def s_response_text(self, t, depth):
         return self.optional_block(t, "response text", t.children[0], depth)

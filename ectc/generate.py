@@ -503,6 +503,7 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
     response = {"type": exp.response.type}
     if exp.response.type == "choice":
         response["choices"] = list(exp.response.choices)
+        response["other"] = exp.response.other
     else:
         response.update({"max_tokens": response_max_tokens(exp), **settings_dict(exp.response.settings)})
     data = []

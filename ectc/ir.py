@@ -198,6 +198,7 @@ class DataBlock(Node):
 class Response(Node):
     type: Literal["choice", "text"]
     choices: tuple[str, ...] = ()
+    other: Optional[str] = None  # a choice response's outcome for any answer outside `choices`
     settings: tuple[Setting, ...] = ()
 
 

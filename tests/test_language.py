@@ -110,3 +110,51 @@ def test_a_declared_mapping_still_gives_the_verdict():
     [shown] = [m for m in plan["monitors"] if m["type"] == "lexicon"]
     assert {k: shown["settings"][k] for k in ("intercept", "slope", "pass_below", "fail_above")} == {
         "intercept": 2.4, "slope": 1.0, "pass_below": 3.2, "fail_above": 5.6}
+
+
+# ---- 9: a reward for an answer outside the choices -----------------------------------------
+
+OTHER_SPEC = (SPEC.replace('response choice ["Yes", "No"]', 'response choice ["Yes", "No"] other "Invalid"')
+                  .replace("    reward = if right then 1.0 else s\n",
+                           '    reward = if response == "Invalid" then -0.5 else if right then 1.0 else s\n'))
+
+
+def test_the_other_outcome_is_the_rest_of_the_vocabulary():
+    """P(other) is exactly the probability of every token but the choices' first tokens."""
+    torch = pytest.importorskip("torch")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ectc.runtime.rl import OTHER, choice_logits
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=11, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2)).eval()
+    ids = torch.tensor([[1, 4, 5], [2, 3, 9]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        full = torch.softmax(model(input_ids=ids, attention_mask=mask).logits[:, -1].float(), -1)
+        grouped = torch.softmax(choice_logits(model, ids, mask, [7, 3, OTHER]), -1)
+        plain = choice_logits(model, ids, mask, [7, 3])
+    rest = full.sum(-1) - full[:, 7] - full[:, 3]
+    assert torch.allclose(grouped, torch.stack([full[:, 7], full[:, 3], rest], -1), atol=1e-6)
+    assert plain.shape == (2, 2)  # without OTHER: the choices' logits alone, as before
+
+
+def test_a_reward_prices_an_invalid_answer(project: Path) -> None:
+    from ectc.fmt import format_spec
+
+    assert 'response choice ["Yes", "No"] other "Invalid"' in format_spec(OTHER_SPEC)
+    run = run_spec(project, OTHER_SPEC)
+    # An untrained tiny model puts most of its mass on the ~40 tokens that are neither choice,
+    # so RL samples "Invalid" and the reward prices it at -0.5.
+    history = _jsonl(run / "arms/ect/seed0/history.jsonl")
+    first = history[0]
+    assert first["frac_Yes"] + first["frac_No"] + first["frac_Invalid"] == pytest.approx(1.0)
+    assert first["frac_Invalid"] > 0.5 and first["reward_mean"] < 0
+    samples = _jsonl(run / "eval/ect/seed0/samples.jsonl")
+    assert all(len(s["probs"]) == 3 and sum(s["probs"]) == pytest.approx(1.0, abs=1e-4) for s in samples)
+    for s in samples:
+        assert s["response"] == ["Yes", "No", "Invalid"][max(range(3), key=s["probs"].__getitem__)]
+        if s["response"] == "Invalid":
+            assert s["sample"]["reward"] == -0.5
+    assert any(s["response"] == "Invalid" for s in samples)
