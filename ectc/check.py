@@ -1167,7 +1167,10 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
         where = f"profile `{p.name}`"
         out.extend(check_settings(p.settings, schema.PROFILE, where, nested=True))
         out.extend(check_pass_through(exp, p))
-        if len(p.models) != 1:
+        # A profile that starts from another gets its model and trainer there (profiles.resolve);
+        # one whose base is missing has that reported where it names it (E640-E642).
+        based = p.extends is not None or p.library is not None
+        if len(p.models) > 1 or (not p.models and not based):
             out.append(_err(p.span if not p.models else p.models[1].span, "E606",
                             f"{where} must declare exactly one `model`"))
         for m in p.models:
@@ -1180,7 +1183,7 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
             out.extend(_check_sweep_values(exp.axis, setting_map(evaluate.block).get("sweep")))
         if response is not None:
             needed = "rl" if response.type == "choice" or _defines(exp, "reward") else "sft"
-            if needed not in settings:
+            if needed not in settings and not based:
                 out.append(_err(p.span, "E607", f"{where} has no `{needed}` block, which this experiment trains with"))
             other = "sft" if needed == "rl" else "rl"
             if other in settings:
@@ -1191,8 +1194,11 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
                 if s.key == "mix" and s.block is not None:
                     for part in s.block:
                         if part.key not in data_names:
+                            inherited = p.library is not None and part.span == p.library.span
                             out.append(_err(part.span, "E608", f"unknown data block `{part.key}`",
-                                            did_you_mean(part.key, data_names)))
+                                            did_you_mean(part.key, data_names) or (
+                                                f"the warm-up mix comes from `{p.library.value}`: give this experiment's "
+                                                "data in the profile's own `warmup { mix { ... } }`" if inherited else None)))
                         elif not any(a.name == "target" for a in next(d for d in exp.data if d.name == part.key).assigns):
                             out.append(_err(part.span, "E609", f"data `{part.key}` has no `target`, so it cannot warm a model up"))
             if any(m.type != "tiny" for m in p.models):

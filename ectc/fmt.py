@@ -429,8 +429,11 @@ class _Printer:
 
     # profiles
     def s_profile(self, t, depth):
-        name, default, *items = t.children
+        name, default, base, *items = t.children
         header = f"profile {self.name(name)}" + (" (default)" if default is not None else "")
+        if base is not None:
+            header += (f" extends {self.name(base.children[0])}" if base.data == "profile_extends"
+                       else f" from {_str(base.children[0])}")
         return self.block_of(t, header, items, depth)
 
     def s_model_tiny(self, t, depth):

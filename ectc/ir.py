@@ -259,6 +259,10 @@ class Profile(Node):
     default: bool = False
     models: tuple[Model, ...] = ()
     settings: tuple[Setting, ...] = ()
+    # What it starts from, as written: another profile of the experiment (`extends NAME`) or a
+    # shipped one (`from "ectc:SPEC/PROFILE"`); profiles.resolve merges the settings in.
+    extends: Optional[Name] = None
+    library: Optional[Str] = None
 
 
 @node

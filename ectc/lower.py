@@ -458,11 +458,18 @@ class _Lower:
     def default_mark(self, meta, children):
         return True
 
+    def profile_extends(self, meta, children):
+        return {"extends": children[0]}
+
+    def profile_from(self, meta, children):
+        return {"library": children[0]}
+
     def profile(self, meta, children):
-        name, default, *items = children
+        name, default, base, *items = children
         return ir.Profile(span=span_of(meta), name=name.id, default=bool(default),
             models=tuple(i for i in items if isinstance(i, ir.Model)),
             settings=_setting_list(items),
+            **(base or {}),
         )
 
     # ---- evaluation ----------------------------------------------------------------------
