@@ -270,3 +270,19 @@ def test_extends_merges_blocks_key_by_key_and_replaces_inner_blocks():
     assert mine["warmup"]["steps"] == 50 and mine["warmup"]["lr"] == 0.01
     assert mine["rl"]["steps"] == 3 and mine["rl"]["lr"] == 0.001 and mine["seeds"] == [0]
     assert mine["default"] is True and resolve_profile(exp, exp.profiles[0])["default"] is False
+
+
+def test_the_editor_completes_what_a_profile_starts_from():
+    from ectc import editor
+    from ectc.lower import lower
+    from ectc.parse import parse
+
+    text = SUBTRACTION.replace('profile tiny (default) from "ectc:sycophancy/tiny" {', 'profile tiny (default) extends  {')
+    at = text.index("extends ") + len("extends ")
+    spec = lower(parse(SUBTRACTION.replace(' from "ectc:sycophancy/tiny"', ' from "ectc:sycophancy/tiny" ')))
+    assert [i.label for i in editor.complete(text, at, spec)] == []  # only itself: no other profile
+    more = text.replace("  evaluate {", "  profile quick { model tiny {} rl { steps 1 } }\n  evaluate {")
+    assert [i.label for i in editor.complete(more, at, lower(parse(more.replace("extends  {", "{"))))] == ["quick"]
+    typed = 'experiment x {\n  profile mine from "ectc:syco\n}\n'
+    assert [i.label for i in editor.complete(typed, typed.index("syco") + 4, None)] == [
+        "ectc:sycophancy/tiny", "ectc:sycophancy/small", "ectc:sycophancy/paper"]
