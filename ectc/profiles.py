@@ -150,10 +150,16 @@ def _library_spec(stem: str) -> Optional[ir.Spec]:
     from .parse import parse
 
     path = LIBRARY_DIR / f"{stem}.ect"
-    if not stem.replace("_", "").replace("-", "").isalnum() or not path.is_file():
-        return None
+    if not stem.replace("_", "").replace("-", "").isalnum() or not path.is_file() or stem in _LOADING:
+        return None  # (a shipped spec whose profiles start from its own: a cycle, not a spec)
+    _LOADING.add(stem)
     try:
         spec, problems = resolve(lower(parse(path.read_text(encoding="utf-8"))))
     except CompileError:
         return None
+    finally:
+        _LOADING.discard(stem)
     return None if problems else spec
+
+
+_LOADING: set[str] = set()  # the shipped specs being resolved right now
