@@ -197,6 +197,7 @@ class Axis(_Node):
 class Response(_Node):
     type: Literal["choice", "text"]
     choices: list[str] = field(default_factory=list)
+    other: str | None = None  # the outcome for any answer outside `choices` (`other "X"`)
     max_tokens: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 

@@ -198,11 +198,19 @@ def train_folder(arm: str, seed: int) -> str:
     return f"arms/{arm}/seed{seed}"
 
 
+def _other(exp: CompiledExperiment) -> dict:
+    """A choice response's `other` outcome, which training and evaluation answer with: in their
+    keys only where declared, so the keys of every other spec stay as they were."""
+    other = exp.plan.response.other
+    return {} if other is None else {"other": other}
+
+
 def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base_out: str, data_out: str) -> Stage:
     parts = {
         "config": training_identity(exp.train_config(shape.profile, arm.name)), "base": base_out,
         "data": data_out, "seed": seed, "feedback": exp.file_hash("feedback.py"), "scale": shape.steps_scale,
         "templates": exp.templates_hash(without=(JUDGE, PROBE)),
+        **_other(exp),
     }
     return _stage("train", f"train {arm.name} seed {seed}", parts, train_folder(arm.name, seed), ("final",),
                   arm=arm.name, seed=seed, upstream={"base": base_out, "data": data_out})
@@ -226,6 +234,7 @@ def eval_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, train
         "train": train_out, "data": data_out, "arm": arm.dump(),
         "split": plan.evaluate.split, "samples": prof.evaluation.samples, "generate": prof.generate.dump(),
         "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": exp.templates_hash(without=(JUDGE,)),
+        **_other(exp),
     }
     digest = json_hash(inputs)
     # A key per condition: a changed sweep re-evaluates only the conditions it adds.

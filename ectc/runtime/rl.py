@@ -90,20 +90,33 @@ class PromptEncoder:
         return ids.to(device), mask.to(device)
 
 
-def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
-    """First token of each choice; they must differ, since the policy is read off one token."""
+# In a list of choice token ids: "every token not listed", the `other "X"` outcome of a choice
+# response. Its logit is the log-sum-exp of those tokens' logits, so the softmax over the listed
+# tokens and OTHER is the model's exact distribution over the whole vocabulary, grouped.
+OTHER = -1
+
+
+def choice_token_ids(tokenizer, choices: Sequence[str], other: bool = False) -> list[int]:
+    """First token of each choice (then OTHER when answers outside them are an outcome); they
+    must differ, since the policy is read off one token."""
     ids = [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in choices]
     if len(set(ids)) != len(ids):
         raise ValueError(f"choices {list(choices)} do not start with distinct tokens: {ids}")
-    return ids
+    return ids + [OTHER] * other
 
 
 def choice_logits(model, ids, mask, choice_ids):
-    """Logits of the allowed choices' first tokens at the last position: [rows, choices]."""
+    """Logits of the allowed choices' first tokens at the last position: [rows, choices]
+    (OTHER, last, as the log-sum-exp of every other token's logit)."""
     # logits_to_keep=1: the LM head runs on the last position only.
     out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask),
                 logits_to_keep=1)
-    return out.logits[:, -1, choice_ids].float()
+    if choice_ids[-1] != OTHER:
+        return out.logits[:, -1, choice_ids].float()
+    full = out.logits[:, -1, :].float()
+    listed = choice_ids[:-1]
+    rest = full.index_fill(1, torch.tensor(listed, device=full.device), float("-inf"))
+    return torch.cat([full[:, listed], torch.logsumexp(rest, -1, keepdim=True)], -1)
 
 
 def _device(model):
@@ -112,9 +125,11 @@ def _device(model):
 
 @torch.no_grad()
 def choice_distribution(model, tokenizer, prompts: Sequence[str], choices: Sequence[str],
-                        batch_size: int = 256, temperature: float = 1.0) -> np.ndarray:
-    """P(choice | prompt) restricted to the allowed choices: array [len(prompts), len(choices)]."""
-    choice_ids = choice_token_ids(tokenizer, choices)
+                        batch_size: int = 256, temperature: float = 1.0, other: bool = False) -> np.ndarray:
+    """P(choice | prompt) restricted to the allowed choices: array [len(prompts), len(choices)]
+    (with `other`, one more column: every answer outside them, and the rows are the model's
+    whole distribution)."""
+    choice_ids = choice_token_ids(tokenizer, choices, other)
     encode = PromptEncoder(tokenizer)
     was_training = model.training
     model.eval()
@@ -126,7 +141,7 @@ def choice_distribution(model, tokenizer, prompts: Sequence[str], choices: Seque
             out.append(torch.softmax(logits, -1).cpu().numpy())
     finally:
         model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, len(choices)))
+    return np.concatenate(out) if out else np.zeros((0, len(choice_ids)))
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -179,8 +194,14 @@ def train_choice_rl(
     progress: Callable[[int, dict], None] | None = None,
     forward: Callable = choice_logits,
     reference: Callable = reference_policy,
+    other: str | None = None,
 ) -> list[dict]:
     """PPO-clipped RL on a one-token choice. Returns one stats dict per step.
+
+    With `other`, the policy has one more action: any token outside the choices' first tokens,
+    taken as one outcome (its probability is theirs summed, see OTHER), answered as `other` to
+    `reward_fn`, so a reward can price an invalid answer and RL moves the mass the model puts
+    on every other token. The temperature scales these len(choices) + 1 logits.
 
     `forward(model, ids, mask, choice_ids)` computes the choices' logits for a batch and
     `reference(model)` gives the KL penalty's reference policy (as `reference_policy`); a
@@ -202,7 +223,8 @@ def train_choice_rl(
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = _device(model)
-    choice_ids = choice_token_ids(tokenizer, choices)
+    choice_ids = choice_token_ids(tokenizer, choices, other is not None)
+    outcomes = [*choices, *([other] if other is not None else [])]
     encode = PromptEncoder(tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
@@ -237,7 +259,7 @@ def train_choice_rl(
                     ref_logits = forward(ref, ids, mask, choice_ids)
                 ref_logp = torch.log_softmax(ref_logits / temp, -1)
 
-        answers = [choices[a] for a in actions.tolist()]
+        answers = [outcomes[a] for a in actions.tolist()]
         rewards = torch.tensor([float(r) for r in reward_fn(rows, answers)], device=device)
         adv = rewards - rewards.mean()
         if cfg.whiten_rewards and B > 1:
@@ -281,7 +303,7 @@ def train_choice_rl(
                     opt.zero_grad(set_to_none=True)
                     n_updates += 1
 
-        counts = torch.bincount(actions, minlength=len(choices)).tolist()
+        counts = torch.bincount(actions, minlength=len(outcomes)).tolist()
         stats = {
             "step": step,
             "reward_mean": rewards.mean().item(),
@@ -290,7 +312,7 @@ def train_choice_rl(
             "lr": sched.get_last_lr()[0],
             **{k: v / max(1, n_terms) for k, v in sums.items() if k != "grad_norm"},
             "grad_norm": sums["grad_norm"] / max(1, n_updates),
-            **{f"frac_{c}": n / B for c, n in zip(choices, counts)},
+            **{f"frac_{c}": n / B for c, n in zip(outcomes, counts)},
             "seconds": time.perf_counter() - t0,
         }
         history.append(stats)

@@ -533,7 +533,8 @@ def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder
     task = progress.add_task(f"train {arm.name} seed {seed}", total=rl_cfg.steps)
     history = (run.opts.choice_rl or train_choice_rl)(model, tokenizer, sample_rows, lambda b: prompts[b["i"]],
                               exp.plan.response.choices, reward_fn, rl_cfg,
-                              progress=lambda step, stats: progress.update(task, completed=step + 1))
+                              progress=lambda step, stats: progress.update(task, completed=step + 1),
+                              other=exp.plan.response.other)
     progress.remove_task(task)
     folder.mkdir(parents=True, exist_ok=True)
     run.write.jsonl(folder / "history.jsonl", history)
@@ -632,12 +633,14 @@ def eval_rows(run: Run, data: dict) -> list[dict]:
     return rows[:run.opts.eval_limit] if run.opts.eval_limit else rows
 
 
-def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) -> tuple[list[str], list[list[float]]]:
+def _answer_choices(model, tokenizer, prompts: list[str], response) -> tuple[list[str], list[list[float]]]:
     from .rl import choice_distribution
 
-    probs = choice_distribution(model, tokenizer, prompts, choices)
-    # Greedy: the model's answer is its most likely allowed choice.
-    answers = [choices[int(p.argmax())] for p in probs]
+    probs = choice_distribution(model, tokenizer, prompts, response.choices, other=response.other is not None)
+    # Greedy: the model's answer is its most likely allowed choice (or `other`: any answer
+    # outside them, when that outcome is declared and together the likeliest).
+    outcomes = [*response.choices, *([response.other] if response.other is not None else [])]
+    answers = [outcomes[int(p.argmax())] for p in probs]
     return answers, [[round(float(x), 5) for x in p] for p in probs]
 
 
@@ -659,7 +662,7 @@ def stage_probes(run: Run, stage: Stage) -> str:
         unlabeled = exp.unlabeled_text(run.profile)
         prompts = [prompt_string(tokenizer, exp.render(probe.prompt, {**r, "label": unlabeled})) for r in rows]
         if plan.response.type == "choice":
-            answers, _ = _answer_choices(model, tokenizer, prompts, plan.response.choices)
+            answers, _ = _answer_choices(model, tokenizer, prompts, plan.response)
         else:
             from .generate import generate_texts
 
@@ -711,7 +714,7 @@ def stage_eval(run: Run, stage: Stage, progress) -> str:
         probs: list = [None] * len(rows)
         if response.type == "choice":
             prompts = [prompt_string(tokenizer, m) for m in messages]
-            answers, probs = _answer_choices(model, tokenizer, prompts, response.choices)
+            answers, probs = _answer_choices(model, tokenizer, prompts, response)
         else:
             gen = run.profile.generate
             prompts = messages
