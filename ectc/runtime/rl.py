@@ -15,10 +15,14 @@ Nothing here knows the task: rows, prompts and rewards arrive as data and callab
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -166,6 +170,66 @@ def reference_policy(model):
     return frozen
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_FILE = "rl.pt"
+
+
+@dataclass
+class Checkpoints:
+    """Where and how often the fast path saves a resumable checkpoint: the trainable weights,
+    optimizer, scheduler, every random generator it draws from and the history so far, in one
+    file written atomically (temp file + rename). `writes` False (ranks other than 0 of a
+    multi-process launch): load, never save."""
+    folder: Path
+    every: int
+    writes: bool = True
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder) / CHECKPOINT_FILE
+
+    def due(self, done: int, total: int) -> bool:
+        return self.every > 0 and done % self.every == 0 and done < total
+
+    def save(self, state: dict) -> None:
+        if not self.writes:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, cfg: "RLConfig") -> dict | None:
+        """The last checkpoint of a run with this same config, or None."""
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        return state if state.get("config") == dataclasses.asdict(cfg) else None
+
+    def resume_step(self, cfg: "RLConfig") -> int:
+        """The steps a run with this config would skip (0: it starts from the beginning)."""
+        state = self.load(cfg)
+        return state["step"] if state is not None else 0
+
+
+def _rng_states(rng: np.random.Generator, gen: torch.Generator) -> dict:
+    states = {"torch": torch.get_rng_state(), "generator": gen.get_state(),
+              "numpy": rng.bit_generator.state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict, rng: np.random.Generator, gen: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    gen.set_state(states["generator"])
+    rng.bit_generator.state = states["numpy"]
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 # --------------------------------------------------------------------------- fast path
 
 def train_choice_rl(
@@ -179,6 +243,7 @@ def train_choice_rl(
     progress: Callable[[int, dict], None] | None = None,
     forward: Callable = choice_logits,
     reference: Callable = reference_policy,
+    checkpoints: Checkpoints | None = None,
 ) -> list[dict]:
     """PPO-clipped RL on a one-token choice. Returns one stats dict per step.
 
@@ -197,6 +262,12 @@ def train_choice_rl(
     When one minibatch holds the whole batch, the sampling forward pass is also the first
     update's forward pass (the policy has not moved yet, so old log-probs equal new ones):
     one forward+backward per step, which is the floor for any method.
+
+    `checkpoints`: every `checkpoints.every` steps the state is saved; a call that finds a
+    checkpoint of the same config continues from it and returns what an uninterrupted call
+    would have, bit for bit (tests/test_resume.py). The caller removes the checkpoint once the
+    trained weights are safe. `progress(step, stats)` is called after every step (not for the
+    steps a resumed call skips).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -210,12 +281,22 @@ def train_choice_rl(
     n_mb = math.ceil(B / M)
     updates_per_step = cfg.ppo_epochs * math.ceil(n_mb / G)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.steps * updates_per_step))
-    ref = reference(model) if cfg.kl_coef else None
+    ref = reference(model) if cfg.kl_coef else None  # before a checkpoint's weights are loaded
     fused = M >= B
     model.train()
     history = []
+    start = 0
+    saved = checkpoints.load(cfg) if checkpoints is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            for p, value in zip(params, saved["params"], strict=True):
+                p.copy_(value.to(p.device))
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        _set_rng_states(saved["rng"], rng, gen)
+        history, start = list(saved["history"]), saved["step"]
 
-    for step in range(cfg.steps):
+    for step in range(start, cfg.steps):
         t0 = time.perf_counter()
         temp = cfg.temperature(step)
         ent_coef = cfg.entropy_coef(step)
@@ -294,8 +375,14 @@ def train_choice_rl(
             "seconds": time.perf_counter() - t0,
         }
         history.append(stats)
-        if progress is not None:
+        if progress is not None:  # before the checkpoint: what it reports is then out of the process
             progress(step, stats)
+        if checkpoints is not None and checkpoints.due(step + 1, cfg.steps):
+            checkpoints.save({
+                "step": step + 1, "config": dataclasses.asdict(cfg), "history": history,
+                "params": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": _rng_states(rng, gen),
+            })
     return history
 
 
@@ -312,6 +399,9 @@ def train_text_grpo(
     args: dict,
     output_dir: str,
     progress: Callable[[int, int, dict], None] | None = None,
+    checkpoint_every: int = 0,
+    run_args: dict | None = None,
+    callbacks: Sequence = (),
 ):
     """Free-text RL through trl's GRPOTrainer; trains `model` (a PeftModel trains its adapter)
     in place.
@@ -319,30 +409,42 @@ def train_text_grpo(
     `prompts[i]` is a string or chat messages (as generate.format_prompt leaves them, so the
     model is trained on the context it is later sampled on). `reward_fn(indices, completions)`
     scores completions of the prompts at those indices. `args` are GRPOConfig fields
-    (a generated config's "trl.GRPOConfig", plus e.g. the seed); what this function fixes (no
-    checkpoints, no reporting, logging every step, CPU when there is no GPU) cannot be
-    overridden by them. Returns (the trainer's log history, the GRPOConfig it ran with).
+    (a generated config's "trl.GRPOConfig", plus e.g. the seed); what this function fixes
+    (checkpoints, logging every step, CPU when there is no GPU) cannot be overridden by them.
+    `run_args`: GRPOConfig kwargs that watch the run (report_to, run_name, project);
+    `callbacks`: more TrainerCallbacks (a tracker's).
+
+    checkpoint_every > 0: trl saves a checkpoint-N under output_dir every so many steps (rounded
+    up to whole generation cycles, `num_iterations` steps, since trl regenerates the buffered
+    completions on resume), and a call that finds a complete one resumes from it through
+    trl's own resume_from_checkpoint (weights, optimizer, scheduler, RNG states, data order),
+    ending where an uninterrupted call does (tests/test_resume.py). The caller removes
+    output_dir when the weights are safe. Returns (the trainer's log history, the GRPOConfig
+    it ran with).
     """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from .sft import progress_callback
+    from .sft import last_checkpoint, progress_callback
 
     data = Dataset.from_dict({"prompt": list(prompts), "row": list(range(len(prompts)))})
 
     def reward(prompts, completions, row, **_):
         return [float(x) for x in reward_fn(list(row), list(completions))]
 
+    cycle = int(args.get("num_iterations", 1))
+    saves = ({"save_strategy": "steps", "save_steps": math.ceil(checkpoint_every / cycle) * cycle,
+              "save_total_limit": 2} if checkpoint_every > 0 else {"save_strategy": "no"})
     config = GRPOConfig(**{
-        "bf16": False, **args,
-        "output_dir": output_dir, "report_to": "none", "save_strategy": "no", "logging_steps": 1,
+        "bf16": False, "report_to": "none", **args, **(run_args or {}),
+        "output_dir": output_dir, **saves, "logging_steps": 1,
         "use_cpu": not torch.cuda.is_available(), "disable_tqdm": True,
     })
     trainer = GRPOTrainer(
         model=model, reward_funcs=[reward], args=config, train_dataset=data,
-        processing_class=tokenizer, callbacks=[progress_callback(progress)],
+        processing_class=tokenizer, callbacks=[progress_callback(progress), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to the history
-    trainer.train()
+    trainer.train(resume_from_checkpoint=last_checkpoint(output_dir))
     return trainer.state.log_history, trainer.args

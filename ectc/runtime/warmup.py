@@ -98,5 +98,5 @@ def supervised_warmup(
         opt.step()
         history.append(loss.item())
         if progress is not None:
-            progress(step, {"loss": history[-1]})
+            progress(step, {"loss": history[-1], "lr": lr})
     return history

@@ -1,0 +1,106 @@
+"""Resume mid-arm: an arm killed with SIGKILL once it has a checkpoint resumes from it and ends
+with the same weights, history and metrics as an uninterrupted run, bit for bit. Along the way:
+the profile's tracker (TensorBoard event files, read back with tensorboard's own reader) and the
+plain progress lines `ectc run` prints when stdout is not a terminal."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny import tiny_project
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorboard")
+
+ENV = {**os.environ, "ECTC_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+STEPS, EVERY = 150, 10
+# The fast path with its state spread over every generator it has: minibatches drawn in a random
+# order, two PPO epochs, an entropy schedule; long enough to be killed in the middle.
+RESUMABLE = [
+    ("      batch 16\n      minibatch 16\n", "      batch 16\n      minibatch 8\n"),
+    ("      ppo_epochs 1\n", "      ppo_epochs 2\n"),
+    ("      steps 4\n", f"      steps {STEPS}\n"),
+    ("    seeds 2\n", f"    seeds 1\n    checkpoint_every {EVERY}\n"
+                    '    track { report_to "tensorboard" log_every 50 }\n'),
+]
+
+
+def command(run_id: str) -> list[str]:
+    return [sys.executable, "-m", "ectc", "run", "specs/sycophancy.ect", "--arms", "ect", "--run-id", run_id]
+
+
+def history(arm: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (arm / "history.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # wall-clock time differs
+
+
+def scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_an_arm_killed_mid_training_resumes_to_the_same_numbers(tmp_path):
+    import numpy as np
+    import torch
+
+    tiny_project(tmp_path, "sycophancy", extra=RESUMABLE)
+    runs = tmp_path / "runs/sycophancy"
+
+    # Uninterrupted, stdout a pipe: plain progress lines instead of the (invisible) rich bars.
+    whole = subprocess.run(command("whole"), cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                           timeout=300, check=True)
+    lines = [line for line in whole.stdout.splitlines() if line.startswith("[")]
+    number = r"-?[\d.]+(e-?\d+)?"
+    assert re.fullmatch(rf"\[warm-up\] step 20/20 loss {number} [\d.]+ steps/s", lines[0]), lines
+    train = [line for line in lines if line.startswith("[train ect seed0]")]
+    assert [line.split()[4] for line in train] == ["50/150", "100/150", "150/150"]  # log_every 50
+    assert re.fullmatch(rf"\[train ect seed0\] step 50/150 loss {number} reward {number} kl {number} "
+                        r"[\d.]+ steps/s", train[0]), train[0]
+    arm = runs / "whole/arms/ect/seed0"
+    assert not (arm / "checkpoints").exists(), "a finished arm's checkpoints are deleted"
+
+    # Killed with SIGKILL once the arm has checkpointed, then run again.
+    proc = subprocess.Popen(command("killed"), cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    killed = runs / "killed/arms/ect/seed0"
+    checkpoint = killed / "checkpoints/rl.pt"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "the arm should have checkpointed before the kill"
+    step = torch.load(checkpoint, weights_only=True)["step"]
+    assert 0 < step < STEPS and step % EVERY == 0
+    assert not (killed / "final").exists() and not (killed / "stage.json").exists()
+
+    subprocess.run(command("killed"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300, check=True)
+    record = json.loads((killed / "stage.json").read_text())
+    assert record["resumed_from_step"] == step  # it did resume, from the checkpoint
+    assert not (killed / "checkpoints").exists()
+
+    # Bit for bit: the trained weights, every step's statistics, the evaluation's metrics.
+    assert (killed / "final/model.safetensors").read_bytes() == (arm / "final/model.safetensors").read_bytes()
+    assert history(killed) == history(arm)
+    metrics = [json.loads((runs / r / "metrics.json").read_text()) for r in ("whole", "killed")]
+    assert metrics[0]["arms"] == metrics[1]["arms"]
+
+    # TensorBoard holds each step once, with history's values: the resumed run purged what the
+    # killed attempt had logged after its checkpoint.
+    rewards = [np.float32(r["reward_mean"]) for r in history(arm)]
+    for folder in (arm, killed):
+        logged = scalars(folder / "tensorboard", "train/reward_mean")
+        assert [s for s, _ in logged] == list(range(1, STEPS + 1))
+        assert [np.float32(v) for _, v in logged] == rewards
+    warmup = scalars(runs / "whole/warm-up/tensorboard", "train/loss")
+    assert [s for s, _ in warmup] == list(range(1, 21))
