@@ -104,3 +104,59 @@ def test_an_arm_killed_mid_training_resumes_to_the_same_numbers(tmp_path):
         assert [np.float32(v) for _, v in logged] == rewards
     warmup = scalars(runs / "whole/warm-up/tensorboard", "train/loss")
     assert [s for s, _ in warmup] == list(range(1, 21))
+
+
+GRPO_STEPS, GRPO_EVERY = 16, 4
+GRPO_RESUMABLE = [
+    ("      steps 2\n", f"      steps {GRPO_STEPS}\n"),
+    ("    seeds 1\n    unlabeled", f"    seeds 1\n    checkpoint_every {GRPO_EVERY}\n"
+                                   '    track { report_to "tensorboard" }\n    unlabeled'),
+]
+
+
+def grpo_command(run_id: str) -> list[str]:
+    return [sys.executable, "-m", "ectc", "run", "specs/verbosity.ect", "--arms", "ect", "--run-id", run_id]
+
+
+def test_a_grpo_arm_killed_mid_training_resumes_to_the_same_numbers(tmp_path):
+    """Free text through trl's GRPOTrainer: trl's own checkpoints and resume_from_checkpoint."""
+    pytest.importorskip("trl")
+    tiny_project(tmp_path, "verbosity", extra=GRPO_RESUMABLE)
+    runs = tmp_path / "runs/verbosity"
+    subprocess.run(grpo_command("whole"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+                   check=True)
+    arm = runs / "whole/arms/ect/seed0"
+    assert not (arm / "grpo").exists(), "a finished arm's checkpoints are deleted"
+
+    proc = subprocess.Popen(grpo_command("killed"), cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    killed = runs / "killed/arms/ect/seed0"
+    deadline = time.time() + 240
+    while (not list((killed / "grpo").glob("checkpoint-*/trainer_state.json"))
+           and time.time() < deadline and proc.poll() is None):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps = sorted(int(p.parent.name.split("-")[1]) for p in (killed / "grpo").glob("checkpoint-*/trainer_state.json"))
+    assert steps and steps[-1] < GRPO_STEPS, "the arm should have checkpointed before the kill"
+    assert not (killed / "final").exists()
+
+    subprocess.run(grpo_command("killed"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+                   check=True)
+    record = json.loads((killed / "stage.json").read_text())
+    assert record["resumed_from_step"] == steps[-1] > 0
+    assert not (killed / "grpo").exists()
+
+    assert (killed / "final/model.safetensors").read_bytes() == (arm / "final/model.safetensors").read_bytes()
+    timing = ("step_time", "seconds")
+    same = [[{k: v for k, v in r.items() if not any(t in k for t in timing)} for r in history_rows(a)]
+            for a in (arm, killed)]
+    assert same[0] == same[1] and len(same[0]) == GRPO_STEPS
+    metrics = [json.loads((runs / r / "metrics.json").read_text()) for r in ("whole", "killed")]
+    assert metrics[0]["arms"] == metrics[1]["arms"]
+    losses = scalars(killed / "tensorboard", "train/loss")
+    assert [s for s, _ in losses] == list(range(1, GRPO_STEPS + 1))
+
+
+def history_rows(arm: Path) -> list[dict]:
+    return [json.loads(line) for line in (arm / "history.jsonl").read_text().splitlines()]
