@@ -3,6 +3,7 @@ with the same weights, history and metrics as an uninterrupted run, bit for bit.
 the profile's tracker (TensorBoard event files, read back with tensorboard's own reader) and the
 plain progress lines `ectc run` prints when stdout is not a terminal."""
 
+import dataclasses
 import json
 import os
 import re
@@ -160,3 +161,88 @@ def test_a_grpo_arm_killed_mid_training_resumes_to_the_same_numbers(tmp_path):
 
 def history_rows(arm: Path) -> list[dict]:
     return [json.loads(line) for line in (arm / "history.jsonl").read_text().splitlines()]
+
+
+# ---- the loops themselves, interrupted in-process ----------------------------------------
+
+
+class _Killed(Exception):
+    pass
+
+
+def _stop_after(n: int):
+    def progress(step, stats):
+        if step + 1 == n:
+            raise _Killed  # the process dies after step n (and after its checkpoint, if one was due)
+    return progress
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_fast_path_with_a_kl_reference_resumes_bit_for_bit(tmp_path):
+    """Full fine-tuning with a KL penalty: the reference policy is a frozen copy taken at the
+    start, so a resumed call must take it before it loads the checkpoint's weights."""
+    import torch
+
+    from ectc.runtime.models import build_tiny_llama, build_word_tokenizer
+    from ectc.runtime.rl import RLConfig, rl_checkpoints, train_choice_rl
+
+    choices = ["Yes", "No"]
+    tok = build_word_tokenizer(["x is 0 Say Yes or No"], extra_tokens=choices)
+
+    def rows(step, n, rng):
+        return [{"x": int(v)} for v in rng.integers(0, 10, n)]
+
+    def reward(batch, answers):
+        return [1.0 if (a == "Yes") == (r["x"] % 2 == 0) else 0.0 for r, a in zip(batch, answers)]
+
+    def render(row):
+        return f"x is {row['x']} Say Yes or No"
+
+    cfg = RLConfig(steps=8, batch_size=16, minibatch_size=8, ppo_epochs=2, lr=3e-3, kl_coef=0.1,
+                   entropy_start=0.05, entropy_end=0.0, lr_schedule="cosine", warmup_steps=2, seed=3)
+    torch.set_num_threads(1)
+    whole = build_tiny_llama(tok, layers=1, width=32, heads=2, seed=0)
+    expected = train_choice_rl(whole, tok, rows, render, choices, reward, cfg)
+
+    ckpt = rl_checkpoints(tmp_path / "ckpt", every=3)
+    model = build_tiny_llama(tok, layers=1, width=32, heads=2, seed=0)
+    with pytest.raises(_Killed):
+        train_choice_rl(model, tok, rows, render, choices, reward, cfg, progress=_stop_after(5), checkpoints=ckpt)
+    assert ckpt.resume_step(dataclasses.asdict(cfg)) == 3
+    model = build_tiny_llama(tok, layers=1, width=32, heads=2, seed=0)  # a fresh process's model
+    got = train_choice_rl(model, tok, rows, render, choices, reward, cfg, checkpoints=ckpt)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(got) == strip(expected) and any(r["kl"] > 0 for r in got)
+    assert all(torch.equal(a, b) for a, b in zip(_params(model).values(), _params(whole).values()))
+
+
+def test_warmup_resumes_bit_for_bit(tmp_path):
+    import random
+
+    import torch
+
+    from ectc.runtime.checkpoints import Checkpoints
+    from ectc.runtime.models import build_tiny_llama, build_word_tokenizer
+    from ectc.runtime.warmup import supervised_warmup
+
+    tok = build_word_tokenizer(["x is 0 1 2 3 4 5 6 7 8 9 even odd"])
+
+    def examples(rng: random.Random, n):
+        xs = [rng.randint(0, 9) for _ in range(n)]
+        return [(f"x is {x}", "even" if x % 2 == 0 else "odd") for x in xs]
+
+    torch.set_num_threads(1)
+    kw = dict(steps=9, batch_size=8, lr=3e-3, seed=1, weight_decay=0.1, loss_on="sequence")
+    whole = build_tiny_llama(tok, layers=1, width=32, heads=2, seed=0)
+    expected = supervised_warmup(whole, tok, examples, **kw)
+    ckpt = Checkpoints(tmp_path, every=4, name="warmup.pt")
+    model = build_tiny_llama(tok, layers=1, width=32, heads=2, seed=0)
+    with pytest.raises(_Killed):
+        supervised_warmup(model, tok, examples, **kw, progress=_stop_after(6), checkpoints=ckpt)
+    assert ckpt.last_step() == 4
+    model = build_tiny_llama(tok, layers=1, width=32, heads=2, seed=0)
+    assert supervised_warmup(model, tok, examples, **kw, checkpoints=ckpt) == expected
+    assert all(torch.equal(a, b) for a, b in zip(_params(model).values(), _params(whole).values()))

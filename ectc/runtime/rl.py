@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ectc.runtime.checkpoints import Checkpoints, load_params, rng_states, set_rng_states
 from ectc.runtime.warmup import position_ids_for
 
 RewardFn = Callable[[list[dict], list[str]], Sequence[float]]
@@ -175,59 +174,9 @@ def reference_policy(model):
 CHECKPOINT_FILE = "rl.pt"
 
 
-@dataclass
-class Checkpoints:
-    """Where and how often the fast path saves a resumable checkpoint: the trainable weights,
-    optimizer, scheduler, every random generator it draws from and the history so far, in one
-    file written atomically (temp file + rename). `writes` False (ranks other than 0 of a
-    multi-process launch): load, never save."""
-    folder: Path
-    every: int
-    writes: bool = True
-
-    @property
-    def path(self) -> Path:
-        return Path(self.folder) / CHECKPOINT_FILE
-
-    def due(self, done: int, total: int) -> bool:
-        return self.every > 0 and done % self.every == 0 and done < total
-
-    def save(self, state: dict) -> None:
-        if not self.writes:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
-
-    def load(self, cfg: "RLConfig") -> dict | None:
-        """The last checkpoint of a run with this same config, or None."""
-        if not self.path.exists():
-            return None
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
-        return state if state.get("config") == dataclasses.asdict(cfg) else None
-
-    def resume_step(self, cfg: "RLConfig") -> int:
-        """The steps a run with this config would skip (0: it starts from the beginning)."""
-        state = self.load(cfg)
-        return state["step"] if state is not None else 0
-
-
-def _rng_states(rng: np.random.Generator, gen: torch.Generator) -> dict:
-    states = {"torch": torch.get_rng_state(), "generator": gen.get_state(),
-              "numpy": rng.bit_generator.state, "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: dict, rng: np.random.Generator, gen: torch.Generator) -> None:
-    torch.set_rng_state(states["torch"])
-    gen.set_state(states["generator"])
-    rng.bit_generator.state = states["numpy"]
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+def rl_checkpoints(folder, every: int, writes: bool = True) -> Checkpoints:
+    """The fast path's checkpoint file (`folder`/rl.pt), saved every `every` steps."""
+    return Checkpoints(Path(folder), every, writes, CHECKPOINT_FILE)
 
 
 # --------------------------------------------------------------------------- fast path
@@ -286,14 +235,13 @@ def train_choice_rl(
     model.train()
     history = []
     start = 0
-    saved = checkpoints.load(cfg) if checkpoints is not None else None
+    config = dataclasses.asdict(cfg)
+    saved = checkpoints.load(config) if checkpoints is not None else None
     if saved is not None:
-        with torch.no_grad():
-            for p, value in zip(params, saved["params"], strict=True):
-                p.copy_(value.to(p.device))
+        load_params(params, saved["params"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        _set_rng_states(saved["rng"], rng, gen)
+        set_rng_states(saved["rng"], rng, gen)
         history, start = list(saved["history"]), saved["step"]
 
     for step in range(start, cfg.steps):
@@ -379,9 +327,9 @@ def train_choice_rl(
             progress(step, stats)
         if checkpoints is not None and checkpoints.due(step + 1, cfg.steps):
             checkpoints.save({
-                "step": step + 1, "config": dataclasses.asdict(cfg), "history": history,
+                "step": step + 1, "config": config, "history": history,
                 "params": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": _rng_states(rng, gen),
+                "scheduler": sched.state_dict(), "rng": rng_states(rng, gen),
             })
     return history
 

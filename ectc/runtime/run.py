@@ -303,16 +303,18 @@ def stage_base(run: Run, stage: Stage) -> str:
     from .models import load_cached_model, save_model_atomic
 
     recipe = stages.base_recipe(run.exp, run.shape, stage.upstream["data"])
+    directory = stage.path(run.folder, run.opts.runs_dir)
+    # A warm-up's resumable state, beside the model folder (which is removed when it is damaged).
+    warmup_state = directory.with_name(directory.name + ".warmup")
     # The one place the cached sources differ: how each is built, and how it loads per arm.
     if model_cfg.type == "gguf":
         build, detail = _gguf_builder(run, recipe)
         load = lambda directory: _load_pretrained(run, str(directory))  # LoRA and quantize as for hf
     else:
-        build, detail = _tiny_builder(run, recipe)
+        build, detail = _tiny_builder(run, recipe, warmup_state)
         load = load_cached_model
 
     t0 = time.perf_counter()
-    directory = stage.path(run.folder, run.opts.runs_dir)
     found = run.reusable(stage.name, directory, stage.key)
     if not found.ok:
         if directory.exists():
@@ -323,6 +325,8 @@ def stage_base(run: Run, stage: Stage) -> str:
     out = found.output if found.ok else run.write.done(
         directory, dataclasses.replace(stage, outputs=tuple(sorted(p.name for p in directory.iterdir()
                                                                      if p.name != STAGE_FILE))))
+    if run.opts.writes:
+        shutil.rmtree(warmup_state, ignore_errors=True)  # the model is saved and recorded
     run.log(stage.name, "reused" if found.ok else "ran", detail, 0.0 if found.ok else time.perf_counter() - t0)
     run.carried.base_source = (str(directory), None)
     run.carried.load_base = lambda: load(directory)
@@ -353,8 +357,9 @@ def _gguf_builder(run: Run, recipe: dict):
     return build, f"{path.name} de-quantized to {model_cfg.dtype}"
 
 
-def _tiny_builder(run: Run, recipe: dict):
-    """Build the tiny model's word tokenizer from the data, then the model, then warm it up."""
+def _tiny_builder(run: Run, recipe: dict, warmup_state: Path):
+    """Build the tiny model's word tokenizer from the data, then the model, then warm it up
+    (checkpointed under `warmup_state`, so a killed warm-up resumes)."""
     from .models import build_tiny_llama, build_word_tokenizer
 
     model_cfg = run.profile.model
@@ -369,16 +374,20 @@ def _tiny_builder(run: Run, recipe: dict):
         if warmup and warmup["steps"] > 0:
             from .warmup import supervised_warmup
 
+            from .checkpoints import Checkpoints
+
             examples = _warmup_examples(run, data, tokenizer, warmup)
+            checkpoints = Checkpoints(warmup_state, run.profile.checkpoint_every, run.opts.writes, "warmup.pt")
             with _progress(run) as progress:
                 log = step_log(run, progress, "warm-up", warmup["steps"], run.folder / "warm-up" / TENSORBOARD,
-                               config=warmup)
+                               checkpoints.last_step(), config=warmup)
                 try:
                     losses = supervised_warmup(model, tokenizer, examples, steps=warmup["steps"],
                                                batch_size=warmup["batch"], lr=warmup["lr"], seed=0,
                                                loss_on=warmup["loss"], weight_decay=warmup["weight_decay"],
                                                eos=warmup.get("eos", False),
-                                               progress=lambda step, stats: log(step + 1, stats))
+                                               progress=lambda step, stats: log(step + 1, stats),
+                                               checkpoints=checkpoints)
                 finally:
                     log.close()
             run.events.append({"stage": "warm-up", "first_loss": losses[0], "last_loss": losses[-1]})
@@ -554,14 +563,14 @@ def save_final(model, tokenizer, folder: Path) -> None:
 def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
     import numpy as np
 
-    from .rl import Checkpoints, train_choice_rl
+    from .rl import rl_checkpoints, train_choice_rl
 
     exp = run.exp
     model = _apply_lora(cfg, model)
     prompts = [prompt_string(tokenizer, exp.messages(r, l, run.profile)) for r, l in zip(rows, labels)]
     feedback = exp.feedback.feedback
     rl_cfg = rl_config(cfg, seed, run)
-    checkpoints = Checkpoints(folder / CHECKPOINTS, run.profile.checkpoint_every, writes=run.opts.writes)
+    checkpoints = rl_checkpoints(folder / CHECKPOINTS, run.profile.checkpoint_every, writes=run.opts.writes)
 
     def sample_rows(step: int, n: int, rng: np.random.Generator) -> list[dict]:
         return [{"i": int(i)} for i in rng.integers(0, len(rows), n)]
@@ -569,7 +578,7 @@ def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder
     def reward_fn(batch: list[dict], answers: list[str]) -> list[float]:
         return [float(feedback({**rows[b["i"]], "response": a})["reward"]) for b, a in zip(batch, answers)]
 
-    resumed = checkpoints.resume_step(rl_cfg)
+    resumed = checkpoints.resume_step(dataclasses.asdict(rl_cfg))
     log = step_log(run, progress, f"train {arm.name} seed {seed}", rl_cfg.steps, folder / TENSORBOARD,
                    resumed, dataclasses.asdict(rl_cfg))
     try:
