@@ -70,3 +70,39 @@ def test_trackio_series_read_back_from_its_store(tmp_path):
     logged = [line for line in out.splitlines() if line.startswith("LOGGED ")]
     assert logged == ["LOGGED [(1, 0.25, -1.0), (2, 0.5, -2.0), (3, 0.75, -3.0)]"]
     assert (tmp_path / "trackio/ectc-test.db").exists()
+
+
+def test_grpo_reports_to_trackio_through_trl(tmp_path):
+    """trl's own TrackioCallback, configured from the tracker (report_to, project, run_name)."""
+    pytest.importorskip("trackio")
+    pytest.importorskip("trl")
+    script = textwrap.dedent("""
+        from pathlib import Path
+        import torch
+        from ectc.plan.model import Track
+        from ectc.runtime.models import build_tiny_llama, build_word_tokenizer
+        from ectc.runtime.rl import train_text_grpo
+        from ectc.runtime.track import Tracker
+        from ectc.schema import trainer_kwargs
+
+        torch.set_num_threads(1)
+        tok = build_word_tokenizer(["x is 0 Say Yes or No"], extra_tokens=["Yes", "No"])
+        model = build_tiny_llama(tok, layers=1, width=32, heads=2)
+        rl = {"steps": 3, "batch": 4, "grad_accum": 1, "lr": 1e-4, "schedule": "constant", "warmup_steps": 0,
+              "clip": 0.2, "kl": 0.0, "ppo_epochs": 1, "whiten": False, "max_grad_norm": 1.0, "temperature": 1.0,
+              "entropy": 0.0, "num_generations": 2, "optimizer": "adamw"}
+        args = {**trainer_kwargs("grpo", rl), "max_completion_length": 4}
+        tracker = Tracker(Track(report_to="trackio", project="grpo"), "mini/tiny/train ect seed 0", "mini/tiny",
+                          Path("unused"), for_trainer=True)
+        _, used = train_text_grpo(model, tok, [f"x is {x} Say Yes or No" for x in range(4)],
+                                  lambda rows, texts: [float("Yes" in t) for t in texts], args, "out",
+                                  run_args=tracker.trainer_args(), callbacks=tracker.trainer_callbacks())
+        tracker.close()
+        from trackio.sqlite_storage import SQLiteStorage
+        logs = SQLiteStorage.get_logs("grpo", "mini/tiny/train ect seed 0")
+        print("LOGGED", used.report_to, [r["step"] for r in logs if "train/loss" in r])
+    """)
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    assert [line for line in out.splitlines() if line.startswith("LOGGED ")] == ["LOGGED ['trackio'] [1, 2, 3]"]

@@ -165,7 +165,7 @@ def step_log(run: Run, progress, name: str, total: int | None, log_dir: Path, re
     tracker = None
     if track.report_to != "none" and run.opts.writes:
         group = f"{run.exp.name}/{run.folder.name}"
-        tracker = Tracker(track, f"{group}/{name}", group, log_dir, resume_step, config)
+        tracker = Tracker(track, f"{group}/{name}", group, log_dir, resume_step, config, for_trainer=trainer)
     plain = not run.opts.quiet and not run.console.is_terminal
 
     def say(line: str) -> None:
@@ -372,9 +372,8 @@ def _tiny_builder(run: Run, recipe: dict, warmup_state: Path):
         model = build_tiny_llama(tokenizer, layers=model_cfg.layers, width=model_cfg.width,
                                  heads=model_cfg.heads, seed=0)
         if warmup and warmup["steps"] > 0:
-            from .warmup import supervised_warmup
-
             from .checkpoints import Checkpoints
+            from .warmup import supervised_warmup
 
             examples = _warmup_examples(run, data, tokenizer, warmup)
             checkpoints = Checkpoints(warmup_state, run.profile.checkpoint_every, run.opts.writes, "warmup.pt")
@@ -619,7 +618,7 @@ def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, 
     try:
         logs, used = train_text_grpo(model, tokenizer, prompts, reward_fn, args, output_dir=str(scratch),
                                      progress=lambda step, total, latest: log(step, latest, total),
-                                     checkpoint_every=run.profile.checkpoint_every if run.opts.writes else 0,
+                                     checkpoint_every=run.profile.checkpoint_every,  # trl saves on rank 0 only
                                      run_args=log.tracker.trainer_args() if log.tracker else None,
                                      callbacks=log.tracker.trainer_callbacks() if log.tracker else ())
     finally:

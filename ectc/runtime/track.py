@@ -60,10 +60,11 @@ def numeric(stats: dict) -> dict[str, float]:
 class Tracker:
     """One training run's series in the profile's tracker, written through the library's own API.
     `resume_step`: the steps an interrupted run had checkpointed; TensorBoard drops what the
-    killed attempt logged after them (purge_step), trackio and W&B resume the run by name/id."""
+    killed attempt logged after them (purge_step), trackio and W&B resume the run by name/id.
+    `for_trainer`: a trl trainer's callbacks do the logging (trainer_args, trainer_callbacks)."""
 
     def __init__(self, track: Track, name: str, group: str, log_dir: Path, resume_step: int = 0,
-                 config: dict | None = None):
+                 config: dict | None = None, for_trainer: bool = False):
         self.track, self.name, self.group, self.log_dir = track, name, group, Path(log_dir)
         self.kind = track.report_to
         self.writer: Any = None
@@ -74,6 +75,8 @@ class Tracker:
             # Steps up to resume_step were logged (and flushed) before the checkpoint; whatever an
             # earlier attempt logged after it is redone, so it goes.
             self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=resume_step + 1)
+        elif self.kind == "trackio" and for_trainer:
+            pass  # transformers' TrackioCallback opens (and finishes) the run from trainer_args
         elif self.kind == "trackio":
             import trackio
 
