@@ -82,9 +82,10 @@ def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
         table.add_column("setting")
         table.add_column("value")
         shown = resolved.dump()
-        for key in ("model", "quantize", "lora", "warmup", plan.method, "generate"):
+        for key in ("model", "quantize", "lora", "warmup", plan.method, "generate", "track"):
             if shown.get(key):
                 table.add_row(key, escape(", ".join(f"{k}={v}" for k, v in shown[key].items())))
+        table.add_row("checkpoint_every", str(resolved.checkpoint_every))
         console.print(table)
 
 
