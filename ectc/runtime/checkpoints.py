@@ -42,22 +42,24 @@ class Checkpoints:
         torch.save(state, tmp)
         os.replace(tmp, self.path)
 
-    def load(self, config: dict) -> dict | None:
-        """The last checkpoint saved under this same `config` (its "config" entry), or None."""
+    def load(self, config: dict, mmap: bool = False) -> dict | None:
+        """The last checkpoint saved under this same `config` (its "config" entry), or None.
+        mmap: tensors mapped from the file, not read (a look at its step costs nothing)."""
         if not self.path.exists():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=True)  # tensors and plain data only
+        # weights_only: tensors and plain data, nothing a file could make Python run
+        state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
         return state if state.get("config") == config else None
 
     def last_step(self) -> int:
         """The steps the saved checkpoint holds, whatever its config (0: none)."""
         if not self.path.exists():
             return 0
-        return int(torch.load(self.path, map_location="cpu", weights_only=True)["step"])
+        return int(torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)["step"])
 
     def resume_step(self, config: dict) -> int:
         """The steps a loop with this config would skip (0: it starts from the beginning)."""
-        state = self.load(config)
+        state = self.load(config, mmap=True)
         return state["step"] if state is not None else 0
 
 
