@@ -1638,6 +1638,7 @@ def check_bounds(exp: ir.Experiment) -> list[Diagnostic]:
         seeds = setting_map(p.settings).get("seeds")
         if seeds is not None and isinstance(seeds.value, ir.Num) and not 1 <= seeds.value.value <= MAX_SEEDS:
             out.append(_err(seeds.value.span, "E620", f"`seeds` must be between 1 and {MAX_SEEDS}"))
+        out.extend(_check_step_counts(p))
     ev = exp.evaluate
     for sweep in ev.sweeps if ev is not None else ():
         if None not in (sweep.low, sweep.high, sweep.step) and sweep.step > 0:
@@ -1709,6 +1710,20 @@ def check_name_clashes(exp: ir.Experiment) -> list[Diagnostic]:
     for m in exp.monitors:
         claim(m.name, "monitor", m.name_span)
     return out
+
+
+# Profile settings that count training steps, and what 0 means for each.
+STEP_COUNTS = {"checkpoint_every": "0 saves no checkpoints", "log_every": "0 prints about 20 progress lines an arm"}
+
+
+def _check_step_counts(p: ir.Profile) -> list[Diagnostic]:
+    settings = setting_map(p.settings)
+    track = settings.get("track")
+    found = [settings.get("checkpoint_every")]
+    if track is not None and track.block is not None:
+        found.append(setting_map(track.block).get("log_every"))
+    return [_err(s.value.span, "E622", f"`{s.key}` is a number of steps: 0 or more", STEP_COUNTS[s.key])
+            for s in found if s is not None and isinstance(s.value, ir.Num) and s.value.value < 0]
 
 
 CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [

@@ -85,11 +85,12 @@ def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
         table.add_column("value")
         shown = resolved.dump()
         table.add_row("seeds", str(seeds))
-        for key in ("model", "quantize", "lora", "warmup", plan.method, "generate"):
+        for key in ("model", "quantize", "lora", "warmup", plan.method, "generate", "track"):
             if key == "rl" and shown.get(key):
                 table.add_row(*map(escape, rl_row(shown[key])))
             elif shown.get(key):
                 table.add_row(key, escape(", ".join(f"{k}={_value(v)}" for k, v in shown[key].items())))
+        table.add_row("checkpoint_every", str(resolved.checkpoint_every))
         console.print(table)
 
 

@@ -611,6 +611,8 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
         "templates": {key: f"{profile.name}.{key}" if key in s else key
                       for key in ("prompt", "system", "unlabeled")},
         "evaluation": _evaluation(exp, s.get("evaluate", {})),
+        "track": {**schema.DEFAULTS["track"], "project": exp.name, **s.get("track", {})},
+        "checkpoint_every": s.get("checkpoint_every", schema.DEFAULTS["checkpoint_every"]),
     }
     return {**resolved, **trainer_configs(exp, resolved, {b: s.get(b) or {} for b in schema.PASS_THROUGH})}
 

@@ -216,6 +216,9 @@ PROFILE = {
     "dtype": ("float32", "bfloat16", "float16"),
     # the experiment's evaluation, lighter or heavier for this profile
     "evaluate": {"samples": "int", "sweep": "values"},
+    "track": {"report_to": ("none", "tensorboard", "trackio", "wandb"), "project": "str", "log_every": "int"},
+    # steps between resumable checkpoints of an RL or SFT arm (0: none); never changes the result
+    "checkpoint_every": "int",
 }
 
 # ---- the trainers' names -----------------------------------------------------------------
@@ -404,6 +407,9 @@ DEFAULTS = {
     "monitor_llm": {"temperature": 0.0, "max_tokens": 1024, "reasks": 2, "concurrency": 8, "system": None},
     "monitor_lexicon": {"intercept": 1.0, "slope": 1.0, "pass_below": 2.0, "fail_above": 6.0},
     "evaluate": {"split": "test", "samples": 0, "at": "deploy"},
+    # project None: the experiment's name; log_every 0: about 20 progress lines per arm
+    "track": {"report_to": "none", "project": None, "log_every": 0},
+    "checkpoint_every": 50,
 }
 
 # The checkpoint of the base model before any arm trains: `reuse base` (an out-of-the-box arm)

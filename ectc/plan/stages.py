@@ -122,10 +122,16 @@ def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Settings of a train config that do not decide an arm's weights: the number of seeds (each seed
+# is its own stage), generation and evaluation (how the arm is asked later), where its
+# statistics are reported (a tracker only watches) and how often it checkpoints (a resumed arm
+# ends bit-for-bit where an uninterrupted one does: tests/test_resume.py).
+NOT_TRAINING = ("seeds", "generate", "evaluation", "track", "checkpoint_every")
+
+
 def training_identity(cfg: dict) -> dict:
-    """The part of an arm's train config that decides its weights: not the number of seeds
-    (each seed is its own stage), not generation settings, not how the arm is asked later."""
-    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate", "evaluation")}  # "evaluation": configs of older builds
+    """The part of an arm's train config that decides its weights (all but NOT_TRAINING)."""
+    out = {k: v for k, v in cfg.items() if k not in NOT_TRAINING}
     out["arm"] = {k: v for k, v in cfg["arm"].items() if k != "infer"}
     return out
 

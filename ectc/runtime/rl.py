@@ -15,15 +15,18 @@ Nothing here knows the task: rows, prompts and rewards arrive as data and callab
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from ectc.runtime.checkpoints import Checkpoints, load_params, rng_states, set_rng_states
 from ectc.runtime.warmup import position_ids_for
 
 RewardFn = Callable[[list[dict], list[str]], Sequence[float]]
@@ -181,6 +184,16 @@ def reference_policy(model):
     return frozen
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_FILE = "rl.pt"
+
+
+def rl_checkpoints(folder, every: int, writes: bool = True) -> Checkpoints:
+    """The fast path's checkpoint file (`folder`/rl.pt), saved every `every` steps."""
+    return Checkpoints(Path(folder), every, writes, CHECKPOINT_FILE)
+
+
 # --------------------------------------------------------------------------- fast path
 
 def train_choice_rl(
@@ -195,6 +208,7 @@ def train_choice_rl(
     forward: Callable = choice_logits,
     reference: Callable = reference_policy,
     other: str | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[dict]:
     """PPO-clipped RL on a one-token choice. Returns one stats dict per step.
 
@@ -218,6 +232,12 @@ def train_choice_rl(
     When one minibatch holds the whole batch, the sampling forward pass is also the first
     update's forward pass (the policy has not moved yet, so old log-probs equal new ones):
     one forward+backward per step, which is the floor for any method.
+
+    `checkpoints`: every `checkpoints.every` steps the state is saved; a call that finds a
+    checkpoint of the same config continues from it and returns what an uninterrupted call
+    would have, bit for bit (tests/test_resume.py). The caller removes the checkpoint once the
+    trained weights are safe. `progress(step, stats)` is called after every step (not for the
+    steps a resumed call skips).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -232,12 +252,21 @@ def train_choice_rl(
     n_mb = math.ceil(B / M)
     updates_per_step = cfg.ppo_epochs * math.ceil(n_mb / G)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.steps * updates_per_step))
-    ref = reference(model) if cfg.kl_coef else None
+    ref = reference(model) if cfg.kl_coef else None  # before a checkpoint's weights are loaded
     fused = M >= B
     model.train()
     history = []
+    start = 0
+    config = dataclasses.asdict(cfg)
+    saved = checkpoints.load(config) if checkpoints is not None else None
+    if saved is not None:
+        load_params(params, saved["params"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        set_rng_states(saved["rng"], rng, gen)
+        history, start = list(saved["history"]), saved["step"]
 
-    for step in range(cfg.steps):
+    for step in range(start, cfg.steps):
         t0 = time.perf_counter()
         temp = cfg.temperature(step)
         ent_coef = cfg.entropy_coef(step)
@@ -316,8 +345,14 @@ def train_choice_rl(
             "seconds": time.perf_counter() - t0,
         }
         history.append(stats)
-        if progress is not None:
+        if progress is not None:  # before the checkpoint: what it reports is then out of the process
             progress(step, stats)
+        if checkpoints is not None and checkpoints.due(step + 1, cfg.steps):
+            checkpoints.save({
+                "step": step + 1, "config": config, "history": history,
+                "params": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": rng_states(rng, gen),
+            })
     return history
 
 
@@ -334,6 +369,9 @@ def train_text_grpo(
     args: dict,
     output_dir: str,
     progress: Callable[[int, int, dict], None] | None = None,
+    checkpoint_every: int = 0,
+    run_args: dict | None = None,
+    callbacks: Sequence = (),
 ):
     """Free-text RL through trl's GRPOTrainer; trains `model` (a PeftModel trains its adapter)
     in place.
@@ -341,30 +379,42 @@ def train_text_grpo(
     `prompts[i]` is a string or chat messages (as generate.format_prompt leaves them, so the
     model is trained on the context it is later sampled on). `reward_fn(indices, completions)`
     scores completions of the prompts at those indices. `args` are GRPOConfig fields
-    (a generated config's "trl.GRPOConfig", plus e.g. the seed); what this function fixes (no
-    checkpoints, no reporting, logging every step, CPU when there is no GPU) cannot be
-    overridden by them. Returns (the trainer's log history, the GRPOConfig it ran with).
+    (a generated config's "trl.GRPOConfig", plus e.g. the seed); what this function fixes
+    (checkpoints, logging every step, CPU when there is no GPU) cannot be overridden by them.
+    `run_args`: GRPOConfig kwargs that watch the run (report_to, run_name, project);
+    `callbacks`: more TrainerCallbacks (a tracker's).
+
+    checkpoint_every > 0: trl saves a checkpoint-N under output_dir every so many steps (rounded
+    up to whole generation cycles, `num_iterations` steps, since trl regenerates the buffered
+    completions on resume), and a call that finds a complete one resumes from it through
+    trl's own resume_from_checkpoint (weights, optimizer, scheduler, RNG states, data order),
+    ending where an uninterrupted call does (tests/test_resume.py). The caller removes
+    output_dir when the weights are safe. Returns (the trainer's log history, the GRPOConfig
+    it ran with).
     """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from .sft import progress_callback
+    from .sft import last_checkpoint, progress_callback
 
     data = Dataset.from_dict({"prompt": list(prompts), "row": list(range(len(prompts)))})
 
     def reward(prompts, completions, row, **_):
         return [float(x) for x in reward_fn(list(row), list(completions))]
 
+    cycle = int(args.get("num_iterations", 1))
+    saves = ({"save_strategy": "steps", "save_steps": math.ceil(checkpoint_every / cycle) * cycle,
+              "save_total_limit": 2} if checkpoint_every > 0 else {"save_strategy": "no"})
     config = GRPOConfig(**{
-        "bf16": False, **args,
-        "output_dir": output_dir, "report_to": "none", "save_strategy": "no", "logging_steps": 1,
+        "bf16": False, "report_to": "none", **args, **(run_args or {}),
+        "output_dir": output_dir, **saves, "logging_steps": 1,
         "use_cpu": not torch.cuda.is_available(), "disable_tqdm": True,
     })
     trainer = GRPOTrainer(
         model=model, reward_funcs=[reward], args=config, train_dataset=data,
-        processing_class=tokenizer, callbacks=[progress_callback(progress)],
+        processing_class=tokenizer, callbacks=[progress_callback(progress), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to the history
-    trainer.train()
+    trainer.train(resume_from_checkpoint=last_checkpoint(output_dir))
     return trainer.state.log_history, trainer.args
