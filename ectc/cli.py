@@ -261,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except ModuleNotFoundError as exc:  # an extra's module met past the up-front checks: one line
+        from .extras import missing_module
+
+        problem = missing_module(exc, f"ectc {args.command}")
+        if problem is None:
+            raise
+        sys.stderr.write(f"error: {problem}\n")
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ above the spec that holds `generated/`), so `ectc run /abs/path/specs/x.ect` wor
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from . import extras
 from .errors import did_you_mean
 from .plan.model import Plan
 
@@ -42,6 +44,9 @@ def check_run_flags(args: Any, cwd: Path) -> list[str]:
         problems.append(f"--device {args.device!r}: use auto, cpu, cuda, cuda:N or mps")
     if getattr(args, "processes", 1) < 1:
         problems.append(f"--processes {args.processes}: need at least 1")
+    what = f"ectc {getattr(args, 'command', None) or 'run'}"
+    needed = ["train"] + (["slurm"] if getattr(args, "executor", "local") != "local" else [])
+    problems += [p for p in (extras.problem(extra, what) for extra in needed) if p]
     spec = Path(args.spec)
     if not spec.is_file():
         problems.append(f"cannot read {args.spec}: no such file")
@@ -68,7 +73,23 @@ def check_plan_flags(args: Any, plan: Plan) -> list[str]:
                 hint = did_you_mean(arm, names)
                 problems.append(f"--arms: {plan.name} has no arm {arm!r} (it has {', '.join(names)})"
                                 + (f"; {hint}" if hint else ""))
-    return problems
+    return problems + extra_problems(args, plan)
+
+
+def extra_problems(args: Any, plan: Plan) -> list[str]:
+    """The extras this plan needs beyond [train]: [judge] where Claude would be called (a key is
+    set and the spec has LLM data or judges; without a key they fall back or stay unscored), and
+    [vllm] where the profile generates through it."""
+    what = f"ectc {getattr(args, 'command', None) or 'run'}"
+    needed = []
+    if os.environ.get("ANTHROPIC_API_KEY") and (plan.uses_llm_data or any(m.type == "llm" for m in plan.monitors)):
+        needed.append("judge")
+    try:
+        if plan.profile(args.profile)[1].generate.backend == "vllm":
+            needed.append("vllm")
+    except KeyError:
+        pass  # no such profile: check_plan_flags says so
+    return [p for p in (extras.problem(extra, what) for extra in needed) if p]
 
 
 def check_input_files(plan: Plan, spec: Path, project: Path, allow_outside: bool) -> list[str]:
