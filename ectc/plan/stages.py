@@ -187,6 +187,16 @@ def train_folder(arm: str, seed: int) -> str:
     return f"arms/{arm}/seed{seed}"
 
 
+def eval_folder(arm: str, seed: int) -> str:
+    """An arm's evaluation stage folder (its `samples.jsonl`), relative to the run folder."""
+    return f"eval/{arm}/seed{seed}"
+
+
+def judge_folder(arm: str, seed: int) -> str:
+    """An arm's judge stage folder (its `verdicts.jsonl`), relative to the run folder."""
+    return f"judge/{arm}/seed{seed}"
+
+
 def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base_out: str, data_out: str) -> Stage:
     parts = {
         "config": training_identity(exp.train_config(shape.profile, arm.name)), "base": base_out,
@@ -220,7 +230,7 @@ def eval_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, train
     # A key per condition: a changed sweep re-evaluates only the conditions it adds.
     cond_keys = {name: json_hash({"inputs": digest, "condition": [name, value]}) for name, value in conditions}
     parts = {**inputs, "conditions": [list(c) for c in conditions]}
-    return _stage("evaluate", f"evaluate {arm.name} seed {seed}", parts, f"eval/{arm.name}/seed{seed}",
+    return _stage("evaluate", f"evaluate {arm.name} seed {seed}", parts, eval_folder(arm.name, seed),
                   ("samples.jsonl",), arm=arm.name, seed=seed, conditions=cond_keys,
                   upstream={"train": train_out, "probes": probes_out})
 
@@ -231,7 +241,7 @@ def judge_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, eval
     parts = {"evaluation": eval_out, "monitors": [m.dump() for m in plan.monitors],
              "rubrics": exp.templates_hash(only=JUDGE), "inputs": input_hashes(shape.root, plan.monitor_files()),
              "expr": exp.file_hash("feedback.py")}
-    return _stage("judge", f"judge {arm.name} seed {seed}", parts, f"judge/{arm.name}/seed{seed}",
+    return _stage("judge", f"judge {arm.name} seed {seed}", parts, judge_folder(arm.name, seed),
                   ("verdicts.jsonl",), arm=arm.name, seed=seed, upstream={"samples": eval_out})
 
 
