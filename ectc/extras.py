@@ -13,7 +13,7 @@ import importlib.util
 import sys
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "train": ("torch", "transformers", "tokenizers", "gguf", "trl", "peft", "bitsandbytes", "datasets",
+    "train": ("torch", "transformers", "tokenizers", "huggingface_hub", "gguf", "trl", "peft", "bitsandbytes", "datasets",
               "accelerate", "yaml", "numpy", "scipy", "matplotlib"),
     "judge": ("anthropic",),
     "slurm": ("submitit",),

@@ -142,3 +142,44 @@ def read_plan(generated: Path, experiment: str) -> Plan | None:
     except OSError:
         return None
     return Plan.load(text, str(path))
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def default_eval_arm(plan: Plan) -> str:
+    """The arm a checkpoint trained elsewhere is evaluated as by default: the one trained with
+    the true label and asked at the deployment label (ECT), else the first asked there."""
+    for fits in (lambda a: a.train_label == "true" and a.infer == "deploy", lambda a: a.infer == "deploy",
+                 lambda a: True):
+        found = next((a.name for a in plan.arms if fits(a)), None)
+        if found:
+            return found
+    raise ValueError("a plan without arms")  # the checker refuses such a spec
+
+
+def check_eval_flags(args: Any, plan: Plan) -> list[str]:
+    """`ectc eval`'s own flags: the arm (chosen when not given), each checkpoint (a folder saved by
+    save_pretrained, or a hub id), and the run id (eval-<checkpoint name> when not given)."""
+    problems = []
+    names = [a.name for a in plan.arms]
+    if args.arm is None:
+        args.arm = default_eval_arm(plan)
+    elif args.arm not in names:
+        hint = did_you_mean(args.arm, names)
+        problems.append(f"--arm {args.arm!r}: {plan.name} has no such arm (it has {', '.join(names)})"
+                        + (f"; {hint}" if hint else ""))
+    for source in args.checkpoint:
+        path = Path(source)
+        if path.is_dir():
+            if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+                problems.append(f"--checkpoint {source}: no config.json or adapter_config.json there: not a "
+                                "model saved by save_pretrained")
+        elif path.exists() or not HUB_ID.fullmatch(source):
+            problems.append(f"--checkpoint {source}: " + ("not a folder" if path.exists() else "no such folder")
+                            + ", and not a hub id (org/name)")
+    if args.run_id is None:
+        name = Path(args.checkpoint[0].rstrip("/")).name if Path(args.checkpoint[0]).exists() \
+            else args.checkpoint[0].replace("/", "--")
+        args.run_id = "eval-" + (re.sub(r"[^A-Za-z0-9._-]", "-", name).strip(".") or "checkpoint")[:90]
+    return problems
