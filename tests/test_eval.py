@@ -103,3 +103,21 @@ def test_eval_flags_are_checked_before_torch(trained, monkeypatch, capsys):
         "error: --checkpoint nowhere/at/all: no such folder, and not a hub id (org/name)\n"
         "error: --checkpoint empty: no config.json or adapter_config.json there: not a model saved by "
         "save_pretrained\n")
+
+
+def test_a_hub_id_that_cannot_be_had_is_one_line(trained, monkeypatch):
+    """Hub ids go through from_pretrained; offline, an unknown one fails in one line whether its
+    commit is to be asked (no --revision) or given (a model neither cached nor reachable)."""
+    project, _ = trained
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = ectc(project, "eval", "specs/sycophancy.ect", "--checkpoint", "no-org/no-model", check=False)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: --checkpoint no-org/no-model: not a local folder, and the hub did not "
+                                 "resolve it (OfflineModeIsEnabled")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    out = ectc(project, "eval", "specs/sycophancy.ect", "--checkpoint", "no-org/no-model", "--revision", commit,
+               "--run-id", "hub", check=False)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: --checkpoint no-org/no-model: cannot load it: ")
+    plan = json.loads((project / "runs/sycophancy/hub/plan.json").read_text())["run"]["checkpoints"]
+    assert plan == [{"source": "no-org/no-model", "digest": commit, "revision": commit}]

@@ -13,7 +13,7 @@ from pathlib import Path
 from .datafiles import DataFileError
 from .experiment import Experiment
 from ..plan.stages import Checkpoint
-from .run import Options, execute, flush_denormals, prepare, quiet_libraries, run_folder
+from .run import CheckpointError, Options, execute, flush_denormals, prepare, quiet_libraries, run_folder
 
 
 def main(args) -> int:
@@ -99,7 +99,8 @@ def launch(args, opts: Options) -> int:
         except RunFolderBusy as busy:
             sys.stderr.write(f"error: {busy}\n")
             return 1
-        except DataFileError as exc:  # a value the spec's declared type refuses: no traceback
+        except (DataFileError, CheckpointError) as exc:  # a value the spec's type refuses, a model that
+            # does not load: one line, no traceback
             sys.stderr.write(f"error: {exc}\n")
             return 1
     return status

@@ -401,12 +401,21 @@ def stage_checkpoint(run: Run, stage: Stage) -> str:
     return stage.key
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that does not load (a hub model neither cached nor reachable, a folder
+    transformers cannot read): `ectc eval` says so in one line."""
+
+
 def load_checkpoint(run: Run, checkpoint: stages.Checkpoint):
     """A checkpoint as saved (its own dtype), quantized as the profile says."""
     from .models import load_hf_model
 
-    return load_hf_model(checkpoint.source, quantize=run.profile.bnb_config, dtype="auto",
-                         revision=checkpoint.revision)
+    try:
+        return load_hf_model(checkpoint.source, quantize=run.profile.bnb_config, dtype="auto",
+                             revision=checkpoint.revision)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"--checkpoint {checkpoint.source}: cannot load it: {reason}") from exc
 
 
 # ---- stage: training -----------------------------------------------------------------
