@@ -3,7 +3,8 @@
 that needs a missing extra says which in one line.
 
 The fresh-install check puts a wheel into an empty virtual environment with its four
-dependencies from the package registry (7 s here), so it needs the registry, as `make` does."""
+dependencies from the package registry (7 s on the idle 2-core machine, 28 s beside other jobs), so
+it needs the registry, as `make` does."""
 
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def _sh(*args, cwd: Path, env: dict | None = None, ok=(0,)) -> subprocess.Comple
 
 def test_the_bare_wheel_checks_builds_and_diffs_without_torch(tmp_path):
     """`pip install <wheel>` into an empty virtual environment, dependencies from the registry:
-    check, build, explain and diff work on the shipped specs, torch is not there, and `ectc run`
+    check, fmt, build, explain, plan and diff work on the shipped specs, torch is not there, and `ectc run`
     says which extra to install."""
     t0 = time.perf_counter()
     src = tmp_path / "src"
@@ -142,6 +143,8 @@ def test_the_bare_wheel_checks_builds_and_diffs_without_torch(tmp_path):
             (ROOT / "generated" / name / "experiment.json").read_text()
     _sh(ectc, "build", "--check", cwd=work, env=env)
     _sh(ectc, "explain", "specs/sycophancy.ect", cwd=work, env=env)
+    _sh(ectc, "fmt", "--check", *specs, cwd=work, env=env)
+    assert "stage(s) to run, 0 reused" in _sh(ectc, "plan", "specs/sycophancy.ect", cwd=work, env=env).stdout
     edited = (work / "specs/sycophancy.ect").read_text().replace("seeds 7\n", "seeds 5\n")
     (work / "edited.ect").write_text(edited)
     diff = _sh(ectc, "diff", "specs/sycophancy.ect", "edited.ect", cwd=work, env=env, ok=(2,))
