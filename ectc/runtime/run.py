@@ -653,8 +653,8 @@ def load_trained(run: Run, arm: str, seed: int):
         model, tokenizer = load_checkpoint(run, run.shape.checkpoints[run.seeds.index(seed)])
     else:
         model, tokenizer = run.carried.load_base()
-    if arm != BASE and not run.shape.checkpoints:
-        load_final(model, arm_dir(run, arm, seed) / "final")
+        if arm != BASE:
+            load_final(model, arm_dir(run, arm, seed) / "final")
     if not getattr(model, "is_loaded_in_4bit", False):
         model.to(run.device)
     model.eval()
