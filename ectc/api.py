@@ -111,9 +111,13 @@ class _Tee(io.TextIOBase):
 
 @dataclass(frozen=True)
 class Run:
-    """A run folder (`runs/<experiment>/<run-id>/`), read: what `ectc run` wrote there."""
+    """A run folder (`runs/<experiment>/<run-id>/`), read: what `ectc run` or `ectc eval` wrote
+    there. `ectc.Run("runs/sycophancy/tiny")` reads one from an earlier session."""
 
     folder: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
 
     @cached_property
     def metrics(self) -> dict:

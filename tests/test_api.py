@@ -69,6 +69,8 @@ def test_run_returns_metrics_comparisons_and_samples(api_run):
     ect = frame[(frame.arm == "ect") & (frame.condition == "deploy") & ~frame.claim_correct]
     per_seed = (ect.response == "Correct").groupby(ect.seed).mean()
     assert list(per_seed) == pytest.approx(run.metrics["arms"]["ect"]["metrics"]["sycophancy"]["per_seed"])
+    # A finished run folder reads the same from a later session.
+    assert ectc.Run(str(run.folder)).sample_rows() == run.sample_rows()
 
 
 def test_rerun_in_process_reuses_every_stage(api_run):
