@@ -105,6 +105,29 @@ def test_an_extra_met_mid_command_is_one_line(monkeypatch, capsys):
         "error: ectc explain needs the [train] extra (peft not installed): pip install 'ectc[train]'\n")
 
 
+def _fresh_venv(tmp_path: Path, extras: str, *pins: str) -> Path:
+    """An empty virtual environment with the wheel built from this checkout (and `extras`)
+    installed from the package registry."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "ectc", src / "ectc", ignore=shutil.ignore_patterns("__pycache__"))
+    _sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "wheels",
+        src, cwd=tmp_path)
+    [wheel] = (tmp_path / "wheels").glob("ectc-*.whl")
+    venv = tmp_path / "venv"
+    _sh(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
+    _sh(sys.executable, "-m", "pip", "--python", venv / "bin/python", "install", "-q", *pins, f"{wheel}{extras}",
+        cwd=tmp_path)
+    return venv
+
+
+def _clean_env() -> dict:
+    """This environment without the checkout on the path and without an API key."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "ANTHROPIC_API_KEY")}
+
+
 def _sh(*args, cwd: Path, env: dict | None = None, ok=(0,)) -> subprocess.CompletedProcess:
     out = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode in ok, f"{' '.join(map(str, args))}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
@@ -116,21 +139,10 @@ def test_the_bare_wheel_checks_builds_and_diffs_without_torch(tmp_path):
     check, fmt, build, explain, plan and diff work on the shipped specs, torch is not there, and `ectc run`
     says which extra to install."""
     t0 = time.perf_counter()
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "ectc", src / "ectc", ignore=shutil.ignore_patterns("__pycache__"))
-    _sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "wheels",
-        src, cwd=tmp_path)
-    [wheel] = (tmp_path / "wheels").glob("ectc-*.whl")
-    venv = tmp_path / "venv"
-    _sh(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
-    _sh(sys.executable, "-m", "pip", "--python", venv / "bin/python", "install", "-q", wheel, cwd=tmp_path)
-
+    venv = _fresh_venv(tmp_path, "")
     work = tmp_path / "project"
     shutil.copytree(ROOT / "specs", work / "specs")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "ANTHROPIC_API_KEY")}
+    env = _clean_env()
     py, ectc = venv / "bin/python", venv / "bin/ectc"
     assert _sh(py, "-c", "import importlib.util as u; print([m for m in ('torch', 'transformers', 'numpy') "
                          "if u.find_spec(m)])", cwd=work, env=env).stdout.strip() == "[]"
@@ -153,3 +165,25 @@ def test_the_bare_wheel_checks_builds_and_diffs_without_torch(tmp_path):
     assert run.stderr.startswith("error: ectc run needs the [train] extra (torch, transformers, ")
     assert run.stderr.endswith("not installed): pip install 'ectc[train]'\n") and run.stderr.count("\n") == 1
     print(f"bare wheel: built, installed and checked in {time.perf_counter() - t0:.1f} s")
+
+
+@pytest.mark.skipif(not os.environ.get("ECTC_SLOW"), reason="slow (3 minutes: installs torch and the runtime "
+                    "from the package registry): set ECTC_SLOW=1 to run")
+def test_the_wheel_with_train_runs_the_tiny_profile(tmp_path):
+    """`pip install <wheel>[train]` (torch pinned as `make` pins it) runs a tiny profile and
+    evaluates its checkpoint; a judge with a key set asks for [judge], which is not there."""
+    from tiny import tiny_project
+
+    venv = _fresh_venv(tmp_path, "[train]", "torch==2.13.0")
+    project = tmp_path / "project"
+    tiny_project(project, "sycophancy")
+    tiny_project(project, "bias")
+    env = {**_clean_env(), "ECTC_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    ectc = venv / "bin/ectc"
+    _sh(ectc, "run", "specs/sycophancy.ect", "--seeds", "1", "--arms", "ect,baseline", cwd=project, env=env)
+    assert (project / "runs/sycophancy/tiny/report.md").is_file()
+    _sh(ectc, "eval", "specs/sycophancy.ect", "--checkpoint", "runs/sycophancy/tiny/arms/ect/seed0/final",
+        cwd=project, env=env)
+    assert (project / "runs/sycophancy/eval-final/metrics.json").is_file()
+    out = _sh(ectc, "run", "specs/bias.ect", cwd=project, env={**env, "ANTHROPIC_API_KEY": "sk-test"}, ok=(1,))
+    assert out.stderr == "error: ectc run needs the [judge] extra (anthropic not installed): pip install 'ectc[judge]'\n"
