@@ -121,3 +121,28 @@ def test_a_hub_id_that_cannot_be_had_is_one_line(trained, monkeypatch):
     assert out.stderr.startswith("error: --checkpoint no-org/no-model: cannot load it: ")
     plan = json.loads((project / "runs/sycophancy/hub/plan.json").read_text())["run"]["checkpoints"]
     assert plan == [{"source": "no-org/no-model", "digest": commit, "revision": commit}]
+
+
+def test_eval_judges_free_text_as_the_run_does(tmp_path):
+    """Free text with judges (bias): the checkpoint's samples, the lexicon's verdicts and the
+    metrics over them are the run's own; the LLM judge is unscored without a key, as in the run;
+    the Python API reads the verdicts as columns."""
+    import ectc as api
+
+    project = tiny_project(tmp_path, "bias").parent.parent
+    ectc(project, "run", "specs/bias.ect", "--arms", "ect")
+    trained = project / "runs/bias/tiny"
+    shutil.copytree(trained / "arms/ect/seed0/final", project / "article-writer")
+    ectc(project, "eval", "specs/bias.ect", "--checkpoint", "article-writer")
+    run = project / "runs/bias/eval-article-writer"
+    assert statuses(run)["judge ect seed 0"] == "ran"
+    assert responses(run / "eval/ect/seed0/samples.jsonl") == responses(trained / "eval/ect/seed0/samples.jsonl")
+    assert (run / "judge/ect/seed0/verdicts.jsonl").read_text() == (trained / "judge/ect/seed0/verdicts.jsonl").read_text()
+    ours = json.loads((run / "metrics.json").read_text())["arms"]["ect"]["metrics"]
+    theirs = json.loads((trained / "metrics.json").read_text())["arms"]["ect"]["metrics"]
+    assert ours["loaded_bias"] == theirs["loaded_bias"] and ours["loaded_bias"]["mean"] is not None
+    assert ours["bias"]["mean"] is None and ours["bias"]["unscored"] == theirs["bias"]["unscored"] > 0
+    frame = api.Run(run).to_pandas()
+    deploy = frame[frame.condition == "deploy"]
+    assert deploy["loaded_language.magnitude"].mean() == pytest.approx(ours["loaded_bias"]["mean"])
+    assert deploy["bias_judge"].isna().all()
