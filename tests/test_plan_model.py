@@ -56,7 +56,7 @@ def _edited(**changes) -> str:
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"schema_version": 1}, "experiment.json has plan schema version 1, this ectc reads 2: run `ectc build` "
+    ({"schema_version": 1}, "experiment.json has plan schema version 1, this ectc reads 3: run `ectc build` "
                             "to regenerate it"),
     ({"arms__1__infer": "sometimes"}, "plan.arms[1].infer: 'sometimes' is not one of 'none', 'true', 'deploy'"),
     ({"axis__train_range": [0.5]}, "plan.axis.train_range: expected 2 items, found 1"),
