@@ -1,7 +1,10 @@
 """The stage graph: every stage of a run, its inputs and its key, defined once.
 
-    data -> base model -> train (arm, seed) -> probes -> evaluate (arm, seed)
+    data -> base model -> probes -> train (arm, seed) -> evaluate (arm, seed)
          -> judge (arm, seed; when the experiment has monitors) -> report
+
+The probes ask the base model before any arm trains, so its skill is known (and a `require`
+checked) at once; a probe that asks a trained arm (`checkpoint ect`) moves them after training.
 
 `walk` visits the stages in that order and hands each to a `settle` callback, which returns the
 stage's *output hash*; the stages downstream put that hash in their keys. The runtime's settle
@@ -27,11 +30,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .compiled import CompiledExperiment, json_hash
-from .model import Arm, Plan
+from .model import BASE, Arm, Plan
 from .records import OUTPUT_UNKNOWN, content_hash, input_hashes, output_or_unknown
 
 # What the stages are, in run order.
-KINDS = ("data", "base", "train", "probes", "evaluate", "judge", "report")
+KINDS = ("data", "base", "probes", "train", "evaluate", "judge", "report")
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,11 @@ def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base
                   arm=arm.name, seed=seed, upstream={"base": base_out, "data": data_out})
 
 
+def probes_before_training(plan: Plan) -> bool:
+    """Whether the probes run right after the base model: every one asks the base (none a trained arm)."""
+    return all(p.checkpoint == BASE for p in plan.evaluate.probes)
+
+
 def probe_stage(exp: CompiledExperiment, base_out: str, data_out: str) -> Stage:
     probes = exp.plan.evaluate.probes
     parts = {"data": data_out, "base": base_out, "probes": [p.dump() for p in probes],
@@ -273,13 +281,18 @@ def walk(exp: CompiledExperiment, shape: Shape, settle: Settle, through: str = "
 
     data_out = visit(data_stage(exp, shape))
     base_out = visit(base_stage(exp, shape, data_out))
+    early = probes_before_training(plan)
+    if last < KINDS.index("probes"):
+        return visited
+    probes_out = visit(probe_stage(exp, base_out, data_out)) if plan.evaluate.probes and early else "none"
     if last < KINDS.index("train"):
         return visited
     train_outs = {(arm.name, seed): visit(train_stage(exp, shape, arm, seed, base_out, data_out))
                   for arm in training_arms(plan, shape.arms) for seed in shape.seeds}
-    if last < KINDS.index("probes"):
+    if last < KINDS.index("evaluate"):
         return visited
-    probes_out = visit(probe_stage(exp, base_out, data_out)) if plan.evaluate.probes else "none"
+    if not early:  # a probe asks a trained arm: after training
+        probes_out = visit(probe_stage(exp, base_out, data_out))
     outs: dict[tuple[str, int], str] = {}
     for name in shape.arms:
         arm = plan.arm(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 from .bill import estimated, spent
 from .datafiles import DataFileError
 from .experiment import Experiment
-from .run import Options, execute, flush_denormals, prepare, quiet_libraries, run_folder
+from .run import Options, RequirementNotMet, execute, flush_denormals, prepare, quiet_libraries, run_folder
 
 
 def _estimate(source: str, spec_path: Path, args, name: str) -> dict:
@@ -92,6 +92,9 @@ def main(args) -> int:
             sys.stderr.write(f"error: {busy}\n")
             return 1
         except DataFileError as exc:  # a value the spec's declared type refuses: no traceback
+            sys.stderr.write(f"error: {exc}\n")
+            return 1
+        except RequirementNotMet as exc:  # the base model is not good enough: nothing trained
             sys.stderr.write(f"error: {exc}\n")
             return 1
     return status

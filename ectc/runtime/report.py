@@ -420,8 +420,22 @@ def _markdown(run, result: dict, eval_samples: dict) -> str:
     examples = _examples(exp, eval_samples)
     if examples:
         lines += ["## Example outputs at the deployment label (same item, side by side)", ""] + examples
+    lines += _choice_notes(run)
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in result["plots"]] + [""]
     return "\n".join(lines)
+
+
+def _choice_notes(run) -> list[str]:
+    """A choice the base model almost never gave at the start of RL (runtime/choices.py), as the
+    training stages recorded it."""
+    from ..plan import stages
+    from ..plan.records import read_record
+    from .choices import report_note
+
+    records = [(arm.name, read_record(run.folder / stages.train_folder(arm.name, seed)) or {})
+               for arm in stages.training_arms(run.exp.plan, run.shape.arms) for seed in run.seeds]
+    note = report_note(records)
+    return ["", "## Notes", "", note] if note else []
 
 
 def _examples(exp, eval_samples: dict, count: int = 2) -> list[str]:
