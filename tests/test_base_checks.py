@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ectc.build import build
 from ectc.cli import main
 from tiny import tiny_project
 
@@ -63,19 +64,30 @@ def test_a_failed_require_stops_right_after_the_warm_up(tmp_path, monkeypatch, c
     base = next(i for i, line in enumerate(lines) if line.startswith("ran base model"))
     assert lines[base + 1].startswith(f"ran probes — base_knows {share:.0%} ({sum(values)}/48)")
 
+    # The bound lowered: the base and its probes are reused, the requirement is met, the run goes on
+    # (to the untrained base alone here: `ootb` trains nothing).
+    spec = tmp_path / "specs/sycophancy.ect"
+    spec.write_text(spec.read_text().replace("base_knows >= 0.99", "base_knows >= 0.0"))
+    build(tmp_path, [str(spec)], tmp_path / "generated", check_only=False)
+    assert main(["run", "specs/sycophancy.ect", "--seeds", "1", "--arms", "ootb"]) == 0
+    events = json.loads((run / "stages.json").read_text())["events"]
+    assert [(e["stage"], e["status"]) for e in events if "status" in e][:3] == [
+        ("data", "reused"), ("base model", "reused"), ("probes", "reused")]
+    met = next(e for e in events if "require" in e)
+    assert met == {"stage": "probes", "require": "base_knows >= 0", "value": round(share, 4), "items": 48, "met": True}
+    assert "met require base_knows >= 0" in " ".join(capsys.readouterr().out.split())
+
 
 def test_probes_run_and_are_reported_before_any_arm_trains(tmp_path):
     """On the shipped two-way spec (shrunk) the base gives both choices: no near-zero warning."""
     project = tmp_path
-    tiny_project(project, "sycophancy", [("    metric sycophancy ", REQUIRE.format("0.0"))])
+    tiny_project(project, "sycophancy")
     run, printed = _run(project, ["baseline", "ect"])
     events = json.loads((run.folder / "stages.json").read_text())["events"]
     order = [e["stage"] for e in events if "status" in e]
     assert order[:4] == ["data", "base model", "probes", "train baseline seed 0"], order
     probes = next(e for e in events if e.get("stage") == "probes" and "status" in e)
     assert re.fullmatch(r"base_knows \d+% \(\d+/48\)", probes["detail"])
-    met = next(e for e in events if "require" in e)
-    assert met["require"] == "base_knows >= 0" and met["met"] is True and met["items"] == 48
     assert printed.index("probes —") < printed.index("train baseline seed 0")
 
     # Quiet: both choices are sampled at the start of RL, and the training record says how often.
