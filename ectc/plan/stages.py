@@ -254,11 +254,17 @@ def judge_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, eval
                   ("verdicts.jsonl",), arm=arm.name, seed=seed, upstream={"samples": eval_out})
 
 
+def report_plan(plan: Plan) -> dict[str, Any]:
+    """The evaluate block as the report reads it: not the `require`s, checked before training and
+    never reported (so the report keys of specs without one stay as they were)."""
+    return {k: v for k, v in plan.evaluate.dump().items() if k != "requires"}
+
+
 def report_stage(exp: CompiledExperiment, shape: Shape, outs: dict[tuple[str, int], str]) -> Stage:
     """`outs`: (arm, seed) -> the output hash the report reads (the judge's where there is one)."""
     parts = {"evals": sorted([f"{a}/{s}", o] for (a, s), o in outs.items()),
              "metrics": exp.file_hash("metrics.py"),
-             "plan": [exp.plan.evaluate.dump(), exp.plan.profiles[shape.profile].evaluation.sweep]}
+             "plan": [report_plan(exp.plan), exp.plan.profiles[shape.profile].evaluation.sweep]}
     return _stage("report", "report", parts, "report", ("../metrics.json", "../report.md"))
 
 
