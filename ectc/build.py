@@ -55,7 +55,7 @@ def expected_files(specs: list[Path], root: Path, result: BuildResult) -> dict[s
             raise BuildError(f"{shown}: cannot read: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
                                     f"at offset {exc.start})") from None
         try:
-            spec, warnings = compile_text(source)
+            spec, warnings = compile_text(source, folder=path.parent)
         except CompileError as err:
             err.path, err.source = shown, source  # type: ignore[attr-defined]
             raise

@@ -7,6 +7,7 @@ E6xx profiles and settings, E7xx evaluation, E8xx data and feedback; W for warni
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
@@ -814,7 +815,7 @@ def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
         uses = template_uses(text)
         leaked = sorted(uses & axis_vars)
         for name in leaked:
-            out.append(_err(t.span, "E303", f"the {what} uses the axis `{name}` directly",
+            out.append(_err(template_use_span(t.span, text, name), "E303", f"the {what} uses the axis `{name}` directly",
                             "show the axis through `{{ label }}`, so each arm decides what the model sees"))
         out.extend(d for d in check_template(text, t.span, prompt_vars, f"the {what}")
                    if not (d.code == "E302" and any(f"`{n}`" in d.message for n in leaked)))
@@ -826,6 +827,24 @@ def check_templates(exp: ir.Experiment) -> list[Diagnostic]:
             out.append(_err(exp.prompts[0].span, "E304", "neither the prompt nor the system prompt shows the label",
                             "put `{{ label }}` where the evaluation label goes"))
     return out
+
+
+_ESCAPED = {"\n", "\r", "\t", '"', "\\"}  # what a one-line string can hold only as a two-character escape
+
+
+def template_use_span(span: Span, text: str, name: str) -> Span:
+    """Where `{{ ... name ... }}` (or `{% ... %}`) sits in a template written as a one-line
+    string at `span`, so a caret can point at it; the whole string's span when the template
+    spans lines or cannot be mapped back to its columns."""
+    use = re.compile(rf"(?<![\w.]){re.escape(name)}(?!\w)")
+    block = next((m for m in re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", text, re.S) if use.search(m.group())), None)
+    if block is None or span.line != span.end_line:
+        return span
+    width = lambda chars: sum(2 if ch in _ESCAPED else 1 for ch in chars)  # noqa: E731
+    if width(text) != span.end_column - span.column - 2:
+        return span  # a literal tab where `\t` was assumed: the columns are not known
+    start = span.column + 1 + width(text[:block.start()])
+    return Span(span.line, start, span.line, start + width(block.group()))
 
 
 def _label_render_problems(exp: ir.Experiment, label: ir.Template) -> list[Diagnostic]:
@@ -868,6 +887,11 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
         out.extend(_check_split(block, exp.axis.name if exp.axis is not None and block is exp.data[0] else None))
         scope = axis_scope(exp)
         scope.update({name: TABLE for name in table_names})
+        # Numeric fields (and the axis, as rows draw it) as linear functions of independent draws.
+        axis = exp.axis
+        drawn = train_range(axis.train) if axis is not None and axis.type != "enum" and axis.train else None
+        ranges = {axis.name: drawn} if drawn else {}
+        forms: dict[str, Linear] = {axis.name: ({axis.name: 1.0}, 0.0)} if drawn else {}
         for f in block.fields:
             if f.type not in schema.FIELD_TYPES:
                 out.append(_err(f.type_span, "E801", f"unknown field type `{f.type}`",
@@ -891,17 +915,108 @@ def check_data(exp: ir.Experiment) -> list[Diagnostic]:
             if f.name in scope and f.name not in table_names:
                 out.append(_err(f.span, "E101", f"`{f.name}` is already declared"))
             scope[f.name] = declared
+            forms.pop(f.name, None)
+            if f.expr is not None:
+                out.extend(_check_draw_arguments(f.expr, forms, ranges))
+                own = _draw_range(f.expr) if f.type in ("int", "real") else None
+                form = linear_form(f.expr, forms) if f.type in ("int", "real") else None
+                if own is not None:
+                    ranges[f.name], forms[f.name] = own, ({f.name: 1.0}, 0.0)
+                elif form is not None:
+                    forms[f.name] = form
         prompt = setting_map(block.settings).get("prompt")
         if prompt is not None and isinstance(prompt.value, ir.Str):
             out.extend(check_template(prompt.value.value, prompt.value.span,
                                       {f.name for f in block.fields}, f"data `{block.name}`'s prompt"))
         for a in block.assigns:
+            out.extend(_check_draw_arguments(a.expr, forms, ranges))
             if a.name != "target":
                 out.append(_err(a.span, "E805", f"a data block assigns only `target`, not `{a.name}`",
                                 "declare a field instead: `NAME: TYPE = ...`"))
             Typer(scope, "data", out).expect(a.expr, (TEXT,), "a target")
         if block.source.type != "generate" and block.source.arg is not None and not block.source.arg:
             out.append(_err(block.source.span, "E806", "the data source needs a path"))
+    return out
+
+
+# A value as a linear function of independent draws: ({draw: coefficient}, constant). A draw is
+# a data field drawn by randint/uniform/choice from constants, or the axis; its range is known.
+Linear = tuple[dict[str, float], float]
+
+
+def linear_form(e: ir.Expr, forms: dict[str, Linear]) -> Optional[Linear]:
+    """`e` as a linear function of the draws in `forms` (fields map to their own forms), or
+    None where it is not one (a product of two draws, an `if`, a function)."""
+    if isinstance(e, ir.Num):
+        return ({}, e.value)
+    if isinstance(e, ir.Name):
+        return forms.get(e.id)
+    if isinstance(e, ir.Unary) and e.op == "-":
+        f = linear_form(e.operand, forms)
+        return ({k: -c for k, c in f[0].items()}, -f[1]) if f else None
+    if isinstance(e, ir.Binary) and e.op in ("+", "-", "*", "/"):
+        a, b = linear_form(e.left, forms), linear_form(e.right, forms)
+        if not (a and b):
+            return None
+        if e.op in ("+", "-"):
+            sign = 1 if e.op == "+" else -1
+            coef = dict(a[0])
+            for k, c in b[0].items():
+                coef[k] = coef.get(k, 0.0) + sign * c
+            return ({k: c for k, c in coef.items() if c}, a[1] + sign * b[1])
+        if e.op == "/":
+            return ({k: c / b[1] for k, c in a[0].items()}, a[1] / b[1]) if not b[0] and b[1] else None
+        (var, const) = (a, b) if not b[0] else (b, a)
+        if const[0]:
+            return None  # a product of two draws
+        return ({k: c * const[1] for k, c in var[0].items() if c * const[1]}, var[1] * const[1])
+    return None
+
+
+def _draw_range(e: ir.Expr) -> Optional[tuple[float, float]]:
+    """The range of a draw from constants: randint(0, 9), uniform(0.1, 0.9), choice([1, 5])."""
+    if isinstance(e, ir.Call) and e.func in ("randint", "uniform") and len(e.args) == 2:
+        lo, hi = _number(e.args[0]), _number(e.args[1])
+        return (lo, hi) if lo is not None and hi is not None and lo <= hi else None
+    if isinstance(e, ir.Call) and e.func == "choice" and len(e.args) == 1 and isinstance(e.args[0], ir.ListExpr):
+        values = [_number(i) for i in e.args[0].items]
+        return (min(values), max(values)) if values and None not in values else None
+    return None
+
+
+def _bounds(f: Linear, ranges: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    low = f[1] + sum(c * ranges[k][0 if c > 0 else 1] for k, c in f[0].items())
+    high = f[1] + sum(c * ranges[k][1 if c > 0 else 0] for k, c in f[0].items())
+    return (low, high)
+
+
+def _check_draw_arguments(e: ir.Expr, forms: dict[str, Linear],
+                          ranges: dict[str, tuple[float, float]]) -> list[Diagnostic]:
+    """Arguments a draw cannot take, where they are linear in independent draws (so their
+    extremes do occur): a probability outside [0, 1], or a randint whose low bound can pass
+    its high bound (the data stage would stop on that row)."""
+    out = []
+    for n in ir.walk(e):
+        if not isinstance(n, ir.Call):
+            continue
+        if n.func == "bernoulli" and len(n.args) == 1:
+            p = linear_form(n.args[0], forms)
+            low, high = _bounds(p, ranges) if p else (0.0, 1.0)
+            if low < 0 or high > 1:
+                found = _fmt(low) if low == high else f"values from {_fmt(low)} to {_fmt(high)}"
+                out.append(_err(n.args[0].span, "E815", f"bernoulli's probability must lie in [0, 1], found {found}",
+                                "bernoulli(p) is true with probability p"))
+        elif n.func == "randint" and len(n.args) == 2:
+            lo, hi = (linear_form(a, forms) for a in n.args)
+            if lo is None or hi is None:
+                continue
+            gap = linear_form(ir.Binary(span=n.span, op="-", left=n.args[1], right=n.args[0]), forms)
+            least = _bounds(gap, ranges)[0] if gap else 0.0
+            if least < 0:
+                what = (f"{_fmt(lo[1])} is above its high bound {_fmt(hi[1])}" if not lo[0] and not hi[0]
+                        else f"can be above its high bound, by up to {_fmt(-least)}")
+                out.append(_err(n.span, "E815", f"randint's low bound {what}",
+                                "randint(a, b) draws a whole number from a to b, and needs a <= b on every row"))
     return out
 
 
@@ -1156,6 +1271,7 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
         out.append(_err(extra.span, "E605", "only one profile can be the default"))
     response = exp.response
     data_names = [d.name for d in exp.data]
+    reported: set[str] = set()  # data blocks whose warm-up target was found wanting
     for p in exp.profiles:
         where = f"profile `{p.name}`"
         out.extend(check_settings(p.settings, schema.PROFILE, where, nested=True))
@@ -1186,12 +1302,63 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
                         if part.key not in data_names:
                             out.append(_err(part.span, "E608", f"unknown data block `{part.key}`",
                                             did_you_mean(part.key, data_names)))
-                        elif not any(a.name == "target" for a in next(d for d in exp.data if d.name == part.key).assigns):
-                            out.append(_err(part.span, "E609", f"data `{part.key}` has no `target`, so it cannot warm a model up"))
+                        else:
+                            out.extend(_check_warmup_target(next(d for d in exp.data if d.name == part.key),
+                                                            part, reported))
             if any(m.type != "tiny" for m in p.models):
                 out.append(_warn(warmup.span, "W610", "a warm-up is meant for the tiny model; a pretrained model has its skills"))
         if any(m.type == "tiny" for m in p.models) and "quantize" in settings:
             out.append(_warn(settings["quantize"].span, "W611", "quantizing the tiny model saves nothing"))
+    return out
+
+
+def block_target(block: ir.DataBlock) -> Optional[ir.Node]:
+    """What a warm-up trains a data block's rows to answer: `target = ...`, or a field
+    `target: text = ...` declared with its type."""
+    return next((n for n in (*block.assigns, *block.fields) if n.name == "target"), None)
+
+
+def _check_warmup_target(block: ir.DataBlock, part: ir.Setting, reported: set[str]) -> list[Diagnostic]:
+    if block.name in reported:
+        return []
+    target = block_target(block)
+    if target is None:
+        reported.add(block.name)
+        return [_err(part.span, "E609", f"data `{block.name}` has no `target`, so it cannot warm a model up",
+                     f"give data `{block.name}` the answer to train on: `target = ...` or `target: text = ...`")]
+    if isinstance(target, ir.DataField) and target.type in schema.FIELD_TYPES and target.type != "text":
+        reported.add(block.name)
+        return [_err(target.type_span, "E609", f"a warm-up target is text, but `target` of data `{block.name}` "
+                     f"is declared {target.type}", f"declare it `target: text = ...`, e.g. with render(\"{{{{ ... }}}}\")")]
+    return []
+
+
+def word_lists(exp: ir.Experiment) -> list[tuple[ir.Monitor, str, ir.Str]]:
+    """Each lexicon monitor's word lists: (monitor, list name, the path as written)."""
+    found = []
+    for m in exp.monitors:
+        lists = setting_map(m.settings).get("lists") if m.type == "lexicon" else None
+        rows = lists.block or () if lists is not None else ()
+        for row in rows:
+            if isinstance(row.value, ir.Str):
+                found.append((m, row.key, row.value))
+    return found
+
+
+def check_files(spec: ir.Spec, is_file: Callable[[str], bool], files_in: Callable[[str], list[str]]) -> list[Diagnostic]:
+    """Files the spec names that a run reads (lexicon word lists), each a path relative to the
+    spec's folder: there, or an error now rather than after training. The caller does the
+    I/O: `is_file(path)`, and `files_in(folder)` the files of a folder, for a did-you-mean."""
+    out = []
+    for exp in spec.experiments:
+        for m, key, path in word_lists(exp):
+            if path.value and is_file(path.value):
+                continue
+            folder = path.value.rpartition("/")[0]
+            near = [f"{folder}/{n}" if folder else n for n in files_in(folder)]
+            out.append(_err(path.span, "E405", f"lexicon monitor `{m.name}`'s list `{key}`: no file "
+                            f"`{path.value}` beside the spec",
+                            did_you_mean(path.value, near) or "a word list's path is relative to the spec's folder"))
     return out
 
 
@@ -1391,7 +1558,8 @@ def check_evaluate(exp: ir.Experiment) -> list[Diagnostic]:
         if axis is None:
             continue
         if sweep.axis != axis.name:
-            out.append(_err(sweep.span, "E703", f"unknown axis `{sweep.axis}`", did_you_mean(sweep.axis, [axis.name])))
+            out.append(_err(sweep.axis_span, "E703", f"unknown axis `{sweep.axis}`",
+                            did_you_mean(sweep.axis, [axis.name]) or f"the experiment's axis is `{axis.name}`"))
             continue
         if axis.type == "enum":
             if not sweep.values:
@@ -1501,6 +1669,68 @@ def check_requires(exp: ir.Experiment) -> list[Diagnostic]:
     return out
 
 
+def response_strings(e: ir.Expr) -> list[ir.Str]:
+    """The strings `e` compares the response with: `response == "A"`, `"A" != response`,
+    `response in ["A", "B"]`."""
+    found: list[ir.Str] = []
+    for n in ir.walk(e):
+        if not isinstance(n, ir.Binary):
+            continue
+        if n.op in ("==", "!="):
+            for side, other in ((n.left, n.right), (n.right, n.left)):
+                if isinstance(side, ir.Name) and side.id == "response" and isinstance(other, ir.Str):
+                    found.append(other)
+        elif n.op == "in" and isinstance(n.left, ir.Name) and n.left.id == "response" \
+                and isinstance(n.right, ir.ListExpr):
+            found.extend(i for i in n.right.items if isinstance(i, ir.Str))
+    return found
+
+
+def check_response_strings(exp: ir.Experiment) -> list[Diagnostic]:
+    """A string compared with a `choice` response is one of its choices: `response == "Unsur"`
+    would be a dead branch of the reward, and a metric over it silently 0."""
+    r = exp.response
+    if r is None or r.type != "choice":
+        return []
+    exprs = [a.expr for a in exp.feedback.assigns] if exp.feedback else []
+    exprs += [m.expr for m in exp.monitors if m.expr is not None]
+    ev = exp.evaluate
+    if ev is not None:
+        exprs += [m.expr for m in ev.metrics] + [m.where for m in ev.metrics if m.where is not None]
+        exprs += [a.expr for p in ev.probes for a in p.assigns]
+    shown = ", ".join(f'"{c}"' for c in r.choices)
+    return [_err(s.span, "E207", f'the response is never "{s.value}": it is one of {shown}',
+                 did_you_mean(s.value, r.choices) or "compare it with one of the choices")
+            for e in exprs for s in response_strings(e) if s.value not in r.choices]
+
+
+def check_name_clashes(exp: ir.Experiment) -> list[Diagnostic]:
+    """At evaluation one sample holds, each under its name, the row's fields, the axis value,
+    the response, the feedback terms, the probes' values and the monitors' verdicts, each
+    written over the one before: two of them under one name would lose the first."""
+    block = main_data(exp)
+    taken: dict[str, str] = {exp.axis.name: "the axis"} if exp.axis else {}
+    taken.update({f.name: f"data field `{f.name}`" for f in (block.fields if block else ())})
+    taken.update({a.name: f"data field `{a.name}`" for a in (block.assigns if block else ())})
+    taken["response"] = "the model's response"
+    out: list[Diagnostic] = []
+
+    def claim(name: str, what: str, span: Span) -> None:
+        if name in taken and not taken[name].startswith(what):
+            out.append(_err(span, "E101", f"{what} `{name}` has the name of {taken[name]}",
+                            f"at evaluation the {what}'s value would replace it in each sample: rename one"))
+        taken.setdefault(name, f"{what} `{name}`")
+
+    # Feedback joins the sample only under RL; an SFT `target` is the training completion.
+    for a in exp.feedback.assigns if exp.feedback and _defines(exp, "reward") else ():
+        claim(a.name, "feedback term", a.span)
+    for p in exp.evaluate.probes if exp.evaluate else ():
+        claim(p.name, "probe", p.name_span)
+    for m in exp.monitors:
+        claim(m.name, "monitor", m.name_span)
+    return out
+
+
 CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [
     check_structure,
     check_axis,
@@ -1514,4 +1744,6 @@ CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [
     check_evaluate,
     check_requires,
     check_bounds,
+    check_response_strings,
+    check_name_clashes,
 ]

@@ -65,7 +65,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = EXIT_ERROR
             continue
         try:
-            _, warnings = compile_text(source)
+            _, warnings = compile_text(source, folder=Path(name).parent)
         except CompileError as err:
             _report_compile_error(err, name, source)
             status = EXIT_ERROR
@@ -88,7 +88,7 @@ def _check_machine_readable(args: argparse.Namespace) -> int:
         if source is None:
             status = EXIT_ERROR
             continue
-        diagnostics = diagnose(source)
+        diagnostics = diagnose(source, folder=Path(name).parent)
         if any(d.severity == "error" for d in diagnostics):
             status = EXIT_ERROR
         if args.format == "json":

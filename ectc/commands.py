@@ -120,6 +120,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-bill", dest="bill", action="store_false",
                    help="skip the bill (the work, Claude calls, tokens, cost and time of the stages that run)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="time a short run on this machine first (one arm, ~10 steps, 8 items) for the bill's time")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("runs", help="list runs: spec hash, profile, date, headline metrics")

@@ -77,8 +77,10 @@ def git_show(path: str, ref: str, cwd: Optional[Path] = None) -> str:
 
 
 def strip_spans(obj: Any) -> Any:
+    from .ir import SPAN_FIELDS
+
     if isinstance(obj, dict):
-        return {k: strip_spans(v) for k, v in obj.items() if k not in ("span", "type_span")}
+        return {k: strip_spans(v) for k, v in obj.items() if k not in SPAN_FIELDS}
     if isinstance(obj, list):
         return [strip_spans(v) for v in obj]
     return obj

@@ -78,5 +78,8 @@ class CompileError(Exception):
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """A hint naming the closest candidate, or None when nothing is close."""
-    matches = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    names = sorted(set(candidates))
+    # `NO` for `No`: one letter apart in case is too short a word for difflib's ratio.
+    matches = [c for c in names if c.casefold() == word.casefold()]
+    matches = matches or difflib.get_close_matches(word, names, n=1, cutoff=0.6)
     return f"did you mean `{matches[0]}`?" if matches else None

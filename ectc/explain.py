@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ir
+from . import ir, schema
 from .generate import build_plan
 from .plan.model import Axis, Plan
 
@@ -83,9 +83,39 @@ def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
         table.add_column("value")
         shown = resolved.dump()
         for key in ("model", "quantize", "lora", "warmup", plan.method, "generate"):
-            if shown.get(key):
-                table.add_row(key, escape(", ".join(f"{k}={v}" for k, v in shown[key].items())))
+            if key == "rl" and shown.get(key):
+                table.add_row(*map(escape, rl_row(shown[key])))
+            elif shown.get(key):
+                table.add_row(key, escape(", ".join(f"{k}={_value(v)}" for k, v in shown[key].items())))
         console.print(table)
+
+
+_TRAINERS = {"ppo": "the one-token PPO fast path", "grpo": "trl's GRPOTrainer"}
+
+
+def rl_row(rl: dict) -> tuple[str, str]:
+    """The resolved `rl` block as its algorithm reads it: only the settings that algorithm has
+    (schema.ALGORITHM_SETTINGS), each under GRPO with the GRPOConfig field it becomes."""
+    algorithm = rl["algorithm"]
+    parts = []
+    for k in schema.ALGORITHM_SETTINGS[algorithm]:
+        if k not in rl:
+            continue
+        part = f"{k}={_value(rl[k])}"
+        if algorithm == "grpo":
+            field = schema.GRPO_FIELDS[k][0]
+            value = schema.trainer_kwargs("grpo", {k: rl[k]})[field]  # what GRPOConfig is given
+            part += f" ({field})" if _value(value) == _value(rl[k]) else f" ({field}={value})"
+        parts.append(part)
+    return f"rl: {algorithm} ({_TRAINERS[algorithm]})", ", ".join(parts)
+
+
+def _value(v: Any) -> str:
+    """A setting as a spec writes it: a schedule as `linear(start, end, fraction)` or, held
+    constant, its one number."""
+    if isinstance(v, dict) and set(v) == {"start", "end", "fraction"}:
+        return f"{v['start']}" if v["start"] == v["end"] else f"linear({v['start']}, {v['end']}, {v['fraction']})"
+    return str(v)
 
 
 def _dist(train: Any) -> str:

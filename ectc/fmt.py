@@ -28,7 +28,9 @@ Canonical layout rules:
   expressions, lists and calls always print as `"..."`.
 * Numbers are printed exactly as written (`3e-3` stays `3e-3`, `1.0` stays `1.0`).
 * Expressions get the fewest parentheses that keep their tree, except that an `if` used as the
-  condition or the `then` part of another `if` is parenthesised; `else if` chains stay flat.
+  condition or the `then` part of another `if` is parenthesised; `else if` chains stay flat;
+  and an `and` the user parenthesised as an operand of `or` keeps its parentheses
+  (`(A and B) or (C and D)` stays as written).
   Trailing commas are dropped, except in `returns { ... }`, which prints one field per line,
   each ending with `,`.
 * Comments are kept: a comment on its own line prints on its own line before the statement that
@@ -565,13 +567,42 @@ class _Printer:
         text = self.expr(t)
         return f"({text})" if self.level(t) < need else text
 
+    def grouped(self, t: Tree, need: int) -> str:
+        """An `or` operand: an `and` the user put in parentheses keeps them, since
+        `(A and B) or (C and D)` reads more clearly than the fewest parentheses would."""
+        if t.data == "and_" and self.written_in_parens(t):
+            return f"({self.expr(t)})"
+        return self.sub(t, need)
+
+    def written_in_parens(self, t: Tree) -> bool:
+        start, end = t.meta.start_pos, t.meta.end_pos
+        before = self.source[:start].rstrip()
+        after = self.source[end:].lstrip()
+        if not (before.endswith("(") and after.startswith(")")):
+            return False
+        # `(a) and (b)` also sits between a `(` and a `)`: they enclose it only when the text
+        # between them is balanced (brackets inside strings aside).
+        depth, quoted, i, text = 0, False, 0, self.source[start:end]
+        while i < len(text):
+            ch = text[i]
+            if quoted:
+                i += 2 if ch == "\\" else 1
+                quoted = ch != '"'
+                continue
+            quoted = ch == '"'
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if depth < 0:
+                return False
+            i += 1
+        return depth == 0
+
     def expr(self, t: Tree) -> str:
         kind = t.data
         c = t.children
         if kind == "if_then_else":
             return f"if {self.sub(c[0], 1)} then {self.sub(c[1], 1)} else {self.expr(c[2])}"
         if kind == "or_":
-            return f"{self.sub(c[0], 1)} or {self.sub(c[1], 2)}"
+            return f"{self.grouped(c[0], 1)} or {self.grouped(c[1], 2)}"
         if kind == "and_":
             return f"{self.sub(c[0], 2)} and {self.sub(c[1], 3)}"
         if kind == "not_":

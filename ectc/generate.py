@@ -16,7 +16,7 @@ from typing import Any, Optional
 import jinja2
 
 from . import __version__, ir, jsonio, schema
-from .check import enum_names, hub_splits, setting_map, train_range
+from .check import block_target, enum_names, hub_splits, setting_map, train_range
 from .plan.compiled import CompiledExperiment
 from .plan.model import SCHEMA_VERSION, Plan, main_condition
 
@@ -219,7 +219,9 @@ class Emitter:
             self.templates.append(e.args[0].value)  # type: ignore[union-attr]
             return f"render(TEMPLATES[{len(self.templates) - 1}], v)"
         if f == "words":
-            return f"len({a[0]}.split())"
+            # A word holds a letter or a digit: the tiny model's word-level tokenizer spaces
+            # punctuation out, and "The sky is blue ." is 4 words, not 5.
+            return f"sum(1 for w in {a[0]}.split() if any(c.isalnum() for c in w))"
         if f in ("lower", "upper"):
             return f"{a[0]}.{f}()"
         if f == "contains":
@@ -516,7 +518,7 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
             "source": block.source.type,
             "path": block.source.arg,
             "fields": [f.name for f in block.fields],
-            "has_target": any(a.name == "target" for a in block.assigns),
+            "has_target": block_target(block) is not None,
             "has_prompt": "prompt" in s,
             "llm_fields": [f.name for f in block.fields if isinstance(f.expr, ir.Call) and f.expr.func == "llm"],
             **{k: v for k, v in s.items() if k != "prompt"},

@@ -218,6 +218,7 @@ class VerdictField(Node):
 @node
 class Monitor(Node):
     name: str
+    name_span: Span = NO_SPAN
     type: Literal["llm", "lexicon", "expr"]
     model: Optional[str] = None
     expr: Optional[Expr] = None
@@ -270,6 +271,7 @@ class Metric(Node):
 @node
 class Sweep(Node):
     axis: str
+    axis_span: Span = NO_SPAN  # where the axis is named, for a caret under it
     low: Optional[float] = None
     high: Optional[float] = None
     step: Optional[float] = None
@@ -285,6 +287,7 @@ class Comparison(Node):
 @node
 class Probe(Node):
     name: str
+    name_span: Span = NO_SPAN
     settings: tuple[Setting, ...] = ()
     assigns: tuple[Assign, ...] = ()
 
@@ -406,7 +409,8 @@ def to_data(value: Any) -> Any:
     return value
 
 
-_SPAN_FIELDS = {"span", "type_span"}
+# Source positions, which no comparison of meaning looks at.
+SPAN_FIELDS = frozenset({"span", "type_span", "axis_span", "name_span"})
 
 
 def from_data(tp: Any, data: Any) -> Any:
@@ -450,7 +454,7 @@ def _loader(tp: Any):
                 hints = typing.get_type_hints(tp)
                 fields.update({name: _loader(hints[name]) for name in _field_names(tp)})
             values = {k: fields[k](v) for k, v in d.items()}
-            for name in _SPAN_FIELDS & fields.keys() - values.keys():
+            for name in SPAN_FIELDS & fields.keys() - values.keys():
                 values[name] = NO_SPAN  # span-free data, as `ectc diff` compares it
             return tp(**values)
         return load

@@ -395,7 +395,7 @@ class _Lower:
     def monitor(self, meta, children):
         name, kind, *items = children
         returns = [i for i in items if isinstance(i, tuple)]
-        return ir.Monitor(span=span_of(meta), name=name.id, **kind,
+        return ir.Monitor(span=span_of(meta), name=name.id, name_span=name.span, **kind,
             settings=_setting_list(items),
             returns=returns[-1][1] if returns else (),
         )
@@ -469,11 +469,11 @@ class _Lower:
 
     def sweep_range(self, meta, children):
         axis, low, high, step = children
-        return ir.Sweep(span=span_of(meta), axis=axis.id, low=low.value, high=high.value, step=step.value)
+        return ir.Sweep(span=span_of(meta), axis=axis.id, axis_span=axis.span, low=low.value, high=high.value, step=step.value)
 
     def sweep_values(self, meta, children):
         axis, *values = children
-        return ir.Sweep(span=span_of(meta), axis=axis.id, values=tuple(v for v in values if v is not None))
+        return ir.Sweep(span=span_of(meta), axis=axis.id, axis_span=axis.span, values=tuple(v for v in values if v is not None))
 
     def arm_pair(self, meta, children):
         return (children[0], children[1])
@@ -486,7 +486,7 @@ class _Lower:
 
     def probe(self, meta, children):
         name, *items = children
-        return ir.Probe(span=span_of(meta), name=name.id, settings=_setting_list(items),
+        return ir.Probe(span=span_of(meta), name=name.id, name_span=name.span, settings=_setting_list(items),
             assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
         )
 

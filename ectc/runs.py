@@ -223,6 +223,16 @@ def main_plan(args) -> int:
     stale = [name for name in result
              if (_read_json(Path(args.generated) / name / "manifest.json") or {}).get("spec_sha256") != sha]
     billed = {}
+    if getattr(args, "calibrate", False):
+        from rich.console import Console
+
+        from .runtime.calibrate import calibrate
+
+        if stale:
+            sys.stderr.write(f"error: --calibrate runs {args.generated}/, which is missing or stale: run `ectc build` first\n")
+            return 1
+        calibrate(Path(args.spec), Path(args.generated), Path(args.runs_dir), args.profile,
+                  Console(stderr=True, highlight=False))
     if getattr(args, "bill", True):
         billed = bills(source, Path(args.runs_dir), result, args.profile, args.seeds,
                        args.arms.split(",") if args.arms else None, args.steps_scale, root=Path(args.spec).parent)

@@ -109,3 +109,17 @@ def test_seconds_per_unit_reads_earlier_stages(tmp_path):
     rates, how = seconds_per_unit([run, tmp_path / "absent"])
     assert rates == {"train": 0.2, "evaluate": 0.1}
     assert how.startswith("from 1 earlier run(s)")
+
+
+def test_calibrate_times_two_short_runs_and_the_bill_uses_them(tmp_path):
+    tiny_project(tmp_path, "bias")
+    plan = ectc(tmp_path, "plan", "specs/bias.ect", "--calibrate", "--json")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    bill = json.loads(plan.stdout)["bias"]["bill"]
+    assert bill["estimated"]["time"].startswith("from 2 calibration run(s) (`ectc plan --calibrate`) on this machine")
+    assert bill["totals"]["seconds"] > 0
+    calibrated = tmp_path / "runs/.calibrate/bias"
+    assert sorted(p.name for p in calibrated.iterdir()) == ["tiny-16", "tiny-4"]
+    steps = [json.loads((calibrated / f"tiny-{n}/arms/baseline/seed0/stage.json").read_text())["steps"] for n in (4, 16)]
+    assert steps == [3, 3], "the shrunk spec trains 3 steps: a calibration never trains more than the run"
+    assert not (tmp_path / "runs/bias").exists(), "the run's own folder is untouched"

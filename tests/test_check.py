@@ -79,3 +79,49 @@ def test_inferred_types_are_objects_with_parameters():
     assert infer("[[1]] == [p]", {"p": enum_type("level")}) == (
         BOOL, ["cannot compare a list of a list of an int with a list of a value of axis `level`"])
     assert infer('"a" + t', {"t": TEXT}) == (TEXT, [])
+
+
+def test_a_typed_warmup_target_is_a_target(tmp_path, capsys):
+    """`target: text = render(...)` is the warm-up's answer as `target = ...` is (issue 16)."""
+    import json
+
+    from ectc.compile import compile_text
+    from ectc.generate import generate
+
+    text = (FIXTURES / "base.ect").read_text().replace("  prompt ", """  data sums {
+    split { train 64 }
+    x: int = randint(0, 9)
+    y: int = randint(0, 9)
+    target: text = render("{{ x + y }}")
+  }
+  prompt """).replace("    rl { steps 10 batch 8 }", "    warmup { steps 10 mix { rows 0.5 sums 0.5 } }\n    rl { steps 10 batch 8 }")
+    spec = tmp_path / "typed.ect"
+    spec.write_text(text)
+    assert main(["check", str(spec)]) == 0, capsys.readouterr().err
+    plan = json.loads(generate(compile_text(text)[0], text, "typed.ect")["mini/experiment.json"])
+    assert [(d["name"], d["has_target"]) for d in plan["data"]] == [("rows", True), ("sums", True)]
+
+
+def test_a_missing_word_list_stops_check_and_build(tmp_path, capsys, monkeypatch):
+    """A lexicon's word list is looked for beside the spec by `check` and `build`, not first
+    by the judging stage after every arm has trained (issue 16)."""
+    (tmp_path / "specs").mkdir()
+    text = (FIXTURES / "base.ect").read_text().replace("  arms {", """  monitor filler: lexicon {
+    sees [response]
+    lists { filler "lexicons/filler.txt" }
+  }
+
+  arms {""")
+    (tmp_path / "specs/x.ect").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if "filler.txt" in l)
+    for argv in (["check", "specs/x.ect"], ["build"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"specs/x.ect:{line}:20: error[E405]: lexicon monitor `filler`'s list `filler`: no file " \
+               "`lexicons/filler.txt` beside the spec" in err, err
+    assert not (tmp_path / "generated").exists()
+    (tmp_path / "specs/lexicons").mkdir()
+    (tmp_path / "specs/lexicons/filler.txt").write_text("um\n")
+    assert main(["check", "specs/x.ect"]) == 0
+    assert main(["build"]) == 0

@@ -22,7 +22,7 @@ SPECS = sorted((ROOT / "specs").glob("*.ect"))
 def strip_spans(obj):
     """The IR as data without source positions: what must survive formatting."""
     if isinstance(obj, dict):
-        return {k: strip_spans(v) for k, v in obj.items() if k not in ("span", "type_span")}
+        return {k: strip_spans(v) for k, v in obj.items() if k not in ir.SPAN_FIELDS}
     if isinstance(obj, (list, tuple)):
         return [strip_spans(v) for v in obj]
     return obj

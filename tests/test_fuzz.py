@@ -7,7 +7,6 @@ Three sources of input: (a) programs drawn from the grammar itself (hypothesis' 
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -48,7 +47,7 @@ FUZZ = settings(
 
 def strip_spans(obj):
     if isinstance(obj, dict):
-        return {k: strip_spans(v) for k, v in obj.items() if k not in ("span", "type_span")}
+        return {k: strip_spans(v) for k, v in obj.items() if k not in ir.SPAN_FIELDS}
     if isinstance(obj, (list, tuple)):
         return [strip_spans(v) for v in obj]
     return obj
@@ -57,10 +56,7 @@ def strip_spans(obj):
 def _compile(text: str) -> None:
     if compile_text is None:
         return
-    if len(inspect.signature(compile_text).parameters) >= 2:
-        compile_text(text, "fuzz.ect")
-    else:
-        compile_text(text)
+    compile_text(text)
 
 
 def front_end(text: str):

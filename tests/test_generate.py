@@ -73,7 +73,7 @@ HOSTILE = [
 def _hostile_spec(s: str) -> str:
     base = (FIXTURES / "diagnostics" / "base.ect").read_text()
     return (base
-            .replace('response choice ["Yes", "No"]', f'response choice ["{s}", "No"]')
+            .replace('response choice ["Yes", "No"]', f'response choice ["{s}", "Yes", "No"]')
             .replace('target = if ok then "Yes" else "No"', f'target = if ok then "{s}" else "No"')
             .replace("a: int = randint(0, 9)", f'a: int = randint(0, 9)\n    note: text = choice(["{s}", "x"])')
             .replace('mean((response == "Yes") == ok)', f'mean((response == "{s}") == ok)'))
@@ -163,3 +163,26 @@ def test_the_jinja2_floor_has_the_sandbox_fixes():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"jinja2>=3.1.6"' in pyproject
     assert tuple(int(x) for x in jinja2.__version__.split(".")[:3]) >= (3, 1, 6)
+
+
+def test_words_counts_no_punctuation(tmp_path):
+    """The tiny model's word-level tokenizer spaces punctuation out: `words()` counts the words
+    of "The sky is blue ." as 4, in a monitor, in feedback and in a data field alike."""
+    base = (FIXTURES / "diagnostics" / "base.ect").read_text()
+    text = (base.replace("  arms {", "  monitor n: expr words(response) {}\n  arms {")
+                .replace("    reward = if right then 1.0 else s",
+                         "    reward = if right then 1.0 else s\n    count = words(response)")
+                .replace('    a: int = randint(0, 9)',
+                         '    a: int = randint(0, 9)\n    phrase: text = choice(["The sky is blue ."])\n'
+                         '    size: int = words(phrase + " , -- ok !")'))
+    spec, _ = compile_text(text)
+    for rel, content in generate(spec, text, "w.ect").items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(content)
+    feedback = _load(tmp_path / "mini/feedback.py", "words_fb")
+    dataset = _load(tmp_path / "mini/dataset.py", "words_ds")
+    sample = {"response": "The sky is blue .", "ok": True, "s": 0.5, "a": 1}
+    assert feedback.MONITORS["n"](sample) == 4
+    assert feedback.feedback(sample)["count"] == 4
+    assert feedback.MONITORS["n"]({"response": " 0.50 , x_y ... 7 "}) == 3
+    assert {r["size"] for r in dataset.BUILDERS["rows"]("train", 0)} == {5}

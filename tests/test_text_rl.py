@@ -2,6 +2,7 @@
 GRPOTrainer on a shrunken specs/verbosity.ect, with the spec's knobs mapped onto GRPOConfig."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,10 @@ def test_free_text_rl_trains_and_evaluates(verbosity):
     assert len(verdicts) == len(samples)
     for s, v in zip(samples, verdicts):
         if s["condition"] == "deploy":
-            assert s["sample"]["verbosity"] == min(len(s["response"].split()), 10) / 10
-            assert v["verdicts"]["length"] == len(s["response"].split()) and v["monitors"]["length"]["scored"]
+            # words(): the whitespace-split tokens holding a letter or digit (punctuation is no word)
+            words = len(re.findall(r"(?:^|\s)\S*?[^\W_]", s["response"]))
+            assert s["sample"]["verbosity"] == min(words, 8) / 8
+            assert v["verdicts"]["length"] == words and v["monitors"]["length"]["scored"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["arms"]) == {"baseline", "shuffled", "ect", "prompt_only"}
     assert "report:" in out.stdout

@@ -305,6 +305,8 @@ def walk(exp: CompiledExperiment, shape: Shape, settle: Settle, through: str = "
         for seed in shape.seeds:
             weights = base_out if arm.out_of_the_box else train_outs[(arm.trained_as, seed)]
             outs[(name, seed)] = visit(eval_stage(exp, shape, arm, seed, weights, data_out, probes_out))
+    if last < KINDS.index("judge"):
+        return visited
     if plan.monitors:
         for (name, seed), eval_out in list(outs.items()):
             outs[(name, seed)] = visit(judge_stage(exp, shape, plan.arm(name), seed, eval_out))

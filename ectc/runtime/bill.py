@@ -30,8 +30,9 @@ from ..prices import cost_usd, price_for
 
 CHARS_PER_TOKEN = 4  # Anthropic's rule of thumb for English, used only without an API key
 SAMPLED_REQUESTS = 8  # requests counted per kind: token counts barely vary between items
-DATA_MAX_TOKENS = 1024
-TIMED = ("train", "evaluate")  # the data stage's completions (runtime/run.py asks for at most this)
+DATA_MAX_TOKENS = 1024  # the data stage's completions (runtime/run.py asks for at most this)
+TIMED = ("train", "evaluate")
+CALIBRATION_DIR = ".calibrate"  # under the runs folder: `ectc plan --calibrate`'s short runs
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Facts:
     judge_tokens: Mapping[str, int] = field(default_factory=dict)  # monitor -> input tokens of one request
     token_how: str = ""
     judging: bool = False  # Claude judges will run (an API key, the package, not ECTC_OFFLINE)
-    seconds_per: Mapping[str, float] = field(default_factory=dict)  # stage kind -> seconds per unit
+    seconds_per: Mapping[str, "Rate"] = field(default_factory=dict)  # stage kind -> its time on this machine
     time_how: str = ""
 
 
@@ -97,7 +98,7 @@ def stage_bill(exp: CompiledExperiment, shape: stages.Shape, stage: stages.Stage
 
     def bill(work: str, units: int = 0, unit: str = "", calls: Optional[Calls] = None) -> StageBill:
         return StageBill(stage.name, stage.kind, work, units, unit, calls,
-                         None if rate is None or not units or stage.kind not in TIMED else round(rate * units, 1))
+                         None if rate is None or not units or stage.kind not in TIMED else round(rate.seconds(units), 1))
 
     if stage.kind == "data":
         rows = sum(n for splits in facts.rows.values() for n in splits.values())
@@ -282,10 +283,34 @@ def judge_requests(exp: CompiledExperiment, rows: list[dict], response_words: in
     return out
 
 
-def seconds_per_unit(run_folders: Iterable[Path]) -> tuple[dict[str, float], str]:
-    """Median seconds per unit of work by stage kind, from earlier runs' stages.json (seconds)
-    and stage.json records (steps, samples)."""
-    per: dict[str, list[float]] = {}
+@dataclass(frozen=True)
+class Rate:
+    """A stage kind's time on this machine: `overhead` seconds per stage (loading, saving)
+    plus `per_unit` seconds per step or sample."""
+
+    per_unit: float
+    overhead: float = 0.0
+
+    def seconds(self, units: int) -> float:
+        return self.overhead + self.per_unit * units
+
+
+def fit_rate(points: list[tuple[int, float]]) -> Rate:
+    """(units, seconds) of earlier stages -> a Rate: a least-squares line where the stages
+    differ in size and the line is sensible (a calibration runs two sizes for this), else the
+    median seconds per unit with no overhead."""
+    sizes = {u for u, _ in points}
+    if len(sizes) > 1:
+        slope, intercept = statistics.linear_regression([u for u, _ in points], [t for _, t in points])
+        if slope > 0 and intercept >= 0:
+            return Rate(slope, intercept)
+    return Rate(statistics.median(t / u for u, t in points))
+
+
+def seconds_per_unit(run_folders: Iterable[Path]) -> tuple[dict[str, Rate], str]:
+    """Each stage kind's Rate, from earlier runs' stages.json (seconds) and stage.json records
+    (steps, samples)."""
+    points: dict[str, list[tuple[int, float]]] = {}
     n_runs = 0
     for folder in run_folders:
         try:
@@ -305,12 +330,13 @@ def seconds_per_unit(run_folders: Iterable[Path]) -> tuple[dict[str, float], str
                 arm, seed = name.split()[1], name.split()[-1]
                 kind, units = "evaluate", (read_record(folder / "eval" / arm / f"seed{seed}") or {}).get("samples")
             if kind and isinstance(units, int) and units > 0:
-                per.setdefault(kind, []).append(e["seconds"] / units)
-    rates = {k: statistics.median(v) for k, v in per.items()}
+                points.setdefault(kind, []).append((units, float(e["seconds"])))
+    rates = {k: fit_rate(v) for k, v in points.items()}
     if not rates:
         return {}, "no earlier run of this profile on this machine: time unknown until one has run"
-    shown = ", ".join(f"{k} {rates[k]:.3g} s per {'step' if k == 'train' else 'sample'} ({len(per[k])} stages)"
-                      for k in sorted(rates))
+    shown = ", ".join(f"{k} {rates[k].per_unit:.3g} s per {'step' if k == 'train' else 'sample'}"
+                      + (f" + {rates[k].overhead:.3g} s a stage" if rates[k].overhead else "")
+                      + f" ({len(points[k])} stages)" for k in sorted(rates))
     return rates, f"from {n_runs} earlier run(s) of this profile on this machine: {shown}"
 
 
@@ -340,9 +366,12 @@ def gather(exp: CompiledExperiment, shape: stages.Shape, runs_dir: Path, use_api
         count, how = token_counter(monitor.model, monitor.settings.get("system"),
                                    verdict_tool(verdict_model(returns)), use_api=use_api)
         judge_tokens[name] = round(_mean_tokens(count, prompts))
-    folders = [f for f in (Path(runs_dir) / plan.name).glob("*") if f.is_dir()
-               and (_run_profile(f) == shape.profile)]
+    folders = [f for f in (Path(runs_dir) / plan.name).glob("*") if f.is_dir() and _run_profile(f) == shape.profile]
     rates, time_how = seconds_per_unit(folders)
+    if not rates:  # no real run yet: a calibration's, if `ectc plan --calibrate` made one
+        rates, time_how = seconds_per_unit(sorted((Path(runs_dir) / CALIBRATION_DIR / plan.name).glob(f"{shape.profile}-*")))
+        time_how = time_how.replace("earlier run(s) of this profile", "calibration run(s) (`ectc plan --calibrate`)", 1) \
+            if rates else "no earlier run of this profile on this machine: time unknown (`ectc plan --calibrate` times a short run)"
     from .llm import llm_available
 
     return Facts(rows, train_rows, data_requests, judge_tokens, how, llm_available(), rates, time_how)

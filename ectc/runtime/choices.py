@@ -62,6 +62,6 @@ def report_note(records: list[tuple[str, dict]]) -> str | None:
         return None
     said = "; ".join(f'"{c}" P at most {p:.2g} (arm{"s" if len(arms[c]) > 1 else ""} {", ".join(arms[c])})'
                      for c, p in worst.items())
-    return (f"- Near-zero choice under the base model at the start of RL: {said}; the threshold is "
+    return (f"Near-zero choice under the base model at the start of RL: {said}; the threshold is "
             f"{NEAR_ZERO:g}. {WHY} {'it' if len(worst) == 1 else 'them'}, and training could hardly "
             f"teach {'it' if len(worst) == 1 else 'them'} (a warm-up that targets a choice gives it mass).")

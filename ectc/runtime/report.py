@@ -7,14 +7,19 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..files import atomic_write_text, write_json
+from ..files import write_json
 from ..jsonio import missing
 from ..plan.model import Arm
-from . import plots, stats
+from . import detect, inspectlog, plots, stats
+from .reportdoc import COMPARISON_NOTE, Context, read_samples, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
+from .reportdoc import bounds_text as _bounds
+from .reportdoc import interval_text as _interval
+from .reportdoc import value_text as _fmt
 
 
 def metric_values(exp, metric: str, samples: list[dict]) -> tuple[dict[int, float], int]:
@@ -66,42 +71,6 @@ def _ci(per_seed: list[float]) -> dict:
     return out
 
 
-# What report.md says about the comparison figures (docs quote it; keep them in step).
-COMPARISON_NOTE = (
-    "a − b is the mean over seeds of each seed's paired difference (arm a's model of seed k against "
-    "arm b's model of seed k, on the items both scored). Seeds are the unit of replication, since each "
-    "seed is a separately trained model, and items vary too: the primary 95% CI is a t-interval over "
-    "the per-seed differences, which carries both, because each seed's mean already includes its item "
-    "noise. The hierarchical bootstrap (resample seeds, then items within each seed) is a second "
-    "figure; with few seeds it runs narrow. p is an exact sign-flip permutation test over seeds (all "
-    "2^k sign patterns of the k per-seed differences), for binary and continuous metrics alike; no "
-    "figure treats (item, seed) pairs as independent. An interval needs two seeds or more (n/a with "
-    "one). Reduction = 1 − a/b; a lower / tie / higher counts items on their seed-averaged values.")
-
-
-def _bounds(low: float | None, high: float | None) -> str:
-    """A difference's interval; missing (null in metrics.json, NaN fresh) reads n/a."""
-    if missing(low) or missing(high):
-        return "n/a"  # not "[n/a]": rich would read it as markup
-    return f"[{low:+.3f}, {high:+.3f}]"
-
-
-def _fmt(x: float, pct: bool) -> str:
-    if missing(x):
-        return "n/a"
-    return f"{x:.1%}" if pct else f"{x:.3g}"
-
-
-def _interval(d: dict, digits: int = 3) -> str:
-    """`mean [low, high]`, the mean alone with the reason when there is no interval, or n/a.
-    Reads a `_ci` dict, fresh or from a metrics.json (null there; NaN in one written before)."""
-    if missing(d.get("mean")):
-        return "n/a" + (f" ({d['note']})" if d.get("note") else "")
-    if missing(d.get("low")) or missing(d.get("high")):
-        return f"{d['mean']:.3f}" + (f" ({d['note']})" if d.get("note") else "")
-    return f"{d['mean']:.3f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
-
-
 def stage_report(run, stage, elapsed: float) -> dict:
     """The report over the (judged) samples the run carries; `stage` is the graph's report stage."""
     exp = run.exp
@@ -114,7 +83,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
         run.log(stage.name, "reused")
         metrics = json.loads((folder / "metrics.json").read_text())
         _summary_table(run, metrics)
-        _write_stage_log(run, elapsed)
+        run.write_stage_log(elapsed)
         return metrics
     t0 = time.perf_counter()
     metric_names = list(exp.metrics.METRICS)
@@ -167,21 +136,128 @@ def stage_report(run, stage, elapsed: float) -> dict:
             result["sweep"][m] = {"values": sweep, "series": series}
 
     result["agreement"] = _agreement(exp, eval_samples)
+    ctx = Context.from_typed(exp.plan, run.profile_name, run.seeds, run.device, metric_names)
+    result["warnings"] = label_warnings(ctx, result, eval_samples, exp.feedback, exp.metrics)
+    result["training_notes"] = choice_notes(run)
     plot_files = _plots(run, result, arms)
     result["plots"] = plot_files
     result["elapsed_seconds"] = round(elapsed, 1)
     write_json(folder / "metrics.json", result)
-    atomic_write_text(folder / "report.md", _markdown(run, result, eval_samples))
+    write_documents(folder, ctx, result, eval_samples)
+    logs = inspectlog.write_logs(folder, ctx, result, eval_samples)
     (folder / stage.folder).mkdir(parents=True, exist_ok=True)
     run.write.done(folder / stage.folder, stage)
-    run.log(stage.name, "ran", f"{folder / 'report.md'}", time.perf_counter() - t0)
+    inspected = f", {len(logs)} Inspect logs in inspect/" if logs else " (no Inspect logs: inspect_ai not installed)"
+    run.log(stage.name, "ran", f"{folder / 'report.md'}{inspected}", time.perf_counter() - t0)
     _summary_table(run, result)
-    _write_stage_log(run, elapsed)
+    run.write_stage_log(elapsed)
     return result
 
 
-def _write_stage_log(run, elapsed: float) -> None:
-    write_json(run.folder / "stages.json", {"events": run.events, "elapsed_seconds": round(elapsed, 1)})
+def choice_notes(run) -> list[str]:
+    """A choice the base model almost never gave at the start of RL (runtime/choices.py), as the
+    training stages recorded it."""
+    from ..plan import stages
+    from ..plan.records import read_record
+    from .choices import report_note
+
+    records = [(arm.name, read_record(run.folder / stages.train_folder(arm.name, seed)) or {})
+               for arm in stages.training_arms(run.exp.plan, run.shape.arms) for seed in run.seeds]
+    note = report_note(records)
+    return [note] if note else []
+
+
+def reward_ideal(ctx: Context, feedback, metrics, sweep: dict, eval_samples: dict) -> dict[str, list]:
+    """Per metric, what the reward asks for at each swept value: the metric over each item's
+    reward-best response (the choices, or for free text every response the evaluation saw for
+    the item; ties share). Only RL has a reward, and only metrics that read the response, the
+    row, feedback terms and expression monitors, never a judge's verdict, can be computed for
+    another response. `feedback` and `metrics` are the experiment's generated modules."""
+    if ctx.method != "rl" or not sweep or not eval_samples:
+        return {}
+    judged = {m.name for m in ctx.monitors if m.type != "expr"}  # expression monitors recompute
+    expr = [m.name for m in ctx.monitors if m.type == "expr"]
+    axis = ctx.axis.name
+    rows: dict[int, dict] = {}
+    candidates: dict[int, set] = defaultdict(set)
+    for samples in eval_samples.values():
+        for s in samples:
+            rows.setdefault(s["item"], s["sample"])
+            candidates[s["item"]].add(s["response"])
+    if ctx.response.type == "choice":
+        candidates = defaultdict(set, {i: set(ctx.response.choices) for i in rows})
+    out: dict[str, list] = {}
+    for m, sw in sweep.items():
+        spec = metrics.METRICS[m]
+        if set(spec["needs"]) & judged:
+            continue
+        ideal = []
+        for value in sw["values"]:
+            per_item = []
+            for item, row in rows.items():
+                scored = []
+                for response in sorted(candidates[item], key=str):
+                    v = {**row, axis: value, "response": response}
+                    v.update(feedback.feedback(v))
+                    v.update({name: feedback.MONITORS[name](v) for name in expr})
+                    scored.append((float(v["reward"]), v))
+                best = max(r for r, _ in scored)
+                tied = [v for r, v in scored if r == best]
+                if spec["where"](tied[0]):
+                    per_item.append(float(np.mean([float(spec["value"](v)) for v in tied])))
+            ideal.append(aggregate(spec["aggregate"], per_item) if per_item else None)
+        out[m] = [None if x is None or math.isnan(x) else x for x in ideal]
+    return out
+
+
+def label_warnings(ctx: Context, result: dict, eval_samples: dict, feedback=None, metrics=None) -> list[dict]:
+    """The degenerate-label detector over the report's sweep (with the reward's ideal where the
+    generated modules are given)."""
+    ideal = reward_ideal(ctx, feedback, metrics, result["sweep"], eval_samples) if feedback and metrics else {}
+    return [f.to_dict() for f in detect.detect_sweeps(ctx.axis, ctx.arms, result["sweep"], ideal)]
+
+
+def render_folder(folder: Path, out: Path | None = None, generated: Path | None = None,
+                  inspect: bool = False) -> Path:
+    """report.md and report.html of a finished run folder, written to `out` (default: the run
+    folder). A metrics.json from before the detector gets its warnings here; the reward's ideal
+    needs the experiment's generated feedback.py and metrics.py (`generated`)."""
+    import importlib.util
+    import json
+
+    raw = json.loads((folder / "plan.json").read_text())
+    result = json.loads((folder / "metrics.json").read_text())
+    info = raw.get("run", {})
+    ctx = Context.from_plan(raw, info.get("profile", result.get("profile", "")),
+                            info.get("seeds", result.get("seeds", [])), info.get("device", ""))
+    samples = read_samples(folder)
+    if "warnings" not in result or generated is not None:
+        modules = []
+        for name in ("feedback", "metrics") if generated is not None else ():
+            spec = importlib.util.spec_from_file_location(f"ectc_report_{name}", generated / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            modules.append(module)
+        result["warnings"] = label_warnings(ctx, result, samples, *modules)
+    out = out or folder
+    write_documents(out, ctx, result, samples, plots_from=folder)
+    if inspect:
+        inspectlog.write_logs(out, ctx, result, samples)
+    return out / "report.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m ectc.runtime.report",
+                                description="render report.md and report.html of a finished run folder")
+    p.add_argument("run_folder", type=Path)
+    p.add_argument("--out", type=Path, help="where to write them (default: the run folder)")
+    p.add_argument("--generated", type=Path, help="generated/<experiment>/ of the run (for the reward's ideal)")
+    p.add_argument("--inspect", action="store_true", help="write the Inspect logs too (inspect/)")
+    args = p.parse_args(argv)
+    print(render_folder(args.run_folder, args.out, args.generated, args.inspect))
+    return 0
 
 
 def _unscored(by, arm: str, seeds: list[int], cond: str) -> dict:
@@ -336,132 +412,6 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
     return files
 
 
-def _markdown(run, result: dict, eval_samples: dict) -> str:
-    exp = run.exp
-    axis = exp.plan.axis
-    lines = [f"# {exp.name}: ECT report", "",
-             f"{exp.plan.description}", "",
-             f"- profile `{run.profile_name}`, seeds {run.seeds}, device {run.device}",
-             f"- deployment label: `{axis.name} = {axis.deploy}` (held out of training)",
-             f"- spec sha256 `{exp.plan.spec_sha256[:16]}`, run time {result['elapsed_seconds']} s", "",
-             "## Metrics at the deployment label", "",
-             "Mean over seeds with a 95% t-interval over seeds; `n` is the number of items.", ""]
-    metric_names = list(exp.metrics.METRICS)
-    lines.append("| arm | asked with | " + " | ".join(metric_names) + " |")
-    lines.append("|---|---|" + "---|" * len(metric_names))
-    for arm, info in result["arms"].items():
-        cells = []
-        for m in metric_names:
-            d = info["metrics"][m]
-            cells.append(_interval(d) + (f" (n={d['n_items']})" if not missing(d["mean"]) else ""))
-        asked = {"none": "no label", "deploy": "deployment label", "true": "true label"}[info["condition"]]
-        lines.append(f"| {arm} | {asked} | " + " | ".join(cells) + " |")
-    if result["comparisons"]:
-        lines += ["", "## Paired comparisons (matched seeds, same items)", "", COMPARISON_NOTE, "",
-                  "| a vs b | metric | seeds | a | b | a − b [95% t over seeds] | hierarchical bootstrap | "
-                  "per-seed a − b | sign-flip p | reduction | a lower / tie / higher |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        notes = []
-        for c in result["comparisons"]:
-            if "diff" not in c:
-                lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | | n/a | n/a | {c['note']} | | | | | |")
-                continue
-            if "note" in c:
-                notes.append(f"- {c['a']} vs {c['b']} on {c['metric']}: {c['note']}")
-            lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | {c['n_seeds']} | {c['a_mean']:.3f} | "
-                         f"{c['b_mean']:.3f} | {c['diff']:+.3f} {_bounds(c['t_low'], c['t_high'])} | "
-                         f"{_bounds(c['boot_low'], c['boot_high'])} | "
-                         f"{', '.join(f'{d:+.3f}' for d in c['per_seed_diff'])} | "
-                         f"{_fmt(c['permutation_p'], False)} | {_fmt(c['relative_reduction'], True)} | "
-                         f"{c['a_lower']} / {c['ties']} / {c['a_higher']} |")
-            if c["n_seeds"] > 1 and c["permutation_min_p"] >= 0.05:
-                notes.append(f"- with {c['n_seeds']} seeds the sign-flip test cannot go below "
-                             f"p = {c['permutation_min_p']:.3g}")
-        if notes:
-            lines += [""] + list(dict.fromkeys(notes))
-    if result["sweep"]:
-        lines += ["", "## Label sweep", ""]
-        for m, sw in result["sweep"].items():
-            if not sw["series"]:
-                continue
-            lines.append(f"### {m}")
-            lines.append("")
-            lines.append(f"| {axis.name} | " + " | ".join(sw["series"]) + " |")
-            lines.append("|---|" + "---|" * len(sw["series"]))
-            for i, v in enumerate(sw["values"]):
-                held = " (held out)" if axis.held_out(v) else ""
-                lines.append(f"| {v}{held} | " + " | ".join(
-                    f"{pts[i]['mean']:.3f}" if not missing(pts[i]["mean"]) else "n/a"
-                    for pts in sw["series"].values()) + " |")
-            lines.append("")
-    shares = {a: s for a, s in result["shares"].items() if s}
-    if shares:
-        lines += ["## Verdict shares at the deployment label", ""]
-        for arm, s in shares.items():
-            lines.append(f"- **{arm}**: " + "; ".join(
-                f"{f}: " + ", ".join(f"{k} {v:.0%}" for k, v in d.items()) for f, d in s.items()))
-        lines.append("")
-    unscored = {a: u for a, u in result["unscored"].items() if any(c["unscored"] for c in u.values())}
-    if unscored:
-        lines += ["## Unscored verdicts", "", "Never given a default score; counted here per arm.", ""]
-        for arm, u in unscored.items():
-            for name, c in u.items():
-                if c["unscored"]:
-                    lines.append(f"- {arm} / {name}: {c['unscored']} unscored of {c['scored'] + c['unscored']} "
-                                 f"({', '.join(f'{k}: {v}' for k, v in c['reasons'].items())})")
-        lines.append("")
-    if result.get("agreement"):
-        lines += ["## Agreement between monitors (same samples)", ""]
-        for g in result["agreement"]:
-            name, value = ("Spearman", g["spearman"]) if "spearman" in g else ("Cohen's kappa", g["kappa"])
-            measure = f"{name} {value:.3f}" if not missing(value) else f"{name} n/a ({g.get('note')})"
-            lines.append(f"- {g['a']} vs {g['b']} on `{g['field']}`: {measure} over {g['n']} samples")
-        lines.append("")
-    examples = _examples(exp, eval_samples)
-    if examples:
-        lines += ["## Example outputs at the deployment label (same item, side by side)", ""] + examples
-    lines += _choice_notes(run)
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in result["plots"]] + [""]
-    return "\n".join(lines)
-
-
-def _choice_notes(run) -> list[str]:
-    """A choice the base model almost never gave at the start of RL (runtime/choices.py), as the
-    training stages recorded it."""
-    from ..plan import stages
-    from ..plan.records import read_record
-    from .choices import report_note
-
-    records = [(arm.name, read_record(run.folder / stages.train_folder(arm.name, seed)) or {})
-               for arm in stages.training_arms(run.exp.plan, run.shape.arms) for seed in run.seeds]
-    note = report_note(records)
-    return ["", "## Notes", "", note] if note else []
-
-
-def _examples(exp, eval_samples: dict, count: int = 2) -> list[str]:
-    if exp.plan.response.type != "text":
-        return []
-    firsts: dict[str, dict[int, dict]] = {}
-    for (arm, seed), samples in eval_samples.items():
-        if seed != min(s for (_, s) in eval_samples):
-            continue
-        for s in samples:
-            if s["condition"] in ("deploy", "none", "true"):
-                firsts.setdefault(arm, {})[s["item"]] = s
-    if not firsts:
-        return []
-    items = sorted(set.intersection(*(set(v) for v in firsts.values())))[:count]
-    out = []
-    for item in items:
-        out.append(f"### item {item}")
-        out.append("")
-        for arm, samples in firsts.items():
-            text = str(samples[item]["response"]).strip().replace("\n", " ")
-            out.append(f"- **{arm}**: {text[-600:]}")
-        out.append("")
-    return out
-
-
 def _summary_table(run, result: dict) -> None:
     if run.opts.quiet:
         return
@@ -481,4 +431,10 @@ def _summary_table(run, result: dict) -> None:
                               f"{_bounds(c['t_low'], c['t_high'])} (95% t over {c['n_seeds']} seed(s), "
                               f"{c['n_items']} items), sign-flip p {_fmt(c['permutation_p'], False)}"
                               + (f"; {c['note']}" if "note" in c else ""))
-    run.console.print(f"report: {run.folder / 'report.md'}")
+    for w in result.get("warnings", []):
+        run.console.print(f"  warning [{w['kind']}] {w['message']}", markup=False, highlight=False)
+    run.console.print(f"report: {run.folder / 'report.md'} and {run.folder / 'report.html'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

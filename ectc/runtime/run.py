@@ -76,6 +76,7 @@ class Options:
     quiet: bool = False
     through: str = "report"  # the last kind of stage to run (plan/stages.KINDS): workers stop at "train"
     only_jobs: set[tuple[str, int]] | None = None  # (arm, seed) pairs a worker trains
+    eval_limit: int | None = None  # at most this many evaluation items (`ectc plan --calibrate` only)
     # A multi-process launch's worker (runtime/distributed.py) sets these three; the defaults
     # are one process.
     writes: bool = True  # False on ranks other than 0: they train and write nothing
@@ -128,6 +129,10 @@ class Run:
             if not self.opts.quiet:
                 self.console.print(f"  {'[yellow]redo[/]':>18} {stage} — {found.reason}")
         return found
+
+    def write_stage_log(self, elapsed: float) -> None:
+        """stages.json: what each stage did and its seconds (`ectc plan`'s bill reads the rates)."""
+        self.write.json(self.folder / "stages.json", {"events": self.events, "elapsed_seconds": round(elapsed, 1)})
 
     def log(self, stage: str, status: str, detail: str = "", seconds: float = 0.0) -> None:
         self.events.append({"stage": stage, "status": status, "detail": detail, "seconds": round(seconds, 2)})
@@ -642,7 +647,8 @@ def load_trained(run: Run, arm: str, seed: int):
 def eval_rows(run: Run, data: dict) -> list[dict]:
     plan, samples = run.exp.plan, run.profile.evaluation.samples
     rows = data[plan.main_data][plan.evaluate.split]
-    return rows[:samples] if samples else rows
+    rows = rows[:samples] if samples else rows
+    return rows[:run.opts.eval_limit] if run.opts.eval_limit else rows
 
 
 def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) -> tuple[list[str], list[list[float]]]:
