@@ -13,6 +13,7 @@ import pytest
 
 from ectc.build import build
 from ectc.cli import main
+from ectc.runs import predict
 from tiny import tiny_project
 
 pytest.importorskip("torch")
@@ -63,6 +64,14 @@ def test_a_failed_require_stops_right_after_the_warm_up(tmp_path, monkeypatch, c
     lines = [line.strip() for line in captured.out.splitlines() if line.strip()]
     base = next(i for i, line in enumerate(lines) if line.startswith("ran base model"))
     assert lines[base + 1].startswith(f"ran probes — base_knows {share:.0%} ({sum(values)}/48)")
+
+    # `ectc plan` now knows the run would stop again where it did.
+    plans = predict((tmp_path / "specs/sycophancy.ect").read_text(), tmp_path / "runs", seeds=1,
+                    root=tmp_path / "specs")["sycophancy"][1]
+    probes = next(p for p in plans if p.stage == "probes")
+    assert probes.status == "reused" and probes.reason.endswith(
+        f"; `require base_knows >= 0.99` fails: the base model's base_knows is {share:.2f} ({sum(values)} of 48 items): "
+        "the run stops here")
 
     # The bound lowered: the base and its probes are reused, the requirement is met, the run goes on
     # (to the untrained base alone here: `ootb` trains nothing).

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..files import atomic_write_text, read_jsonl, write_json, write_jsonl
 from ..plan import stages
-from ..plan.model import BASE, Arm, Profile
+from ..plan.model import BASE, Arm, Profile, probe_share
 from ..plan.records import STAGE_FILE, Reuse, check, read_record, record
 from ..plan.stages import Stage
 from .bill import DATA_MAX_TOKENS
@@ -664,35 +664,30 @@ class RequirementNotMet(RuntimeError):
     """A `require` the base model's probes do not meet: the run stops before any arm trains."""
 
 
-def probe_shares(values: dict[str, list]) -> dict[str, tuple[int, int]]:
-    """Each probe's (true, items) over the evaluation items: what the console, `require` and the
-    record say."""
-    return {name: (sum(bool(v) for v in vs), len(vs)) for name, vs in values.items()}
-
-
 def _shares_text(values: dict[str, list]) -> str:
-    return ", ".join(f"{k} {t / max(1, n):.0%} ({t}/{n})" for k, (t, n) in probe_shares(values).items())
+    return ", ".join(f"{k} {t / max(1, n):.0%} ({t}/{n})" for k, (t, n) in
+                     ((k, probe_share(v)) for k, v in values.items()))
+
+
+STOP = ". The run stops before training any arm: improve the base model (e.g. a longer warm-up) or lower the bound."
 
 
 def require_base(run: Run) -> None:
     """Check the spec's `require`s on the probes just run; raise RequirementNotMet with the figure
     when one fails. Each outcome goes to the run's events."""
-    shares = probe_shares(run.carried.probe_values)
     failed = []
     for req in run.exp.plan.evaluate.requires:
-        true, items = shares[req.probe]
-        share = true / max(1, items)
-        met = req.holds(share)
+        true, items = probe_share(run.carried.probe_values[req.probe])
+        problem = req.failure(run.carried.probe_values)
         run.events.append({"stage": "probes", "require": f"{req.probe} {req.op} {req.value:g}",
-                           "value": round(share, 4), "items": items, "met": met})
-        if not met:
-            failed.append(f"`require {req.probe} {req.op} {req.value:g}` fails: the base model's "
-                          f"{req.probe} is {share:.2f} ({true} of {items} items)")
+                           "value": round(true / max(1, items), 4), "items": items, "met": problem is None})
+        if problem:
+            failed.append(problem)
         elif not run.opts.quiet:
-            run.console.print(f"  {'[green]met[/]':>18} require {req.probe} {req.op} {req.value:g} — {share:.2f}")
+            run.console.print(f"  {'[green]met[/]':>18} require {req.probe} {req.op} {req.value:g} — "
+                              f"{true / max(1, items):.2f}")
     if failed:
-        raise RequirementNotMet("; ".join(failed) + ". The run stops before training any arm: "
-                                "improve the base model (e.g. a longer warm-up) or lower the bound.")
+        raise RequirementNotMet("; ".join(failed) + STOP)
 
 
 def stage_probes(run: Run, stage: Stage) -> str:
