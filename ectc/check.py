@@ -362,8 +362,12 @@ class Typer:
         monitor = self.monitors[t.name]
         fields = monitor_fields(monitor)
         if e.attr not in fields:
-            self.out.append(_err(e.span, "E206", f"monitor `{monitor.name}` has no field `{e.attr}`",
-                                 did_you_mean(e.attr, fields)))
+            hint = did_you_mean(e.attr, fields)
+            if monitor.type == "lexicon" and e.attr in schema.LEXICON_VERDICT:
+                hint = ("a lexicon monitor that just counts has " + ", ".join(f"`{f}`" for f in fields)
+                        + "; declare its mapping (`intercept`, `slope`, `pass_below`, `fail_above`) for `"
+                        + e.attr + "`")
+            self.out.append(_err(e.span, "E206", f"monitor `{monitor.name}` has no field `{e.attr}`", hint))
             return ANY
         return fields[e.attr]
 
@@ -461,7 +465,7 @@ def _or(want: tuple[Type, ...]) -> str:
 
 def monitor_fields(m: ir.Monitor) -> dict[str, Type]:
     if m.type == "lexicon":
-        return {name: Type(kind) for name, kind in schema.LEXICON_FIELDS.items()}
+        return {name: Type(kind) for name, kind in schema.lexicon_fields(setting_map(m.settings)).items()}
     if m.type == "llm":
         return {f.name: TEXT if f.type == "enum" else Type(f.type) for f in m.returns}
     return {}
@@ -1114,6 +1118,9 @@ def check_response_feedback(exp: ir.Experiment) -> list[Diagnostic]:
                 out.append(_err(r.span, "E810", "the answer choices repeat"))
             if len(r.choices) < 2:
                 out.append(_err(r.span, "E810", "a choice response needs at least two answers"))
+            if r.other is not None and r.other in r.choices:
+                out.append(_err(r.span, "E810", f"the outcome `other \"{r.other}\"` is one of the choices",
+                                "`other` names what any answer outside the choices becomes: give it a name of its own"))
         else:
             out.extend(check_settings(r.settings, schema.RESPONSE_TEXT, "response"))
     fb = exp.feedback
@@ -1276,7 +1283,10 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
         where = f"profile `{p.name}`"
         out.extend(check_settings(p.settings, schema.PROFILE, where, nested=True))
         out.extend(check_pass_through(exp, p))
-        if len(p.models) != 1:
+        # A profile that starts from another gets its model and trainer there (profiles.resolve);
+        # one whose base is missing has that reported where it names it (E640-E642).
+        based = p.extends is not None or p.library is not None
+        if len(p.models) > 1 or (not p.models and not based):
             out.append(_err(p.span if not p.models else p.models[1].span, "E606",
                             f"{where} must declare exactly one `model`"))
         for m in p.models:
@@ -1289,7 +1299,7 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
             out.extend(_check_sweep_values(exp.axis, setting_map(evaluate.block).get("sweep")))
         if response is not None:
             needed = "rl" if response.type == "choice" or _defines(exp, "reward") else "sft"
-            if needed not in settings:
+            if needed not in settings and not based:
                 out.append(_err(p.span, "E607", f"{where} has no `{needed}` block, which this experiment trains with"))
             other = "sft" if needed == "rl" else "rl"
             if other in settings:
@@ -1300,8 +1310,11 @@ def check_profiles(exp: ir.Experiment) -> list[Diagnostic]:
                 if s.key == "mix" and s.block is not None:
                     for part in s.block:
                         if part.key not in data_names:
+                            inherited = p.library is not None and part.span == p.library.span
                             out.append(_err(part.span, "E608", f"unknown data block `{part.key}`",
-                                            did_you_mean(part.key, data_names)))
+                                            did_you_mean(part.key, data_names) or (
+                                                f"the warm-up mix comes from `{p.library.value}`: give this experiment's "
+                                                "data in the profile's own `warmup { mix { ... } }`" if inherited else None)))
                         else:
                             out.extend(_check_warmup_target(next(d for d in exp.data if d.name == part.key),
                                                             part, reported))
@@ -1625,6 +1638,7 @@ def check_bounds(exp: ir.Experiment) -> list[Diagnostic]:
         seeds = setting_map(p.settings).get("seeds")
         if seeds is not None and isinstance(seeds.value, ir.Num) and not 1 <= seeds.value.value <= MAX_SEEDS:
             out.append(_err(seeds.value.span, "E620", f"`seeds` must be between 1 and {MAX_SEEDS}"))
+        out.extend(_check_step_counts(p))
     ev = exp.evaluate
     for sweep in ev.sweeps if ev is not None else ():
         if None not in (sweep.low, sweep.high, sweep.step) and sweep.step > 0:
@@ -1698,10 +1712,11 @@ def check_response_strings(exp: ir.Experiment) -> list[Diagnostic]:
     if ev is not None:
         exprs += [m.expr for m in ev.metrics] + [m.where for m in ev.metrics if m.where is not None]
         exprs += [a.expr for p in ev.probes for a in p.assigns]
-    shown = ", ".join(f'"{c}"' for c in r.choices)
+    outcomes = (*r.choices, *([r.other] if r.other is not None else []))  # `other "X"`: X too
+    shown = ", ".join(f'"{c}"' for c in outcomes)
     return [_err(s.span, "E207", f'the response is never "{s.value}": it is one of {shown}',
-                 did_you_mean(s.value, r.choices) or "compare it with one of the choices")
-            for e in exprs for s in response_strings(e) if s.value not in r.choices]
+                 did_you_mean(s.value, outcomes) or "compare it with one of the choices")
+            for e in exprs for s in response_strings(e) if s.value not in outcomes]
 
 
 def check_name_clashes(exp: ir.Experiment) -> list[Diagnostic]:
@@ -1729,6 +1744,20 @@ def check_name_clashes(exp: ir.Experiment) -> list[Diagnostic]:
     for m in exp.monitors:
         claim(m.name, "monitor", m.name_span)
     return out
+
+
+# Profile settings that count training steps, and what 0 means for each.
+STEP_COUNTS = {"checkpoint_every": "0 saves no checkpoints", "log_every": "0 prints about 20 progress lines an arm"}
+
+
+def _check_step_counts(p: ir.Profile) -> list[Diagnostic]:
+    settings = setting_map(p.settings)
+    track = settings.get("track")
+    found = [settings.get("checkpoint_every")]
+    if track is not None and track.block is not None:
+        found.append(setting_map(track.block).get("log_every"))
+    return [_err(s.value.span, "E622", f"`{s.key}` is a number of steps: 0 or more", STEP_COUNTS[s.key])
+            for s in found if s is not None and isinstance(s.value, ir.Num) and s.value.value < 0]
 
 
 CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [

@@ -9,14 +9,21 @@ from .check import check, check_files
 from .errors import CompileError, Diagnostic
 from .lower import lower
 from .parse import parse, without_gc
+from .profiles import resolve
+
+
+def front(text: str) -> tuple[ir.Spec, list[Diagnostic]]:
+    """Parse, lower, and resolve profiles that start from another (CompileError when it does
+    not parse): the IR that check, generate, explain and diff read, and resolution's diagnostics."""
+    return resolve(lower(parse(text)))
 
 
 def compile_text(text: str, *, folder: Path | None = None) -> tuple[ir.Spec, list[Diagnostic]]:
     """Return the checked IR and its warnings; raise CompileError when there is an error.
     With the spec's `folder`, the files it names (word lists) must also be there."""
     with without_gc():
-        spec = lower(parse(text))
-        diagnostics = check(spec)
+        spec, diagnostics = front(text)
+        diagnostics = diagnostics + check(spec)
     if folder is not None:
         diagnostics += check_files(spec, lambda path: _is_file(folder, path), lambda sub: _files_in(folder, sub))
     if any(d.severity == "error" for d in diagnostics):

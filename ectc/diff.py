@@ -678,12 +678,11 @@ class DiffResult:
 def _lower(source: str, label: str):
     """(IR, error text or None): parse and lower must succeed; check errors are reported."""
     from .check import check
+    from .compile import front
     from .errors import CompileError
-    from .lower import lower
-    from .parse import parse
 
-    spec = lower(parse(source))  # CompileError propagates: nothing to diff
-    diags = check(spec)
+    spec, diags = front(source)  # CompileError propagates: nothing to diff
+    diags = diags + check(spec)
     errors = [d for d in diags if d.severity == "error"]
     if errors:
         return spec, CompileError(diags).render(source, label)

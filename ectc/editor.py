@@ -64,7 +64,7 @@ class Context:
 @dataclass(frozen=True)
 class Item:
     label: str
-    kind: str       # "key", "value", "arm", "metric", "variable", "keyword"
+    kind: str       # "key", "value", "arm", "profile", "metric", "variable", "keyword"
     detail: str = ""
     doc: str = ""
 
@@ -181,11 +181,17 @@ def complete(text: str, offset: int, spec: Optional[ir.Spec]) -> list[Item]:
     ctx = context_at(text, offset)
     exp = experiment_at(spec, text.count("\n", 0, offset) + 1)
     if ctx.string is not None:
+        if ctx.statement[-1:] == ("from",) and "profile" in ctx.statement:  # `from "|`: the shipped profiles
+            from .profiles import library_names
+
+            return [Item(n, "profile") for n in library_names() if n.startswith(ctx.string.lstrip("\""))]
         return _template_variables(ctx, exp)
     frames, stmt = ctx.frames, ctx.statement
     prev = stmt[-1] if stmt else ""
     arms = [a.name for a in exp.arms] if exp else []
     if len(frames) == 1 and frames[0].head == "experiment":
+        if prev == "extends":  # `profile NAME extends |`: the experiment's other profiles
+            return [Item(p.name, "profile") for p in (exp.profiles if exp else ()) if p.name not in stmt]
         return [Item(k, "keyword") for k in EXPERIMENT_ITEMS]
     if len(frames) == 2 and frames[1].head == "arms":
         if prev == "reuse":

@@ -78,15 +78,19 @@ def explain(spec: ir.Spec, console, profile: str | None = None) -> None:
         console.print(f"[bold]Stages[/] (profile {name}):")
         for i, stage in enumerate(stages, 1):
             console.print(f"  {i}. {stage}")
-        table = Table(title=f"Profile {name}")
+        written = next(p for p in exp.profiles if p.name == name)
+        base = written.extends.id if written.extends else written.library.value if written.library else None
+        table = Table(title=f"Profile {name}" + (f" (starts from {escape(base)}; shown with its overrides)" if base else ""))
         table.add_column("setting")
         table.add_column("value")
         shown = resolved.dump()
-        for key in ("model", "quantize", "lora", "warmup", plan.method, "generate"):
+        table.add_row("seeds", str(seeds))
+        for key in ("model", "quantize", "lora", "warmup", plan.method, "generate", "track"):
             if key == "rl" and shown.get(key):
                 table.add_row(*map(escape, rl_row(shown[key])))
             elif shown.get(key):
                 table.add_row(key, escape(", ".join(f"{k}={_value(v)}" for k, v in shown[key].items())))
+        table.add_row("checkpoint_every", str(resolved.checkpoint_every))
         console.print(table)
 
 

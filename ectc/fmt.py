@@ -375,8 +375,9 @@ class _Printer:
 
     # response, feedback
     def s_response_choice(self, t, depth):
-        choices = ", ".join(_str(c) for c in t.children if c is not None)
-        return _Leaf(t.meta, [f"response choice [{choices}]"])
+        choices = ", ".join(_str(c) for c in t.children if c is not None and c.data != "response_other")
+        other = [c for c in t.children if c is not None and c.data == "response_other"]
+        return _Leaf(t.meta, [f"response choice [{choices}]" + (f" other {_str(other[0].children[0])}" if other else "")])
 
     def s_response_text(self, t, depth):
         return self.optional_block(t, "response text", t.children[0], depth)
@@ -430,8 +431,11 @@ class _Printer:
 
     # profiles
     def s_profile(self, t, depth):
-        name, default, *items = t.children
+        name, default, base, *items = t.children
         header = f"profile {self.name(name)}" + (" (default)" if default is not None else "")
+        if base is not None:
+            header += (f" extends {self.name(base.children[0])}" if base.data == "profile_extends"
+                       else f" from {_str(base.children[0])}")
         return self.block_of(t, header, items, depth)
 
     def s_model_tiny(self, t, depth):

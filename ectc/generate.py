@@ -505,6 +505,7 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
     response = {"type": exp.response.type}
     if exp.response.type == "choice":
         response["choices"] = list(exp.response.choices)
+        response["other"] = exp.response.other
     else:
         response.update({"max_tokens": response_max_tokens(exp), **settings_dict(exp.response.settings)})
     data = []
@@ -527,6 +528,8 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
     for m in exp.monitors:
         s = settings_dict(m.settings)
         defaults = schema.DEFAULTS.get(f"monitor_{m.type}", {})
+        if m.type == "lexicon" and not schema.lexicon_maps(s):
+            defaults = {}  # no mapping declared: the monitor just counts
         monitors.append({
             "name": m.name,
             "type": m.type,
@@ -609,6 +612,8 @@ def resolve_profile(exp: ir.Experiment, profile: ir.Profile) -> dict[str, Any]:
         "templates": {key: f"{profile.name}.{key}" if key in s else key
                       for key in ("prompt", "system", "unlabeled")},
         "evaluation": _evaluation(exp, s.get("evaluate", {})),
+        "track": {**schema.DEFAULTS["track"], "project": exp.name, **s.get("track", {})},
+        "checkpoint_every": s.get("checkpoint_every", schema.DEFAULTS["checkpoint_every"]),
     }
     return {**resolved, **trainer_configs(exp, resolved, {b: s.get(b) or {} for b in schema.PASS_THROUGH})}
 

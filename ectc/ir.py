@@ -198,6 +198,7 @@ class DataBlock(Node):
 class Response(Node):
     type: Literal["choice", "text"]
     choices: tuple[str, ...] = ()
+    other: Optional[str] = None  # a choice response's outcome for any answer outside `choices`
     settings: tuple[Setting, ...] = ()
 
 
@@ -259,6 +260,10 @@ class Profile(Node):
     default: bool = False
     models: tuple[Model, ...] = ()
     settings: tuple[Setting, ...] = ()
+    # What it starts from, as written: another profile of the experiment (`extends NAME`) or a
+    # shipped one (`from "ectc:SPEC/PROFILE"`); profiles.resolve merges the settings in.
+    extends: Optional[Name] = None
+    library: Optional[Str] = None
 
 
 @node

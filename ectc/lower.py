@@ -351,8 +351,13 @@ class _Lower:
     # ---- response, feedback ---------------------------------------------------------------
 
     def response_choice(self, meta, children):
+        other = [c for c in children if isinstance(c, tuple)]
         return ir.Response(span=span_of(meta), type="choice",
-                           choices=tuple(c.value for c in children if c is not None))
+                           choices=tuple(c.value for c in children if isinstance(c, ir.Str)),
+                           other=other[0][1] if other else None)
+
+    def response_other(self, meta, children):
+        return ("other", children[0].value)
 
     def response_text(self, meta, children):
         return ir.Response(span=span_of(meta), type="text", settings=children[0] or ())
@@ -453,11 +458,18 @@ class _Lower:
     def default_mark(self, meta, children):
         return True
 
+    def profile_extends(self, meta, children):
+        return {"extends": children[0]}
+
+    def profile_from(self, meta, children):
+        return {"library": children[0]}
+
     def profile(self, meta, children):
-        name, default, *items = children
+        name, default, base, *items = children
         return ir.Profile(span=span_of(meta), name=name.id, default=bool(default),
             models=tuple(i for i in items if isinstance(i, ir.Model)),
             settings=_setting_list(items),
+            **(base or {}),
         )
 
     # ---- evaluation ----------------------------------------------------------------------

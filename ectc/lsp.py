@@ -19,7 +19,8 @@ from .parse import parse
 
 SEVERITY = {"error": types.DiagnosticSeverity.Error, "warning": types.DiagnosticSeverity.Warning}
 ITEM_KIND = {"key": types.CompletionItemKind.Property, "value": types.CompletionItemKind.EnumMember,
-             "arm": types.CompletionItemKind.Reference, "metric": types.CompletionItemKind.Field,
+             "arm": types.CompletionItemKind.Reference,
+             "profile": types.CompletionItemKind.Module, "metric": types.CompletionItemKind.Field,
              "variable": types.CompletionItemKind.Variable, "keyword": types.CompletionItemKind.Keyword}
 
 

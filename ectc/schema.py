@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 # The keyword arguments of the installed trl, peft and transformers classes, and transformers'
 # optimizer and scheduler names, listed at development time by scripts/list_trainer_keys.py
@@ -215,6 +216,9 @@ PROFILE = {
     "dtype": ("float32", "bfloat16", "float16"),
     # the experiment's evaluation, lighter or heavier for this profile
     "evaluate": {"samples": "int", "sweep": "values"},
+    "track": {"report_to": ("none", "tensorboard", "trackio", "wandb"), "project": "str", "log_every": "int"},
+    # steps between resumable checkpoints of an RL or SFT arm (0: none); never changes the result
+    "checkpoint_every": "int",
 }
 
 # ---- the trainers' names -----------------------------------------------------------------
@@ -331,9 +335,24 @@ MONITOR = {
     "expr": {},
 }
 
-# What a lexicon monitor returns, for type checking `monitor.field` in metrics.
-LEXICON_FIELDS = {"magnitude": "real", "lean": "real", "objectivity": "text", "hits": "int"}
+# What a lexicon monitor returns, for type checking `monitor.field` in metrics: always its
+# counts (matches in any list, words, matches per 100 words); the 0-10 magnitude, the left/right
+# lean and the PASS / PARTIAL / FAIL verdict only when it declares a mapping (any of
+# LEXICON_MAPPING; the others take their DEFAULTS), so a list of filler words just counts.
+LEXICON_COUNTS = {"hits": "int", "words": "int", "per_100": "real"}
+LEXICON_VERDICT = {"magnitude": "real", "lean": "real", "objectivity": "text"}
+LEXICON_MAPPING = ("intercept", "slope", "pass_below", "fail_above")
 OBJECTIVITY = ("PASS", "PARTIAL", "FAIL")
+
+
+def lexicon_maps(settings: Any) -> bool:
+    """Whether a lexicon monitor with these settings (names, or a dict) maps counts to a verdict."""
+    return any(k in settings for k in LEXICON_MAPPING)
+
+
+def lexicon_fields(settings: Any) -> dict[str, str]:
+    """The fields a lexicon monitor with these settings returns, with their kinds."""
+    return {**LEXICON_COUNTS, **(LEXICON_VERDICT if lexicon_maps(settings) else {})}
 
 DATA = {
     "size": "int",
@@ -388,6 +407,9 @@ DEFAULTS = {
     "monitor_llm": {"temperature": 0.0, "max_tokens": 1024, "reasks": 2, "concurrency": 8, "system": None},
     "monitor_lexicon": {"intercept": 1.0, "slope": 1.0, "pass_below": 2.0, "fail_above": 6.0},
     "evaluate": {"split": "test", "samples": 0, "at": "deploy"},
+    # project None: the experiment's name; log_every 0: about 20 progress lines per arm
+    "track": {"report_to": "none", "project": None, "log_every": 0},
+    "checkpoint_every": 50,
 }
 
 # The checkpoint of the base model before any arm trains: `reuse base` (an out-of-the-box arm)

@@ -3,6 +3,7 @@ stages that will run; after the run, bill.json has what was spent beside it."""
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 
 from ectc.plan.stages import sft_steps
 from ectc.prices import cost_usd, price_for
-from ectc.runtime.bill import Calls, seconds_per_unit, spent
+from ectc.runtime.bill import Calls, Rate, fit_rate, seconds_per_unit, spent
 from tiny import tiny_project
 
 
@@ -67,7 +68,7 @@ def test_without_a_key_the_judges_cost_nothing_and_the_bill_says_what_a_key_woul
     assert "no API key: left unscored (with one:" in plan.stdout
     assert "0 Claude calls" in plan.stdout
     assert "approximate: 4 characters a token" in plan.stdout
-    assert "time unknown until one has run" in plan.stdout
+    assert "time unknown (`ectc plan --calibrate` times a short run)" in plan.stdout
 
 
 def test_prices_and_unknown_models():
@@ -107,8 +108,17 @@ def test_seconds_per_unit_reads_earlier_stages(tmp_path):
         {"stage": "evaluate ect seed 0", "status": "ran", "seconds": 5.0},
         {"stage": "evaluate ect seed 1", "status": "reused"}]}))
     rates, how = seconds_per_unit([run, tmp_path / "absent"])
-    assert rates == {"train": 0.2, "evaluate": 0.1}
+    assert rates == {"train": Rate(0.2), "evaluate": Rate(0.1)}
     assert how.startswith("from 1 earlier run(s)")
+
+
+def test_a_rate_fits_overhead_and_per_unit_where_stage_sizes_differ():
+    # Two calibration sizes: 4 steps in 5 s, 16 steps in 8 s -> 0.25 s a step + 4 s a stage.
+    assert fit_rate([(4, 5.0), (16, 8.0)]) == Rate(0.25, 4.0)
+    assert fit_rate([(4, 5.0), (16, 8.0)]).seconds(100) == 29.0
+    # A line that would need negative overhead (noise) falls back to the median per unit.
+    assert fit_rate([(4, 8.0), (16, 8.0)]) == Rate(statistics.median([2.0, 0.5]))
+    assert fit_rate([(10, 3.0), (10, 5.0)]) == Rate(0.4)
 
 
 def test_calibrate_times_two_short_runs_and_the_bill_uses_them(tmp_path):

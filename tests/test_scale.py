@@ -108,6 +108,9 @@ def test_fan_out_then_resubmit_runs_only_unfinished(tiny, monkeypatch):
     assert ectc_run(tiny, *fan) == 0
     second = json.loads((folder / "scale.json").read_text())[-1]
     assert second["submitted"] == [["ect", 1]]  # only the killed job ran again
+    # A job's log (SLURM's, here submitit-local's) holds plain progress lines, not vanished bars.
+    logs = "".join(p.read_text() for p in (folder / "submitit").rglob("*_log.out"))
+    assert "[train ect seed1] step 12/12 loss " in logs
     assert len(second["skipped"]) == 3 and second["finished"] == [["ect", 1]] and second["unfinished"] == []
     metrics = json.loads((folder / "metrics.json").read_text())
     assert set(metrics["arms"]) == {"baseline", "ect"}

@@ -197,6 +197,7 @@ class Axis(_Node):
 class Response(_Node):
     type: Literal["choice", "text"]
     choices: list[str] = field(default_factory=list)
+    other: str | None = None  # the outcome for any answer outside `choices` (`other "X"`)
     max_tokens: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -409,6 +410,16 @@ class Templates(_Node):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Track(_Node):
+    """Where training's per-step statistics go besides history.jsonl (`track { ... }`): a tracker
+    and its project, and how often a plain progress line is printed when stdout is not a terminal.
+    Watching a run never changes it: no stage key reads this (stages.training_identity)."""
+    report_to: Literal["none", "tensorboard", "trackio", "wandb"] = "none"
+    project: str = "ectc"
+    log_every: int = 0  # 0: about 20 lines per arm
+
+
+@dataclass(frozen=True, kw_only=True)
 class Evaluation(_Node):
     """How a profile evaluates: the experiment's `evaluate` block with the profile's own
     `evaluate { samples ... sweep [...] }` over it, resolved per arm."""
@@ -433,6 +444,10 @@ class Profile(_Node):
     lora: dict[str, Any] | None = None
     warmup: dict[str, Any] | None = None
     generate: Generate
+    track: Track = field(default_factory=Track)
+    # steps between an arm's resumable checkpoints (0: none); a resumed arm ends with the same
+    # numbers as an uninterrupted one, so no stage key reads this either
+    checkpoint_every: int = 50
     templates: Templates
     evaluation: Evaluation
     # The trainers' own keyword arguments (schema.TRAINER_ARGS), loadable straight into them.

@@ -125,10 +125,16 @@ def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Settings of a train config that do not decide an arm's weights: the number of seeds (each seed
+# is its own stage), generation and evaluation (how the arm is asked later), where its
+# statistics are reported (a tracker only watches) and how often it checkpoints (a resumed arm
+# ends bit-for-bit where an uninterrupted one does: tests/test_resume.py).
+NOT_TRAINING = ("seeds", "generate", "evaluation", "track", "checkpoint_every")
+
+
 def training_identity(cfg: dict) -> dict:
-    """The part of an arm's train config that decides its weights: not the number of seeds
-    (each seed is its own stage), not generation settings, not how the arm is asked later."""
-    out = {k: v for k, v in cfg.items() if k not in ("seeds", "generate", "evaluation")}  # "evaluation": configs of older builds
+    """The part of an arm's train config that decides its weights (all but NOT_TRAINING)."""
+    out = {k: v for k, v in cfg.items() if k not in NOT_TRAINING}
     out["arm"] = {k: v for k, v in cfg["arm"].items() if k != "infer"}
     return out
 
@@ -201,11 +207,19 @@ def train_folder(arm: str, seed: int) -> str:
     return f"arms/{arm}/seed{seed}"
 
 
+def _other(exp: CompiledExperiment) -> dict:
+    """A choice response's `other` outcome, which training and evaluation answer with: in their
+    keys only where declared, so the keys of every other spec stay as they were."""
+    other = exp.plan.response.other
+    return {} if other is None else {"other": other}
+
+
 def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base_out: str, data_out: str) -> Stage:
     parts = {
         "config": training_identity(exp.train_config(shape.profile, arm.name)), "base": base_out,
         "data": data_out, "seed": seed, "feedback": exp.file_hash("feedback.py"), "scale": shape.steps_scale,
         "templates": exp.templates_hash(without=(JUDGE, PROBE)),
+        **_other(exp),
     }
     return _stage("train", f"train {arm.name} seed {seed}", parts, train_folder(arm.name, seed), ("final",),
                   arm=arm.name, seed=seed, upstream={"base": base_out, "data": data_out})
@@ -234,6 +248,7 @@ def eval_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, train
         "train": train_out, "data": data_out, "arm": arm.dump(),
         "split": plan.evaluate.split, "samples": prof.evaluation.samples, "generate": prof.generate.dump(),
         "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": exp.templates_hash(without=(JUDGE,)),
+        **_other(exp),
     }
     digest = json_hash(inputs)
     # A key per condition: a changed sweep re-evaluates only the conditions it adds.

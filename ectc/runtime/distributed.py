@@ -104,9 +104,11 @@ def choice_rl(accelerator) -> Callable:
     processes: the model wrapped by accelerate, the sharded forward passed in."""
     from .rl import choice_logits, reference_policy, train_choice_rl
 
-    def train(model, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg, progress=None):
+    def train(model, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg, progress=None, other=None,
+              checkpoints=None):
         if accelerator.num_processes == 1:
-            return train_choice_rl(model, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg, progress)
+            return train_choice_rl(model, tokenizer, sample_rows, render_prompt, choices, reward_fn, cfg, progress,
+                                   other=other, checkpoints=checkpoints)
         wrapped = accelerator.prepare_model(model)
         try:
             return train_choice_rl(
@@ -115,6 +117,8 @@ def choice_rl(accelerator) -> Callable:
                 forward=sharded_choice_logits(choice_logits, cfg.seed),
                 # The reference policy of a LoRA model is the wrapped model with its adapter off.
                 reference=lambda m: reference_policy(_unwrap(m)),
+                other=other,
+                checkpoints=checkpoints,  # every rank loads it; rank 0 alone writes (writes=False elsewhere)
             )
         finally:
             accelerator.free_memory()

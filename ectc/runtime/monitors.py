@@ -14,17 +14,22 @@ from .experiment import Experiment
 
 
 def _lexicon_verdicts(exp: Experiment, monitor: Monitor, texts: list[str], root: Path) -> list[dict]:
+    from ..schema import lexicon_maps
     from .lexicon import load_lexicons, objectivity_from_magnitude, score_text
 
     s = monitor.settings
     lists = load_lexicons({name: root / path for name, path in s["lists"].items()})
+    maps = lexicon_maps(s)  # without a declared mapping the monitor just counts
     out = []
     for text in texts:
-        score = score_text(text, lists, intercept=s["intercept"], slope=s["slope"])
-        out.append({
-            "magnitude": score["magnitude"], "lean": score["lean"], "hits": score["loaded_hits"],
-            "objectivity": objectivity_from_magnitude(score["magnitude"], s["pass_below"], s["fail_above"]),
-        })
+        score = score_text(text, lists, **({"intercept": s["intercept"], "slope": s["slope"]} if maps else {}))
+        verdict = {"hits": score["loaded_hits"], "words": score["words"], "per_100": score["loaded_per_100"]}
+        if maps:
+            verdict.update({
+                "magnitude": score["magnitude"], "lean": score["lean"],
+                "objectivity": objectivity_from_magnitude(score["magnitude"], s["pass_below"], s["fail_above"]),
+            })
+        out.append(verdict)
     return out
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from ..files import write_json
 from ..jsonio import missing
 from ..plan.model import Arm
+from ..schema import lexicon_maps
 from . import detect, inspectlog, plots, stats
 from .reportdoc import COMPARISON_NOTE, Context, read_samples, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
 from .reportdoc import bounds_text as _bounds
@@ -279,8 +280,8 @@ def _verdict_shares(exp, by, arm: str, seeds: list[int], cond: str) -> dict:
     out = {}
     for monitor in exp.plan.monitors:
         fields = [n for n, f in monitor.returns.items() if f.type == "enum"]
-        if monitor.type == "lexicon":
-            fields, values = ["objectivity"], ["PASS", "PARTIAL", "FAIL"]
+        if monitor.type == "lexicon":  # a verdict only where it declares a mapping
+            fields, values = (["objectivity"] if lexicon_maps(monitor.settings) else []), ["PASS", "PARTIAL", "FAIL"]
         for f in fields:
             categories = values if monitor.type == "lexicon" else monitor.returns[f].values
             labels = [s["sample"][monitor.name][f] for seed in seeds for s in by[(arm, seed, cond)]

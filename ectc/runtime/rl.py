@@ -15,15 +15,18 @@ Nothing here knows the task: rows, prompts and rewards arrive as data and callab
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from ectc.runtime.checkpoints import Checkpoints, load_params, rng_states, set_rng_states
 from ectc.runtime.warmup import position_ids_for
 
 RewardFn = Callable[[list[dict], list[str]], Sequence[float]]
@@ -90,20 +93,33 @@ class PromptEncoder:
         return ids.to(device), mask.to(device)
 
 
-def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
-    """First token of each choice; they must differ, since the policy is read off one token."""
+# In a list of choice token ids: "every token not listed", the `other "X"` outcome of a choice
+# response. Its logit is the log-sum-exp of those tokens' logits, so the softmax over the listed
+# tokens and OTHER is the model's exact distribution over the whole vocabulary, grouped.
+OTHER = -1
+
+
+def choice_token_ids(tokenizer, choices: Sequence[str], other: bool = False) -> list[int]:
+    """First token of each choice (then OTHER when answers outside them are an outcome); they
+    must differ, since the policy is read off one token."""
     ids = [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in choices]
     if len(set(ids)) != len(ids):
         raise ValueError(f"choices {list(choices)} do not start with distinct tokens: {ids}")
-    return ids
+    return ids + [OTHER] * other
 
 
 def choice_logits(model, ids, mask, choice_ids):
-    """Logits of the allowed choices' first tokens at the last position: [rows, choices]."""
+    """Logits of the allowed choices' first tokens at the last position: [rows, choices]
+    (OTHER, last, as the log-sum-exp of every other token's logit)."""
     # logits_to_keep=1: the LM head runs on the last position only.
     out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask),
                 logits_to_keep=1)
-    return out.logits[:, -1, choice_ids].float()
+    if choice_ids[-1] != OTHER:
+        return out.logits[:, -1, choice_ids].float()
+    full = out.logits[:, -1, :].float()
+    listed = choice_ids[:-1]
+    rest = full.index_fill(1, torch.tensor(listed, device=full.device), float("-inf"))
+    return torch.cat([full[:, listed], torch.logsumexp(rest, -1, keepdim=True)], -1)
 
 
 def _device(model):
@@ -112,9 +128,11 @@ def _device(model):
 
 @torch.no_grad()
 def choice_distribution(model, tokenizer, prompts: Sequence[str], choices: Sequence[str],
-                        batch_size: int = 256, temperature: float = 1.0) -> np.ndarray:
-    """P(choice | prompt) restricted to the allowed choices: array [len(prompts), len(choices)]."""
-    choice_ids = choice_token_ids(tokenizer, choices)
+                        batch_size: int = 256, temperature: float = 1.0, other: bool = False) -> np.ndarray:
+    """P(choice | prompt) restricted to the allowed choices: array [len(prompts), len(choices)]
+    (with `other`, one more column: every answer outside them, and the rows are the model's
+    whole distribution)."""
+    choice_ids = choice_token_ids(tokenizer, choices, other)
     encode = PromptEncoder(tokenizer)
     was_training = model.training
     model.eval()
@@ -126,7 +144,7 @@ def choice_distribution(model, tokenizer, prompts: Sequence[str], choices: Seque
             out.append(torch.softmax(logits, -1).cpu().numpy())
     finally:
         model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, len(choices)))
+    return np.concatenate(out) if out else np.zeros((0, len(choice_ids)))
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -166,6 +184,16 @@ def reference_policy(model):
     return frozen
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_FILE = "rl.pt"
+
+
+def rl_checkpoints(folder, every: int, writes: bool = True) -> Checkpoints:
+    """The fast path's checkpoint file (`folder`/rl.pt), saved every `every` steps."""
+    return Checkpoints(Path(folder), every, writes, CHECKPOINT_FILE)
+
+
 # --------------------------------------------------------------------------- fast path
 
 def train_choice_rl(
@@ -179,8 +207,15 @@ def train_choice_rl(
     progress: Callable[[int, dict], None] | None = None,
     forward: Callable = choice_logits,
     reference: Callable = reference_policy,
+    other: str | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[dict]:
     """PPO-clipped RL on a one-token choice. Returns one stats dict per step.
+
+    With `other`, the policy has one more action: any token outside the choices' first tokens,
+    taken as one outcome (its probability is theirs summed, see OTHER), answered as `other` to
+    `reward_fn`, so a reward can price an invalid answer and RL moves the mass the model puts
+    on every other token. The temperature scales these len(choices) + 1 logits.
 
     `forward(model, ids, mask, choice_ids)` computes the choices' logits for a batch and
     `reference(model)` gives the KL penalty's reference policy (as `reference_policy`); a
@@ -197,12 +232,19 @@ def train_choice_rl(
     When one minibatch holds the whole batch, the sampling forward pass is also the first
     update's forward pass (the policy has not moved yet, so old log-probs equal new ones):
     one forward+backward per step, which is the floor for any method.
+
+    `checkpoints`: every `checkpoints.every` steps the state is saved; a call that finds a
+    checkpoint of the same config continues from it and returns what an uninterrupted call
+    would have, bit for bit (tests/test_resume.py). The caller removes the checkpoint once the
+    trained weights are safe. `progress(step, stats)` is called after every step (not for the
+    steps a resumed call skips).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = _device(model)
-    choice_ids = choice_token_ids(tokenizer, choices)
+    choice_ids = choice_token_ids(tokenizer, choices, other is not None)
+    outcomes = [*choices, *([other] if other is not None else [])]
     encode = PromptEncoder(tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
@@ -210,12 +252,21 @@ def train_choice_rl(
     n_mb = math.ceil(B / M)
     updates_per_step = cfg.ppo_epochs * math.ceil(n_mb / G)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.steps * updates_per_step))
-    ref = reference(model) if cfg.kl_coef else None
+    ref = reference(model) if cfg.kl_coef else None  # before a checkpoint's weights are loaded
     fused = M >= B
     model.train()
     history = []
+    start = 0
+    config = dataclasses.asdict(cfg)
+    saved = checkpoints.load(config) if checkpoints is not None else None
+    if saved is not None:
+        load_params(params, saved["params"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        set_rng_states(saved["rng"], rng, gen)
+        history, start = list(saved["history"]), saved["step"]
 
-    for step in range(cfg.steps):
+    for step in range(start, cfg.steps):
         t0 = time.perf_counter()
         temp = cfg.temperature(step)
         ent_coef = cfg.entropy_coef(step)
@@ -237,7 +288,7 @@ def train_choice_rl(
                     ref_logits = forward(ref, ids, mask, choice_ids)
                 ref_logp = torch.log_softmax(ref_logits / temp, -1)
 
-        answers = [choices[a] for a in actions.tolist()]
+        answers = [outcomes[a] for a in actions.tolist()]
         rewards = torch.tensor([float(r) for r in reward_fn(rows, answers)], device=device)
         adv = rewards - rewards.mean()
         if cfg.whiten_rewards and B > 1:
@@ -281,7 +332,7 @@ def train_choice_rl(
                     opt.zero_grad(set_to_none=True)
                     n_updates += 1
 
-        counts = torch.bincount(actions, minlength=len(choices)).tolist()
+        counts = torch.bincount(actions, minlength=len(outcomes)).tolist()
         stats = {
             "step": step,
             "reward_mean": rewards.mean().item(),
@@ -290,12 +341,18 @@ def train_choice_rl(
             "lr": sched.get_last_lr()[0],
             **{k: v / max(1, n_terms) for k, v in sums.items() if k != "grad_norm"},
             "grad_norm": sums["grad_norm"] / max(1, n_updates),
-            **{f"frac_{c}": n / B for c, n in zip(choices, counts)},
+            **{f"frac_{c}": n / B for c, n in zip(outcomes, counts)},
             "seconds": time.perf_counter() - t0,
         }
         history.append(stats)
-        if progress is not None:
+        if progress is not None:  # before the checkpoint: what it reports is then out of the process
             progress(step, stats)
+        if checkpoints is not None and checkpoints.due(step + 1, cfg.steps):
+            checkpoints.save({
+                "step": step + 1, "config": config, "history": history,
+                "params": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": rng_states(rng, gen),
+            })
     return history
 
 
@@ -312,6 +369,9 @@ def train_text_grpo(
     args: dict,
     output_dir: str,
     progress: Callable[[int, int, dict], None] | None = None,
+    checkpoint_every: int = 0,
+    run_args: dict | None = None,
+    callbacks: Sequence = (),
 ):
     """Free-text RL through trl's GRPOTrainer; trains `model` (a PeftModel trains its adapter)
     in place.
@@ -319,30 +379,42 @@ def train_text_grpo(
     `prompts[i]` is a string or chat messages (as generate.format_prompt leaves them, so the
     model is trained on the context it is later sampled on). `reward_fn(indices, completions)`
     scores completions of the prompts at those indices. `args` are GRPOConfig fields
-    (a generated config's "trl.GRPOConfig", plus e.g. the seed); what this function fixes (no
-    checkpoints, no reporting, logging every step, CPU when there is no GPU) cannot be
-    overridden by them. Returns (the trainer's log history, the GRPOConfig it ran with).
+    (a generated config's "trl.GRPOConfig", plus e.g. the seed); what this function fixes
+    (checkpoints, logging every step, CPU when there is no GPU) cannot be overridden by them.
+    `run_args`: GRPOConfig kwargs that watch the run (report_to, run_name, project);
+    `callbacks`: more TrainerCallbacks (a tracker's).
+
+    checkpoint_every > 0: trl saves a checkpoint-N under output_dir every so many steps (rounded
+    up to whole generation cycles, `num_iterations` steps, since trl regenerates the buffered
+    completions on resume), and a call that finds a complete one resumes from it through
+    trl's own resume_from_checkpoint (weights, optimizer, scheduler, RNG states, data order),
+    ending where an uninterrupted call does (tests/test_resume.py). The caller removes
+    output_dir when the weights are safe. Returns (the trainer's log history, the GRPOConfig
+    it ran with).
     """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from .sft import progress_callback
+    from .sft import last_checkpoint, progress_callback
 
     data = Dataset.from_dict({"prompt": list(prompts), "row": list(range(len(prompts)))})
 
     def reward(prompts, completions, row, **_):
         return [float(x) for x in reward_fn(list(row), list(completions))]
 
+    cycle = int(args.get("num_iterations", 1))
+    saves = ({"save_strategy": "steps", "save_steps": math.ceil(checkpoint_every / cycle) * cycle,
+              "save_total_limit": 2} if checkpoint_every > 0 else {"save_strategy": "no"})
     config = GRPOConfig(**{
-        "bf16": False, **args,
-        "output_dir": output_dir, "report_to": "none", "save_strategy": "no", "logging_steps": 1,
+        "bf16": False, "report_to": "none", **args, **(run_args or {}),
+        "output_dir": output_dir, **saves, "logging_steps": 1,
         "use_cpu": not torch.cuda.is_available(), "disable_tqdm": True,
     })
     trainer = GRPOTrainer(
         model=model, reward_funcs=[reward], args=config, train_dataset=data,
-        processing_class=tokenizer, callbacks=[progress_callback(progress)],
+        processing_class=tokenizer, callbacks=[progress_callback(progress), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to the history
-    trainer.train()
+    trainer.train(resume_from_checkpoint=last_checkpoint(output_dir))
     return trainer.state.log_history, trainer.args

@@ -157,6 +157,33 @@ def _progress(run: Run):
                     TimeRemainingColumn(), console=run.console, disable=run.opts.quiet, transient=True)
 
 
+def step_log(run: Run, progress, name: str, total: int | None, log_dir: Path, resume_step: int = 0,
+             config: dict | None = None, trainer: bool = False):
+    """The per-step hook of one training loop (track.StepLog): the rich bar `progress` draws on a
+    terminal, plain progress lines elsewhere (a SLURM log, a pipe), and the profile's tracker
+    (for a trl `trainer`, through its own callbacks: tracker.trainer_args/trainer_callbacks).
+    Close it when the loop ends."""
+    from .track import StepLog, Tracker
+
+    track = run.profile.track
+    task = progress.add_task(name, total=total)
+    tracker = None
+    if track.report_to != "none" and run.opts.writes:
+        group = f"{run.exp.name}/{run.folder.name}"
+        tracker = Tracker(track, f"{group}/{name}", group, log_dir, resume_step, config, for_trainer=trainer)
+    plain = not run.opts.quiet and not run.console.is_terminal
+
+    def say(line: str) -> None:
+        run.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def bar(done: int, total: int | None) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return StepLog(name.replace(" seed ", " seed"), total, track.log_every, tracker, not trainer,
+                   run.profile.checkpoint_every, bar, say if plain else None, lambda: progress.remove_task(task),
+                   first=resume_step)
+
+
 # ---- stage: data ---------------------------------------------------------------------
 
 
@@ -282,16 +309,18 @@ def stage_base(run: Run, stage: Stage) -> str:
     from .models import load_cached_model, save_model_atomic
 
     recipe = stages.base_recipe(run.exp, run.shape, stage.upstream["data"])
+    directory = stage.path(run.folder, run.opts.runs_dir)
+    # A warm-up's resumable state, beside the model folder (which is removed when it is damaged).
+    warmup_state = directory.with_name(directory.name + ".warmup")
     # The one place the cached sources differ: how each is built, and how it loads per arm.
     if model_cfg.type == "gguf":
         build, detail = _gguf_builder(run, recipe)
         load = lambda directory: _load_pretrained(run, str(directory))  # LoRA and quantize as for hf
     else:
-        build, detail = _tiny_builder(run, recipe)
+        build, detail = _tiny_builder(run, recipe, warmup_state)
         load = load_cached_model
 
     t0 = time.perf_counter()
-    directory = stage.path(run.folder, run.opts.runs_dir)
     found = run.reusable(stage.name, directory, stage.key)
     if not found.ok:
         if directory.exists():
@@ -302,6 +331,8 @@ def stage_base(run: Run, stage: Stage) -> str:
     out = found.output if found.ok else run.write.done(
         directory, dataclasses.replace(stage, outputs=tuple(sorted(p.name for p in directory.iterdir()
                                                                      if p.name != STAGE_FILE))))
+    if run.opts.writes:
+        shutil.rmtree(warmup_state, ignore_errors=True)  # the model is saved and recorded
     run.log(stage.name, "reused" if found.ok else "ran", detail, 0.0 if found.ok else time.perf_counter() - t0)
     run.carried.base_source = (str(directory), None)
     run.carried.load_base = lambda: load(directory)
@@ -334,8 +365,9 @@ def _gguf_builder(run: Run, recipe: dict):
     return build, f"{path.name} de-quantized to {model_cfg.dtype}"
 
 
-def _tiny_builder(run: Run, recipe: dict):
-    """Build the tiny model's word tokenizer from the data, then the model, then warm it up."""
+def _tiny_builder(run: Run, recipe: dict, warmup_state: Path):
+    """Build the tiny model's word tokenizer from the data, then the model, then warm it up
+    (checkpointed under `warmup_state`, so a killed warm-up resumes)."""
     from .models import build_tiny_llama, build_word_tokenizer
 
     model_cfg = run.profile.model
@@ -348,16 +380,23 @@ def _tiny_builder(run: Run, recipe: dict):
         model = build_tiny_llama(tokenizer, layers=model_cfg.layers, width=model_cfg.width,
                                  heads=model_cfg.heads, seed=0)
         if warmup and warmup["steps"] > 0:
+            from .checkpoints import Checkpoints
             from .warmup import supervised_warmup
 
             examples = _warmup_examples(run, data, tokenizer, warmup)
+            checkpoints = Checkpoints(warmup_state, run.profile.checkpoint_every, run.opts.writes, "warmup.pt")
             with _progress(run) as progress:
-                task = progress.add_task("warm-up", total=warmup["steps"])
-                losses = supervised_warmup(model, tokenizer, examples, steps=warmup["steps"],
-                                           batch_size=warmup["batch"], lr=warmup["lr"], seed=0,
-                                           loss_on=warmup["loss"], weight_decay=warmup["weight_decay"],
-                                           eos=warmup.get("eos", False),
-                                           progress=lambda step, stats: progress.update(task, completed=step + 1))
+                log = step_log(run, progress, "warm-up", warmup["steps"], run.folder / "warm-up" / TENSORBOARD,
+                               checkpoints.last_step(), config=warmup)
+                try:
+                    losses = supervised_warmup(model, tokenizer, examples, steps=warmup["steps"],
+                                               batch_size=warmup["batch"], lr=warmup["lr"], seed=0,
+                                               loss_on=warmup["loss"], weight_decay=warmup["weight_decay"],
+                                               eos=warmup.get("eos", False),
+                                               progress=lambda step, stats: log(step + 1, stats),
+                                               checkpoints=checkpoints)
+                finally:
+                    log.close()
             run.events.append({"stage": "warm-up", "first_loss": losses[0], "last_loss": losses[-1]})
         return model, tokenizer
     detail = f"tiny llama {model_cfg.layers}x{model_cfg.width}" + (
@@ -466,6 +505,9 @@ def stage_train(run: Run, stage: Stage, progress) -> str:
     history = [f for f in ("history.jsonl",) if (folder / f).exists()]
     out = run.write.done(folder, dataclasses.replace(stage, outputs=("final", *history)), arm=arm.name, seed=seed,
                          rows=len(rows), **info)
+    if run.opts.writes:  # the arm is recorded: its resumable state is no longer needed
+        for scratch in (CHECKPOINTS, GRPO_SCRATCH):
+            shutil.rmtree(folder / scratch, ignore_errors=True)
     run.log(stage.name, "ran", f"{len(rows)} rows", time.perf_counter() - t0)
     return out
 
@@ -488,7 +530,10 @@ def base_choices(run: Run, stage: Stage, cfg: dict, model, tokenizer, rows, labe
     return {"base_choices": {c: round(p, 6) for c, p in shares.items()}, "choice_warning": text}
 
 
-TRAINING_STATE = ("final", "history.jsonl", "checkpoints", "run.json", "grpo")
+CHECKPOINTS = "checkpoints"  # an arm's resumable state (the fast path's and SFT's; GRPO's under grpo/)
+GRPO_SCRATCH = "grpo"  # trl's GRPO output_dir: its checkpoint-N folders
+TENSORBOARD = "tensorboard"  # an arm's event files, with `track { report_to "tensorboard" }`
+TRAINING_STATE = ("final", "history.jsonl", CHECKPOINTS, "run.json", GRPO_SCRATCH, TENSORBOARD)
 
 
 def _start_training(folder: Path, key: str, resume: bool, write: Writer) -> None:
@@ -535,13 +580,14 @@ def save_final(model, tokenizer, folder: Path) -> None:
 def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
     import numpy as np
 
-    from .rl import train_choice_rl
+    from .rl import rl_checkpoints, train_choice_rl
 
     exp = run.exp
     model = _apply_lora(cfg, model)
     prompts = [prompt_string(tokenizer, exp.messages(r, l, run.profile)) for r, l in zip(rows, labels)]
     feedback = exp.feedback.feedback
     rl_cfg = rl_config(cfg, seed, run)
+    checkpoints = rl_checkpoints(folder / CHECKPOINTS, run.profile.checkpoint_every, writes=run.opts.writes)
 
     def sample_rows(step: int, n: int, rng: np.random.Generator) -> list[dict]:
         return [{"i": int(i)} for i in rng.integers(0, len(rows), n)]
@@ -549,16 +595,22 @@ def _train_rl_choice(run, arm, seed, cfg, model, tokenizer, rows, labels, folder
     def reward_fn(batch: list[dict], answers: list[str]) -> list[float]:
         return [float(feedback({**rows[b["i"]], "response": a})["reward"]) for b, a in zip(batch, answers)]
 
-    task = progress.add_task(f"train {arm.name} seed {seed}", total=rl_cfg.steps)
-    history = (run.opts.choice_rl or train_choice_rl)(model, tokenizer, sample_rows, lambda b: prompts[b["i"]],
-                              exp.plan.response.choices, reward_fn, rl_cfg,
-                              progress=lambda step, stats: progress.update(task, completed=step + 1))
-    progress.remove_task(task)
+    resumed = checkpoints.resume_step(dataclasses.asdict(rl_cfg))
+    log = step_log(run, progress, f"train {arm.name} seed {seed}", rl_cfg.steps, folder / TENSORBOARD,
+                   resumed, dataclasses.asdict(rl_cfg))
+    try:
+        history = (run.opts.choice_rl or train_choice_rl)(
+            model, tokenizer, sample_rows, lambda b: prompts[b["i"]], exp.plan.response.choices, reward_fn,
+            rl_cfg, progress=lambda step, stats: log(step + 1, stats), checkpoints=checkpoints,
+            other=exp.plan.response.other)
+    finally:
+        log.close()
     folder.mkdir(parents=True, exist_ok=True)
     run.write.jsonl(folder / "history.jsonl", history)
     run.write.final(model, tokenizer, folder)
     tail = history[-min(50, len(history)):]
-    return {"steps": len(history), "final_reward": sum(h["reward_mean"] for h in tail) / len(tail)}
+    return {"steps": len(history), "final_reward": sum(h["reward_mean"] for h in tail) / len(tail),
+            "resumed_from_step": resumed}
 
 
 def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
@@ -576,21 +628,31 @@ def _train_rl_text(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, 
     args = {**cfg["trl.GRPOConfig"], "seed": seed}
     args["max_steps"] = _scaled(args["max_steps"], run)
     model = _apply_lora(cfg, model)
-    task = progress.add_task(f"train {arm.name} seed {seed}", total=args["max_steps"])
-    logs, used = train_text_grpo(model, tokenizer, prompts, reward_fn, args, output_dir=str(folder / "grpo"),
-                                 progress=lambda step, total, _: progress.update(task, completed=step))
-    progress.remove_task(task)
+    from .sft import checkpoint_step, last_checkpoint
+
+    scratch = folder / GRPO_SCRATCH
+    resumed = checkpoint_step(last_checkpoint(scratch))
+    log = step_log(run, progress, f"train {arm.name} seed {seed}", args["max_steps"], folder / TENSORBOARD,
+                   resumed, trainer=True)
+    try:
+        logs, used = train_text_grpo(model, tokenizer, prompts, reward_fn, args, output_dir=str(scratch),
+                                     progress=lambda step, total, latest: log(step, latest, total),
+                                     checkpoint_every=run.profile.checkpoint_every,  # trl saves on rank 0 only
+                                     run_args=log.tracker.trainer_args() if log.tracker else None,
+                                     callbacks=log.tracker.trainer_callbacks() if log.tracker else ())
+    finally:
+        log.close()
     history = [e for e in logs if "loss" in e]  # one per optimizer step (not the final summary)
     folder.mkdir(parents=True, exist_ok=True)
     run.write.jsonl(folder / "history.jsonl", history)
     # What GRPOConfig held, read back from the trainer: the spec's knobs as they ran.
     ran_with = used.to_dict()
     run.write.json(folder / "grpo_config.json", {name: ran_with[name] for name in args})
-    shutil.rmtree(folder / "grpo", ignore_errors=True)  # trl's scratch folder: no checkpoints kept
-    run.write.final(model, tokenizer, folder)
+    run.write.final(model, tokenizer, folder)  # its checkpoints go once the stage is recorded
     tail = history[-min(10, len(history)):]
     rewards = [h["reward"] for h in tail if "reward" in h]  # logged on the steps that generate
-    return {"steps": len(history), "final_reward": sum(rewards) / len(rewards) if rewards else None}
+    return {"steps": len(history), "final_reward": sum(rewards) / len(rewards) if rewards else None,
+            "resumed_from_step": resumed}
 
 
 def _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress) -> dict:
@@ -600,11 +662,20 @@ def _train_sft(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, prog
     feedback = exp.feedback.feedback
     examples = [{"prompt": exp.messages(r, l, run.profile), "completion": str(feedback(r)["target"])}
                 for r, l in zip(rows, labels)]
+    from .sft import checkpoint_step, last_checkpoint
+
     sft_cfg = sft_config(cfg, seed, run, len(examples), processes=run.opts.processes)
-    task = progress.add_task(f"train {arm.name} seed {seed}", total=None)
-    metrics = train_sft(model, tokenizer, examples, sft_cfg, folder, resume=True, writes=run.opts.writes,
-                        progress=lambda step, total, logs: progress.update(task, completed=step, total=total))
-    progress.remove_task(task)
+    log = step_log(run, progress, f"train {arm.name} seed {seed}", None, folder / TENSORBOARD,
+                   checkpoint_step(last_checkpoint(folder / CHECKPOINTS)), trainer=True)
+    every = run.profile.checkpoint_every
+    run_args = {**(log.tracker.trainer_args() if log.tracker else {}),
+                **({"save_steps": every} if every > 0 else {"save_strategy": "no"})}
+    try:
+        metrics = train_sft(model, tokenizer, examples, sft_cfg, folder, resume=True, writes=run.opts.writes,
+                            progress=lambda step, total, latest: log(step, latest, total), run_args=run_args,
+                            callbacks=log.tracker.trainer_callbacks() if log.tracker else ())
+    finally:
+        log.close()
     return {"steps": metrics.get("global_step"), "first_loss": metrics.get("first_loss"),
             "last_loss": metrics.get("last_loss")}
 
@@ -651,12 +722,14 @@ def eval_rows(run: Run, data: dict) -> list[dict]:
     return rows[:run.opts.eval_limit] if run.opts.eval_limit else rows
 
 
-def _answer_choices(model, tokenizer, prompts: list[str], choices: list[str]) -> tuple[list[str], list[list[float]]]:
+def _answer_choices(model, tokenizer, prompts: list[str], response) -> tuple[list[str], list[list[float]]]:
     from .rl import choice_distribution
 
-    probs = choice_distribution(model, tokenizer, prompts, choices)
-    # Greedy: the model's answer is its most likely allowed choice.
-    answers = [choices[int(p.argmax())] for p in probs]
+    probs = choice_distribution(model, tokenizer, prompts, response.choices, other=response.other is not None)
+    # Greedy: the model's answer is its most likely allowed choice (or `other`: any answer
+    # outside them, when that outcome is declared and together the likeliest).
+    outcomes = [*response.choices, *([response.other] if response.other is not None else [])]
+    answers = [outcomes[int(p.argmax())] for p in probs]
     return answers, [[round(float(x), 5) for x in p] for p in probs]
 
 
@@ -708,7 +781,7 @@ def stage_probes(run: Run, stage: Stage) -> str:
         unlabeled = exp.unlabeled_text(run.profile)
         prompts = [prompt_string(tokenizer, exp.render(probe.prompt, {**r, "label": unlabeled})) for r in rows]
         if plan.response.type == "choice":
-            answers, _ = _answer_choices(model, tokenizer, prompts, plan.response.choices)
+            answers, _ = _answer_choices(model, tokenizer, prompts, plan.response)
         else:
             from .generate import generate_texts
 
@@ -759,7 +832,7 @@ def stage_eval(run: Run, stage: Stage, progress) -> str:
         probs: list = [None] * len(rows)
         if response.type == "choice":
             prompts = [prompt_string(tokenizer, m) for m in messages]
-            answers, probs = _answer_choices(model, tokenizer, prompts, response.choices)
+            answers, probs = _answer_choices(model, tokenizer, prompts, response)
         else:
             gen = run.profile.generate
             prompts = messages

@@ -177,7 +177,9 @@ def train_job(payload: dict) -> dict:
         quiet_libraries()
         opts = Options(profile=payload["profile"], run_id=payload["run_id"], runs_dir=folder,
                        seeds=payload["seeds"], arms=payload["arms"], steps_scale=payload["steps_scale"],
-                       device=payload["device"], quiet=True, through="train",
+                       # Not quiet: the job's log (stdout, not a terminal) gets the stage lines and
+                       # plain progress lines every `track { log_every }` steps.
+                       device=payload["device"], quiet=False, through="train",
                        only_jobs={(a, int(s)) for a, s in payload["jobs"]})
         run = prepare(Experiment(Path(payload["generated"])), Path(payload["spec"]).read_text(), opts,
                       Console(highlight=False, color_system=None))

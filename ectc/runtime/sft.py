@@ -108,13 +108,16 @@ def build_dataset(tokenizer, examples: list[dict]):
     return Dataset.from_list(rows)
 
 
-def sft_config(cfg: dict, checkpoint_dir: str | os.PathLike):
-    """trl.SFTConfig from cfg (SFTConfig's own kwargs, plus "lora"), over RUN_ARGS."""
+def sft_config(cfg: dict, checkpoint_dir: str | os.PathLike, run_args: dict | None = None):
+    """trl.SFTConfig from cfg (SFTConfig's own kwargs, plus "lora"), over RUN_ARGS; `run_args`
+    (SFTConfig kwargs that watch or checkpoint the run, never change it: report_to, save_steps)
+    over both."""
     from trl import SFTConfig
 
     check_cfg(cfg)
+    check_cfg(run_args or {})
     cuda = torch.cuda.is_available()
-    args = {**RUN_ARGS, **{k: v for k, v in cfg.items() if k not in EXTRA_KEYS}}
+    args = {**RUN_ARGS, **{k: v for k, v in cfg.items() if k not in EXTRA_KEYS}, **(run_args or {})}
     # TF32 is an Ampere feature: asked for without CUDA it is left as the machine has it (None).
     args["tf32"] = args.get("tf32") if cuda else None
     args.setdefault("data_seed", args.get("seed"))  # None: transformers falls back to the seed
@@ -141,12 +144,23 @@ def progress_callback(progress: Progress | None):
     return ProgressCallback(progress)
 
 
-def _last_checkpoint(checkpoint_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def last_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
+    """The newest *complete* trainer checkpoint-N under checkpoint_dir, or None. The Trainer
+    writes a checkpoint's files in place and its trainer_state.json last, so a process killed
+    mid-save leaves a folder without it: that one is skipped, not resumed from."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    if not checkpoint_dir.is_dir():
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
         return None
-    return get_last_checkpoint(str(checkpoint_dir))
+    steps = [int(p.name.rsplit("-", 1)[1]) for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+             if p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(folder / f"{PREFIX_CHECKPOINT_DIR}-{max(steps)}") if steps else None
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    """The optimizer steps a trainer checkpoint holds (0 for none)."""
+    return int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else 0
 
 
 def _is_peft(model) -> bool:
@@ -222,7 +236,8 @@ def _check_same_run(output_dir: Path, cfg: dict, examples: list[dict], resume: b
 
 
 def build_trainer(model, tokenizer, examples: list[dict], cfg: dict,
-                  checkpoint_dir: str | os.PathLike, progress: Progress | None = None):
+                  checkpoint_dir: str | os.PathLike, progress: Progress | None = None,
+                  run_args: dict | None = None, callbacks: tuple = ()):
     """The configured SFTTrainer (dataset tokenized, LoRA applied), not yet trained."""
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
@@ -241,16 +256,17 @@ def build_trainer(model, tokenizer, examples: list[dict], cfg: dict,
         raise ValueError("a 4-bit model cannot be fully fine-tuned; give cfg['lora']")
 
     trainer = SFTTrainer(
-        model=model, args=sft_config(cfg, checkpoint_dir), train_dataset=dataset,
+        model=model, args=sft_config(cfg, checkpoint_dir, run_args), train_dataset=dataset,
         processing_class=tokenizer, peft_config=peft_config,
-        callbacks=[progress_callback(progress)],
+        callbacks=[progress_callback(progress), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to `progress` and the return value
     return trainer
 
 
 def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str | os.PathLike,
-              resume: bool = True, progress: Progress | None = None, writes: bool = True) -> dict:
+              resume: bool = True, progress: Progress | None = None, writes: bool = True,
+              run_args: dict | None = None, callbacks: tuple = ()) -> dict:
     """Fine-tune `model` (in place) on `examples` = [{"prompt": str | messages, "completion": str}].
 
     Loss is on completion tokens only (cfg completion_only_loss). With cfg["lora"] the model
@@ -264,6 +280,10 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     its last checkpoint. resume=False discards earlier checkpoints and trains from scratch.
 
     writes=False (ranks other than 0 of a multi-process launch): train, but record and save nothing.
+
+    run_args: SFTConfig kwargs that watch or checkpoint the run (report_to, save_steps, ...);
+    they are not part of run.json's fingerprint, so changing them never refuses a resume.
+    callbacks: more transformers TrainerCallbacks (a tracker's).
 
     Returns JSON-serialisable metrics: global_step, train_loss, first_loss, last_loss,
     losses (per logging step), train_runtime, steps_per_second, resumed_from, final_dir.
@@ -281,15 +301,15 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: dict, output_dir: str
     if not resume and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
 
-    trainer = build_trainer(model, tokenizer, examples, cfg, checkpoint_dir, progress)
-    last = _last_checkpoint(checkpoint_dir) if resume else None
+    trainer = build_trainer(model, tokenizer, examples, cfg, checkpoint_dir, progress, run_args, callbacks)
+    last = last_checkpoint(checkpoint_dir) if resume else None
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
     elapsed = time.perf_counter() - t0
 
     state = trainer.state
     losses = [e["loss"] for e in state.log_history if "loss" in e]
-    steps_this_session = state.global_step - (int(Path(last).name.split("-")[-1]) if last else 0)
+    steps_this_session = state.global_step - checkpoint_step(last)
     opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # unwrap accelerate's wrapper
     metrics = {
         "global_step": state.global_step,

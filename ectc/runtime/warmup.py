@@ -14,6 +14,8 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import Checkpoints, load_params, rng_states, set_rng_states
+
 
 def encode_pairs(tokenizer, pairs: list[tuple[str, str]], loss_on: str = "target", eos: bool = False):
     """Left-padded batch of prompt+target. Labels are -100 everywhere but the target, or, with
@@ -57,6 +59,7 @@ def supervised_warmup(
     loss_on: str = "target",
     eos: bool = False,
     progress: Callable[[int, dict], None] | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[float]:
     """Train `model` for `steps` steps and return the loss of every step.
 
@@ -67,6 +70,11 @@ def supervised_warmup(
 
     `examples` is either a function (rng, n) -> n (prompt, target) pairs, called once per step
     (procedural tasks: fresh samples every step), or an iterable of pairs, cycled in order.
+
+    `checkpoints`: every `checkpoints.every` steps the weights, optimizer, RNG states and losses
+    are saved, and a call with the same settings that finds them continues from there to the
+    losses and weights an uninterrupted call gives (the caller keys the folder by the model's
+    recipe and removes it when the model is saved).
     """
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -83,8 +91,20 @@ def supervised_warmup(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     device = next(model.parameters()).device
     model.train()
-    history = []
-    for step in range(steps):
+    history: list[float] = []
+    start = 0
+    config = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "weight_decay": weight_decay,
+              "max_grad_norm": max_grad_norm, "loss_on": loss_on, "eos": eos}
+    saved = checkpoints.load(config) if checkpoints is not None else None
+    if saved is not None:
+        load_params(params, saved["params"])
+        opt.load_state_dict(saved["optimizer"])
+        set_rng_states(saved["rng"], python_rng=rng)
+        history, start = list(saved["losses"]), saved["step"]
+        if not callable(examples):
+            for _ in range(start):  # the cycled stream where the checkpoint left it
+                next_batch()
+    for step in range(start, steps):
         ids, mask, labels = (t.to(device) for t in encode_pairs(tokenizer, next_batch(), loss_on, eos))
         logits = model(input_ids=ids, attention_mask=mask,
                        position_ids=position_ids_for(mask)).logits
@@ -98,5 +118,9 @@ def supervised_warmup(
         opt.step()
         history.append(loss.item())
         if progress is not None:
-            progress(step, {"loss": history[-1]})
+            progress(step, {"loss": history[-1], "lr": lr})
+        if checkpoints is not None and checkpoints.due(step + 1, steps):
+            checkpoints.save({"step": step + 1, "config": config, "losses": history,
+                              "params": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
+                              "rng": rng_states(python_rng=rng)})
     return history
