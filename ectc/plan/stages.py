@@ -6,6 +6,9 @@
 The probes ask the base model before any arm trains, so its skill is known (and a `require`
 checked) at once; a probe that asks a trained arm (`checkpoint ect`) moves them after training.
 
+`ectc eval` walks the same graph with models trained elsewhere: one checkpoint stage per seed
+(keyed on the checkpoint's content) stands in for the base model and the training.
+
 `walk` visits the stages in that order and hands each to a `settle` callback, which returns the
 stage's *output hash*; the stages downstream put that hash in their keys. The runtime's settle
 runs the stage (or reuses it); `ectc plan`'s settle reads the record a previous run left
@@ -31,10 +34,32 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .compiled import CompiledExperiment, json_hash
 from .model import BASE, Arm, Plan
-from .records import OUTPUT_UNKNOWN, content_hash, input_hashes, output_or_unknown
+from .records import OUTPUT_UNKNOWN, content_hash, input_hashes, output_or_unknown, tree_hash
 
 # What the stages are, in run order.
-KINDS = ("data", "base", "probes", "train", "evaluate", "judge", "report")
+KINDS = ("data", "base", "checkpoint", "probes", "train", "evaluate", "judge", "report")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model trained elsewhere, evaluated by `ectc eval`: a local folder (save_pretrained's) or a
+    hub id. `digest` is what its stage key holds: the hash of the folder's files, or the hub
+    commit the id resolved to, so different weights re-evaluate and the same weights do not."""
+
+    source: str
+    digest: str
+    revision: Optional[str] = None
+
+    @classmethod
+    def folder(cls, path: Path) -> "Checkpoint":
+        path = Path(path).resolve()
+        digest = tree_hash(path, [p.name for p in path.iterdir()]) if path.is_dir() else None
+        if digest is None:
+            raise ValueError(f"{path}: not a folder holding a saved model")
+        return cls(str(path), digest)
+
+    def dump(self) -> dict[str, Any]:
+        return {"source": self.source, "digest": self.digest, "revision": self.revision}
 
 
 @dataclass(frozen=True)
@@ -49,21 +74,27 @@ class Shape:
     steps_scale: float = 1.0
     llm: str = "offline"
     root: Path = Path(".")
+    checkpoints: tuple[Checkpoint, ...] = ()  # `ectc eval`: seed k evaluates checkpoints[k]
 
 
 def shape(exp: CompiledExperiment, profile: Optional[str] = None, seeds: int | Iterable[int] | None = None,
           arms: Optional[Iterable[str]] = None, steps_scale: float = 1.0, llm: str = "offline",
-          root: Optional[Path] = None) -> Shape:
-    """A run's shape from its options: `seeds` N means range(N), None the profile's own."""
+          root: Optional[Path] = None, checkpoints: Iterable[Checkpoint] = ()) -> Shape:
+    """A run's shape from its options: `seeds` N means range(N), None the profile's own; with
+    checkpoints (`ectc eval`), one seed per checkpoint."""
     name, prof = exp.plan.profile(profile)
-    if seeds is None:
+    checkpoints = tuple(checkpoints)
+    if checkpoints:
+        seed_list = tuple(range(len(checkpoints)))
+    elif seeds is None:
         seed_list = tuple(prof.seeds)
     elif isinstance(seeds, int):
         seed_list = tuple(range(seeds))
     else:
         seed_list = tuple(seeds)
     chosen = tuple(a.name for a in exp.plan.arms if not arms or a.name in set(arms))
-    return Shape(name, seed_list, chosen, steps_scale, llm, Path(root) if root is not None else spec_root(exp.plan))
+    return Shape(name, seed_list, chosen, steps_scale, llm, Path(root) if root is not None else spec_root(exp.plan),
+                 checkpoints)
 
 
 @dataclass(frozen=True)
@@ -202,6 +233,14 @@ def base_stage(exp: CompiledExperiment, shape: Shape, data_out: str) -> Stage:
                   upstream={"data": data_out})
 
 
+def checkpoint_stage(exp: CompiledExperiment, shape: Shape, seed: int, checkpoint: Checkpoint) -> Stage:
+    """A model trained elsewhere, for seed `seed`: nothing runs; it is loaded as saved (its own
+    dtype) with the profile's quantization, and its key is its content."""
+    parts = {"checkpoint": checkpoint.digest, "quantize": exp.plan.profiles[shape.profile].quantize,
+             "dtype": "auto"}
+    return _stage("checkpoint", f"checkpoint seed {seed}", parts, None, seed=seed)
+
+
 def train_folder(arm: str, seed: int) -> str:
     """An arm's training stage folder, relative to the run folder (its weights are `final/` there)."""
     return f"arms/{arm}/seed{seed}"
@@ -212,6 +251,16 @@ def _other(exp: CompiledExperiment) -> dict:
     keys only where declared, so the keys of every other spec stay as they were."""
     other = exp.plan.response.other
     return {} if other is None else {"other": other}
+
+
+def eval_folder(arm: str, seed: int) -> str:
+    """An arm's evaluation stage folder (its `samples.jsonl`), relative to the run folder."""
+    return f"eval/{arm}/seed{seed}"
+
+
+def judge_folder(arm: str, seed: int) -> str:
+    """An arm's judge stage folder (its `verdicts.jsonl`), relative to the run folder."""
+    return f"judge/{arm}/seed{seed}"
 
 
 def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base_out: str, data_out: str) -> Stage:
@@ -254,7 +303,7 @@ def eval_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, train
     # A key per condition: a changed sweep re-evaluates only the conditions it adds.
     cond_keys = {name: json_hash({"inputs": digest, "condition": [name, value]}) for name, value in conditions}
     parts = {**inputs, "conditions": [list(c) for c in conditions]}
-    return _stage("evaluate", f"evaluate {arm.name} seed {seed}", parts, f"eval/{arm.name}/seed{seed}",
+    return _stage("evaluate", f"evaluate {arm.name} seed {seed}", parts, eval_folder(arm.name, seed),
                   ("samples.jsonl",), arm=arm.name, seed=seed, conditions=cond_keys,
                   upstream={"train": train_out, "probes": probes_out})
 
@@ -265,7 +314,7 @@ def judge_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, eval
     parts = {"evaluation": eval_out, "monitors": [m.dump() for m in plan.monitors],
              "rubrics": exp.templates_hash(only=JUDGE), "inputs": input_hashes(shape.root, plan.monitor_files()),
              "expr": exp.file_hash("feedback.py")}
-    return _stage("judge", f"judge {arm.name} seed {seed}", parts, f"judge/{arm.name}/seed{seed}",
+    return _stage("judge", f"judge {arm.name} seed {seed}", parts, judge_folder(arm.name, seed),
                   ("verdicts.jsonl",), arm=arm.name, seed=seed, upstream={"samples": eval_out})
 
 
@@ -301,24 +350,30 @@ def walk(exp: CompiledExperiment, shape: Shape, settle: Settle, through: str = "
         return settle(stage)
 
     data_out = visit(data_stage(exp, shape))
-    base_out = visit(base_stage(exp, shape, data_out))
-    early = probes_before_training(plan)
-    if last < KINDS.index("probes"):
-        return visited
-    probes_out = visit(probe_stage(exp, base_out, data_out)) if plan.evaluate.probes and early else "none"
-    if last < KINDS.index("train"):
-        return visited
-    train_outs = {(arm.name, seed): visit(train_stage(exp, shape, arm, seed, base_out, data_out))
-                  for arm in training_arms(plan, shape.arms) for seed in shape.seeds}
+    probes_out = "none"
+    if shape.checkpoints:  # `ectc eval`: no base model to build, nothing to train
+        outs_of = [visit(checkpoint_stage(exp, shape, s, c)) for s, c in zip(shape.seeds, shape.checkpoints)]
+        base_out = outs_of[0]  # what a probe of the base model asks
+        train_outs = {(plan.arm(name).trained_as, s): o for name in shape.arms for s, o in zip(shape.seeds, outs_of)}
+    else:
+        base_out = visit(base_stage(exp, shape, data_out))
+        if last < KINDS.index("probes"):
+            return visited
+        if plan.evaluate.probes and probes_before_training(plan):
+            probes_out = visit(probe_stage(exp, base_out, data_out))
+        if last < KINDS.index("train"):
+            return visited
+        train_outs = {(arm.name, seed): visit(train_stage(exp, shape, arm, seed, base_out, data_out))
+                      for arm in training_arms(plan, shape.arms) for seed in shape.seeds}
     if last < KINDS.index("evaluate"):
         return visited
-    if not early:  # a probe asks a trained arm: after training
+    if plan.evaluate.probes and probes_out == "none":  # `ectc eval`, or a probe asks a trained arm
         probes_out = visit(probe_stage(exp, base_out, data_out))
     outs: dict[tuple[str, int], str] = {}
     for name in shape.arms:
         arm = plan.arm(name)
         for seed in shape.seeds:
-            weights = base_out if arm.out_of_the_box else train_outs[(arm.trained_as, seed)]
+            weights = train_outs[(arm.trained_as, seed)] if shape.checkpoints or not arm.out_of_the_box else base_out
             outs[(name, seed)] = visit(eval_stage(exp, shape, arm, seed, weights, data_out, probes_out))
     if last < KINDS.index("judge"):
         return visited

@@ -1,6 +1,7 @@
-"""`ectc run` from the command line: compile the spec, check that generated/ is its build, lock
-the run folder, and execute the stage graph here (`run.py`) or hand it to the scale-out
-(`scale.py`: a multi-process launch or a fan-out of training jobs)."""
+"""`ectc run` and `ectc eval` from the command line: compile the spec, check that generated/ is
+its build, lock the run folder, and execute the stage graph here (`run.py`) or hand it to the
+scale-out (`scale.py`: a multi-process launch or a fan-out of training jobs). `ectc eval` walks
+the same graph with checkpoints trained elsewhere in place of the base model and the training."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 from .bill import estimated, spent
 from .datafiles import DataFileError
 from .experiment import Experiment
-from .run import Options, RequirementNotMet, execute, flush_denormals, prepare, quiet_libraries, run_folder
+from ..plan.stages import Checkpoint
+from .run import CheckpointError, Options, RequirementNotMet, execute, flush_denormals, prepare, quiet_libraries, run_folder
 
 
 def _estimate(source: str, spec_path: Path, args, name: str) -> dict:
@@ -41,6 +43,44 @@ def _settle_bill(run, bill: dict, console) -> None:
 
 
 def main(args) -> int:
+    opts = Options(profile=args.profile, run_id=args.run_id, runs_dir=Path(args.runs_dir), seeds=args.seeds,
+                   arms=args.arms.split(",") if args.arms else None, steps_scale=args.steps_scale,
+                   device=args.device)
+    return launch(args, opts)
+
+
+def main_eval(args) -> int:
+    """`ectc eval`: the spec's evaluation of `args.arm` on each `--checkpoint` (seed k: the k-th);
+    the CLI has checked the flags and chosen the arm and the run id."""
+    try:
+        checkpoints = tuple(resolve_checkpoint(c, args.revision) for c in args.checkpoint)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    opts = Options(profile=args.profile, run_id=args.run_id, runs_dir=Path(args.runs_dir), arms=[args.arm],
+                   device=args.device, checkpoints=checkpoints)
+    return launch(args, opts)
+
+
+def resolve_checkpoint(source: str, revision: str | None) -> Checkpoint:
+    """A local folder by the hash of its files; a hub id by the commit its revision resolves to
+    (a 40-hex revision is one already; otherwise the hub is asked)."""
+    if Path(source).exists():
+        return Checkpoint.folder(Path(source))
+    if revision is not None and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return Checkpoint(source, revision, revision)
+    try:
+        from huggingface_hub import HfApi
+
+        commit = HfApi().model_info(source, revision=revision).sha
+    except Exception as exc:  # offline, unknown id, gated: one line, not a traceback
+        raise ValueError(f"--checkpoint {source}: not a local folder, and the hub did not resolve it "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); pass a "
+                         "folder, or --revision COMMIT to evaluate a hub model offline") from None
+    return Checkpoint(source, commit, commit)
+
+
+def launch(args, opts: Options) -> int:
     from rich.console import Console
 
     quiet_libraries()
@@ -60,9 +100,6 @@ def main(args) -> int:
         sys.stderr.write(err.render(source, args.spec) + "\n")
         return 1
     sha = hashlib.sha256(source.encode()).hexdigest()
-    opts = Options(profile=args.profile, run_id=args.run_id, runs_dir=Path(args.runs_dir), seeds=args.seeds,
-                   arms=args.arms.split(",") if args.arms else None, steps_scale=args.steps_scale,
-                   device=args.device)
     status = 0
     for exp_ir in spec.experiments:
         folder = Path(args.generated) / exp_ir.name
@@ -91,7 +128,8 @@ def main(args) -> int:
         except RunFolderBusy as busy:
             sys.stderr.write(f"error: {busy}\n")
             return 1
-        except DataFileError as exc:  # a value the spec's declared type refuses: no traceback
+        except (DataFileError, CheckpointError) as exc:  # a value the spec's type refuses, a model that
+            # does not load: one line, no traceback
             sys.stderr.write(f"error: {exc}\n")
             return 1
         except RequirementNotMet as exc:  # the base model is not good enough: nothing trained

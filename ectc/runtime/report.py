@@ -4,6 +4,7 @@ summarised in the terminal."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import defaultdict
@@ -17,6 +18,7 @@ from ..jsonio import missing
 from ..plan.model import Arm
 from ..schema import lexicon_maps
 from . import detect, inspectlog, plots, stats
+from .bill import spent
 from .reportdoc import COMPARISON_NOTE, Context, read_samples, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
 from .reportdoc import bounds_text as _bounds
 from .reportdoc import interval_text as _interval
@@ -137,6 +139,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
             result["sweep"][m] = {"values": sweep, "series": series}
 
     result["agreement"] = _agreement(exp, eval_samples)
+    result["claude"] = claude_bill(folder, run.events)
     ctx = Context.from_typed(exp.plan, run.profile_name, run.seeds, run.device, metric_names)
     result["warnings"] = label_warnings(ctx, result, eval_samples, exp.feedback, exp.metrics)
     result["training_notes"] = choice_notes(run)
@@ -166,6 +169,16 @@ def choice_notes(run) -> list[str]:
                for arm in stages.training_arms(run.exp.plan, run.shape.arms) for seed in run.seeds]
     note = report_note(records)
     return [note] if note else []
+
+
+def claude_bill(folder: Path, events: list[dict]) -> dict:
+    """Claude's calls by kind as estimated before the run (bill.json, written by `ectc run`) and
+    as spent by this session's stages (their usage events)."""
+    try:
+        estimate = json.loads((folder / "bill.json").read_text())["estimate"]["claude"]
+    except (OSError, ValueError, KeyError, TypeError):
+        estimate = {}
+    return {"estimate": estimate, "spent": spent(events)}
 
 
 def reward_ideal(ctx: Context, feedback, metrics, sweep: dict, eval_samples: dict) -> dict[str, list]:

@@ -270,6 +270,20 @@ def report_data(ctx: Context, result: dict, eval_samples: dict) -> dict:
         name, value = ("Spearman", g["spearman"]) if "spearman" in g else ("Cohen's kappa", g["kappa"])
         measure = f"{name} {value:.3f}" if not missing(value) else f"{name} n/a ({g.get('note')})"
         agreement.append(f"{g['a']} vs {g['b']} on `{g['field']}`: {measure} over {g['n']} samples")
+    claude = []
+    bill = result.get("claude") or {}
+    for kind in dict.fromkeys([*bill.get("estimate", {}), *bill.get("spent", {})]):
+        was, now = bill.get("estimate", {}).get(kind), bill.get("spent", {}).get(kind)
+        claude.append({
+            "kind": kind,
+            "estimate": None if was is None else (
+                f"{was['calls']:,} calls, ~{was['input_tokens']:,} input tokens, "
+                + ("unknown price" if was["cost_usd_at_most"] is None else f"at most ${was['cost_usd_at_most']:,.2f}")),
+            "spent": "none" if now is None else (
+                f"{now['calls']:,} calls ({now['cache_hits']:,} from the cache), {now['input_tokens']:,} input and "
+                f"{now['output_tokens']:,} output tokens, ${now['cost_usd']:,.2f}"
+                + (f" ({now['unpriced_calls']} calls of a model without a price)" if now.get("unpriced_calls") else "")),
+        })
     headline = [c for c in comparisons if c["ok"]]
     return {
         "name": ctx.name, "description": ctx.description, "profile": ctx.profile, "seeds": ctx.seeds,
@@ -277,7 +291,7 @@ def report_data(ctx: Context, result: dict, eval_samples: dict) -> dict:
         "axis": {"name": axis.name, "deploy": axis.deploy}, "metrics": ctx.metrics, "arms": arms,
         "comparisons": comparisons, "comparison_note": COMPARISON_NOTE, "notes": list(dict.fromkeys(notes)),
         "headline": headline[0] if headline else None, "sweeps": sweeps, "shares": shares,
-        "unscored": unscored, "agreement": agreement, "warnings": result.get("warnings", []),
+        "unscored": unscored, "agreement": agreement, "claude": claude, "warnings": result.get("warnings", []),
         "training_notes": result.get("training_notes", []),
         "examples": side_by_side(ctx, eval_samples) if ctx.response.type == "text" else [],
         "examples_all": side_by_side(ctx, eval_samples),

@@ -82,6 +82,7 @@ class Options:
     writes: bool = True  # False on ranks other than 0: they train and write nothing
     processes: int = 1  # how many processes share each training step (the SFT batch is global)
     choice_rl: Callable | None = None  # trains as rl.train_choice_rl; None: that function itself
+    checkpoints: tuple[stages.Checkpoint, ...] = ()  # `ectc eval`: models trained elsewhere, one per seed
 
 
 @dataclass
@@ -433,6 +434,37 @@ def _warmup_examples(run: Run, data: dict, tokenizer, warmup: dict):
     return examples
 
 
+# ---- stage: a checkpoint trained elsewhere (`ectc eval`) -------------------------------
+
+
+def stage_checkpoint(run: Run, stage: Stage) -> str:
+    """A model trained elsewhere stands in for the base model and the training of its seed:
+    nothing runs here; it is loaded where it is evaluated (and, for seed 0, probed)."""
+    checkpoint = run.shape.checkpoints[run.seeds.index(stage.seed)]
+    if stage.seed == run.seeds[0]:
+        run.carried.base_source = (checkpoint.source, checkpoint.revision)
+        run.carried.load_base = lambda: load_checkpoint(run, checkpoint)
+    run.log(stage.name, "reused", f"{checkpoint.source} (loaded per use)")
+    return stage.key
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that does not load (a hub model neither cached nor reachable, a folder
+    transformers cannot read): `ectc eval` says so in one line."""
+
+
+def load_checkpoint(run: Run, checkpoint: stages.Checkpoint):
+    """A checkpoint as saved (its own dtype), quantized as the profile says."""
+    from .models import load_hf_model
+
+    try:
+        return load_hf_model(checkpoint.source, quantize=run.profile.bnb_config, dtype="auto",
+                             revision=checkpoint.revision)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"--checkpoint {checkpoint.source}: cannot load it: {reason}") from exc
+
+
 # ---- stage: training -----------------------------------------------------------------
 
 
@@ -686,6 +718,9 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
 
     profile = run.profile
     remote = {"trust_remote_code": profile.model.trust_remote_code} if profile.model.type == "hf" else {}
+    if profile.generate.backend == "vllm" and run.shape.checkpoints:
+        checkpoint = run.shape.checkpoints[run.seeds.index(seed)]
+        return make_backend("vllm", model_path=checkpoint.source, revision=checkpoint.revision, **remote)
     if profile.generate.backend == "vllm" and arm.out_of_the_box:
         return make_backend("vllm", model_path=profile.model.path, revision=profile.model.revision, **remote)
     if profile.generate.backend == "vllm":
@@ -700,12 +735,16 @@ def _generation_backend(run: Run, arm: Arm, seed: int):
 
 
 def load_trained(run: Run, arm: str, seed: int):
-    """An arm's trained model, or the base model itself for BASE (`reuse base`)."""
+    """An arm's trained model, or the base model itself for BASE (`reuse base`); under `ectc
+    eval`, the seed's checkpoint, whatever the arm."""
     from .sft import load_final
 
-    model, tokenizer = run.carried.load_base()
-    if arm != BASE:
-        load_final(model, arm_dir(run, arm, seed) / "final")
+    if run.shape.checkpoints:
+        model, tokenizer = load_checkpoint(run, run.shape.checkpoints[run.seeds.index(seed)])
+    else:
+        model, tokenizer = run.carried.load_base()
+        if arm != BASE:
+            load_final(model, arm_dir(run, arm, seed) / "final")
     if not getattr(model, "is_loaded_in_4bit", False):
         model.to(run.device)
     model.eval()
@@ -748,6 +787,8 @@ STOP = ". The run stops before training any arm: improve the base model (e.g. a 
 def require_base(run: Run) -> None:
     """Check the spec's `require`s on the probes just run; raise RequirementNotMet with the figure
     when one fails. Each outcome goes to the run's events."""
+    if run.shape.checkpoints:
+        return  # `ectc eval`: the probes ask models trained elsewhere, and nothing is trained here
     failed = []
     for req in run.exp.plan.evaluate.requires:
         true, items = probe_share(run.carried.probe_values[req.probe])
@@ -917,7 +958,8 @@ def run_shape(exp: Experiment, opts: Options) -> stages.Shape:
     """The run's stage-graph shape from its options (the same call `ectc plan` makes)."""
     from .llm import data_mode
 
-    return stages.shape(exp, opts.profile, opts.seeds, opts.arms, opts.steps_scale, data_mode(exp.plan))
+    return stages.shape(exp, opts.profile, opts.seeds, opts.arms, opts.steps_scale, data_mode(exp.plan),
+                        checkpoints=opts.checkpoints)
 
 
 def prepare(exp: Experiment, spec_source: str, opts: Options, console) -> Run:
@@ -928,7 +970,8 @@ def prepare(exp: Experiment, spec_source: str, opts: Options, console) -> Run:
     run.write.text(folder / "spec.ect", spec_source)
     run.write.json(folder / "manifest.json", exp.manifest)
     run.write.json(folder / "plan.json", {**exp.plan.dump(), "run": {
-        "profile": shape.profile, "seeds": list(shape.seeds), "steps_scale": opts.steps_scale, "device": run.device}})
+        "profile": shape.profile, "seeds": list(shape.seeds), "steps_scale": opts.steps_scale, "device": run.device,
+        **({"checkpoints": [c.dump() for c in shape.checkpoints]} if shape.checkpoints else {})}})
     return run
 
 
@@ -947,6 +990,8 @@ def execute(run: Run) -> dict:
                 return stage_data(run, stage)
             if stage.kind == "base":
                 return stage_base(run, stage)
+            if stage.kind == "checkpoint":
+                return stage_checkpoint(run, stage)
             if stage.kind == "train":
                 if opts.only_jobs is not None and (stage.arm, stage.seed) not in opts.only_jobs:
                     return stages.unknown(stage)  # another worker trains it
