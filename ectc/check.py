@@ -1649,6 +1649,40 @@ def check_bounds(exp: ir.Experiment) -> list[Diagnostic]:
     return out
 
 
+REQUIRE_OPS = (">=", ">", "<=", "<")
+
+
+def check_requires(exp: ir.Experiment) -> list[Diagnostic]:
+    """`require PROBE OP NUMBER`: a bound on a share (0 to 1) of a probe the base model answers,
+    since it is checked before any arm trains."""
+    ev = exp.evaluate
+    if ev is None:
+        return []
+    out: list[Diagnostic] = []
+    probes = {p.name: p for p in ev.probes}
+    on_arms = {name: ckpt.value.id for name, p in probes.items()
+               if (ckpt := setting_map(p.settings).get("checkpoint")) is not None
+               and isinstance(ckpt.value, ir.Name) and ckpt.value.id != schema.BASE_CHECKPOINT}
+    for req in ev.requires:
+        name = req.probe.id
+        if name not in probes:
+            out.append(_err(req.probe.span, "E720", f"unknown probe `{name}`",
+                            did_you_mean(name, probes) or ("the probes are " + ", ".join(f"`{p}`" for p in probes)
+                                                           if probes else "declare it first: `probe NAME { ... }`")))
+        if req.op not in REQUIRE_OPS:
+            out.append(_err(req.span, "E721", f"`require` takes a bound ({', '.join(REQUIRE_OPS)}), not `{req.op}`",
+                            f"e.g. `require {name} >= 0.8`"))
+        elif not 0.0 <= req.value <= 1.0:
+            out.append(_err(req.span, "E721", f"`require {name}` bounds a share of the items: {req.value:g} is not in [0, 1]",
+                            "write the share as a fraction, e.g. 0.8 for 80%"))
+        if name in probes and on_arms:
+            arm_probe, arm = next(iter(on_arms.items()))
+            out.append(_err(req.span, "E722", f"`require {name}` is checked before training, but probe `{arm_probe}` "
+                                              f"reads the trained arm `{arm}`, so the probes run after training",
+                            "ask every probe of the base model (`checkpoint base`) to use `require`"))
+    return out
+
+
 def response_strings(e: ir.Expr) -> list[ir.Str]:
     """The strings `e` compares the response with: `response == "A"`, `"A" != response`,
     `response in ["A", "B"]`."""
@@ -1737,6 +1771,7 @@ CHECKS: list[Callable[[ir.Experiment], list[Diagnostic]]] = [
     check_profiles,
     check_rl_settings,
     check_evaluate,
+    check_requires,
     check_bounds,
     check_response_strings,
     check_name_clashes,

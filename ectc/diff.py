@@ -216,6 +216,10 @@ def _r_compare(n: dict) -> str:
             + ", ".join(m["id"] for m in n["metrics"]))
 
 
+def _r_require(n: dict) -> str:
+    return f"{n['op']} {num(n['value'])}"
+
+
 def _r_setting(n: dict) -> Optional[str]:
     if n["value"] is not None:
         return expr(n["value"])
@@ -267,11 +271,13 @@ NODES: dict[str, tuple[list[tuple[str, list[str], Render]], list[tuple[str, str,
     "Model": ([("", ["type", "path", "package"], _r_model)], [("settings", "Setting", lambda n: n["key"])]),
     "Evaluate": ([], [("probes", "Probe", _name("probe.")), ("metrics", "Metric", _name("metric.")),
                       ("sweeps", "Sweep", _const("sweep")), ("comparisons", "Comparison", _const("compare")),
-                      ("settings", "Setting", lambda n: n["key"])]),
+                      ("settings", "Setting", lambda n: n["key"]),
+                      ("requires", "Require", lambda n: "require." + n["probe"]["id"])]),
     "Probe": ([], [("settings", "Setting", lambda n: n["key"]), ("assigns", "Assign", lambda n: n["name"])]),
     "Metric": ([("", ["expr", "where"], _r_metric)], []),
     "Sweep": ([("", ["axis", "low", "high", "step", "values"], _r_sweep)], []),
     "Comparison": ([("", ["pairs", "metrics"], _r_compare)], []),
+    "Require": ([("", ["op", "value"], _r_require)], []),
 }
 
 

@@ -33,7 +33,7 @@ STATEMENTS: dict[Optional[str], frozenset[str]] = {
 EXPERIMENT_ITEMS = ("description", "axis", "label", "unlabeled", "data", "system", "prompt", "response",
                     "feedback", "monitor", "arms", "profile", "evaluate")
 AXIS_ITEMS = ("value", "train", "holdout", "deploy")
-EVALUATE_ITEMS = ("metric", "sweep", "compare", "probe")
+EVALUATE_ITEMS = ("metric", "sweep", "compare", "probe", "require")
 ARM_PARTS = {"label": schema.ARM_LABELS + ("fixed",), "encode": schema.ARM_ENCODINGS, "infer": schema.ARM_INFER}
 TEMPLATE_OWNERS = ("label", "prompt", "system", "rubric", "render", "llm")
 

@@ -492,6 +492,10 @@ class _Printer:
         name, *items = t.children
         return self.block_of(t, f"probe {self.name(name)}", items, depth)
 
+    def s_require(self, t, depth):
+        probe, op, value = t.children
+        return _Leaf(t.meta, [f"require {self.name(probe)} {op.children[0]} {self.signed(value)}"])
+
     # settings
     def s_setting_value(self, t, depth):
         key, value = t.children

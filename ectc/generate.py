@@ -568,6 +568,7 @@ def _plan(exp: ir.Experiment, spec_path: str, sha: str, templates: list[str]) ->
                        for p in ev.probes],
             "comparisons": [{"pairs": [[a.id, b.id] for a, b in c.pairs], "metrics": [m.id for m in c.metrics]}
                             for c in ev.comparisons],
+            "requires": [{"probe": r.probe.id, "op": r.op, "value": r.value} for r in ev.requires],
         },
         "profiles": {p.name: resolve_profile(exp, p) for p in exp.profiles},
         "default_profile": next((p.name for p in exp.profiles if p.default), None),

@@ -298,12 +298,21 @@ class Probe(Node):
 
 
 @node
+class Require(Node):
+    """`require PROBE OP NUMBER`: a bound on a probe's share, checked before any arm trains."""
+    probe: Name
+    op: str
+    value: float
+
+
+@node
 class Evaluate(Node):
     probes: tuple[Probe, ...] = ()
     metrics: tuple[Metric, ...] = ()
     sweeps: tuple[Sweep, ...] = ()
     comparisons: tuple[Comparison, ...] = ()
     settings: tuple[Setting, ...] = ()
+    requires: tuple[Require, ...] = ()
 
 
 @node

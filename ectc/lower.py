@@ -502,6 +502,10 @@ class _Lower:
             assigns=tuple(i for i in items if isinstance(i, ir.Assign)),
         )
 
+    def require(self, meta, children):
+        probe, op, value = children
+        return ir.Require(span=span_of(meta), probe=probe, op=str(op), value=value.value)
+
     def evaluate(self, meta, children):
         return ir.Evaluate(span=span_of(meta),
             probes=tuple(c for c in children if isinstance(c, ir.Probe)),
@@ -509,6 +513,7 @@ class _Lower:
             sweeps=tuple(c for c in children if isinstance(c, ir.Sweep)),
             comparisons=tuple(c for c in children if isinstance(c, ir.Comparison)),
             settings=_setting_list(children),
+            requires=tuple(c for c in children if isinstance(c, ir.Require)),
         )
 
     # ---- experiment ----------------------------------------------------------------------

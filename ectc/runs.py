@@ -139,7 +139,9 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
                 continue
             have = _stage_key(where)
             if found.ok:
-                plans.append(StagePlan(stage.name, "reused", found.reason, stage.key, stage.kind))
+                stops = _require_stops(exp.plan, where) if stage.kind == "probes" else None
+                plans.append(StagePlan(stage.name, "reused", found.reason + (f"; {stops}: the run stops here"
+                                                                             if stops else ""), stage.key, stage.kind))
             elif not folder.exists():
                 plans.append(StagePlan(stage.name, "ran", "no previous run", stage.key, stage.kind))
             elif have is None:
@@ -152,6 +154,18 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
                                        stage.key, stage.kind))
         out[name] = (folder, plans)
     return out
+
+
+def _require_stops(plan, folder: Path) -> str | None:
+    """A `require` the recorded probe values miss (the run will stop after the probes), or None."""
+    import json
+
+    try:
+        values = json.loads((folder / "values.json").read_text())
+        problems = [p for r in plan.evaluate.requires if (p := r.failure(values))]
+    except (OSError, ValueError, KeyError):
+        return None
+    return "; ".join(problems) or None
 
 
 def bills(source: str, runs_dir: Path, result: dict, profile: Optional[str] = None, seeds: Optional[int] = None,

@@ -279,6 +279,34 @@ class Probe(_Node):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Require(_Node):
+    """`require PROBE OP VALUE`: a bound on a base probe's share of the evaluation items,
+    checked right after the probes run on the base model, before any arm trains."""
+    probe: str
+    op: Literal[">=", ">", "<=", "<"]
+    value: float
+
+    def holds(self, share: float) -> bool:
+        return {">=": share >= self.value, ">": share > self.value,
+                "<=": share <= self.value, "<": share < self.value}[self.op]
+
+    def failure(self, values: dict[str, list]) -> str | None:
+        """What is wrong, with the figure, when the probes' `values` (probe -> a value per item,
+        as probes/values.json holds them) miss this bound; None when they meet it."""
+        true, items = probe_share(values[self.probe])
+        share = true / max(1, items)
+        if self.holds(share):
+            return None
+        return (f"`require {self.probe} {self.op} {self.value:g}` fails: the base model's {self.probe} is "
+                f"{share:.2f} ({true} of {items} items)")
+
+
+def probe_share(values: list) -> tuple[int, int]:
+    """A probe's (true, items) over the evaluation items."""
+    return sum(bool(v) for v in values), len(values)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Comparison(_Node):
     pairs: list[tuple[str, str]]
     metrics: list[str]
@@ -299,6 +327,7 @@ class Evaluate(_Node):
     metrics: list[str] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
+    requires: list[Require] = field(default_factory=list)
 
 
 # ---- profiles -------------------------------------------------------------------------

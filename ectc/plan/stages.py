@@ -1,7 +1,10 @@
 """The stage graph: every stage of a run, its inputs and its key, defined once.
 
-    data -> base model -> train (arm, seed) -> probes -> evaluate (arm, seed)
+    data -> base model -> probes -> train (arm, seed) -> evaluate (arm, seed)
          -> judge (arm, seed; when the experiment has monitors) -> report
+
+The probes ask the base model before any arm trains, so its skill is known (and a `require`
+checked) at once; a probe that asks a trained arm (`checkpoint ect`) moves them after training.
 
 `ectc eval` walks the same graph with models trained elsewhere: one checkpoint stage per seed
 (keyed on the checkpoint's content) stands in for the base model and the training.
@@ -30,11 +33,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .compiled import CompiledExperiment, json_hash
-from .model import Arm, Plan
+from .model import BASE, Arm, Plan
 from .records import OUTPUT_UNKNOWN, content_hash, input_hashes, output_or_unknown, tree_hash
 
 # What the stages are, in run order.
-KINDS = ("data", "base", "checkpoint", "train", "probes", "evaluate", "judge", "report")
+KINDS = ("data", "base", "checkpoint", "probes", "train", "evaluate", "judge", "report")
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,11 @@ def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base
                   arm=arm.name, seed=seed, upstream={"base": base_out, "data": data_out})
 
 
+def probes_before_training(plan: Plan) -> bool:
+    """Whether the probes run right after the base model: every one asks the base (none a trained arm)."""
+    return all(p.checkpoint == BASE for p in plan.evaluate.probes)
+
+
 def probe_stage(exp: CompiledExperiment, base_out: str, data_out: str) -> Stage:
     probes = exp.plan.evaluate.probes
     parts = {"data": data_out, "base": base_out, "probes": [p.dump() for p in probes],
@@ -310,11 +318,17 @@ def judge_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, eval
                   ("verdicts.jsonl",), arm=arm.name, seed=seed, upstream={"samples": eval_out})
 
 
+def report_plan(plan: Plan) -> dict[str, Any]:
+    """The evaluate block as the report reads it: not the `require`s, checked before training and
+    never reported (so the report keys of specs without one stay as they were)."""
+    return {k: v for k, v in plan.evaluate.dump().items() if k != "requires"}
+
+
 def report_stage(exp: CompiledExperiment, shape: Shape, outs: dict[tuple[str, int], str]) -> Stage:
     """`outs`: (arm, seed) -> the output hash the report reads (the judge's where there is one)."""
     parts = {"evals": sorted([f"{a}/{s}", o] for (a, s), o in outs.items()),
              "metrics": exp.file_hash("metrics.py"),
-             "plan": [exp.plan.evaluate.dump(), exp.plan.profiles[shape.profile].evaluation.sweep]}
+             "plan": [report_plan(exp.plan), exp.plan.profiles[shape.profile].evaluation.sweep]}
     return _stage("report", "report", parts, "report", ("../metrics.json", "../report.md"))
 
 
@@ -336,19 +350,25 @@ def walk(exp: CompiledExperiment, shape: Shape, settle: Settle, through: str = "
         return settle(stage)
 
     data_out = visit(data_stage(exp, shape))
+    probes_out = "none"
     if shape.checkpoints:  # `ectc eval`: no base model to build, nothing to train
         outs_of = [visit(checkpoint_stage(exp, shape, s, c)) for s, c in zip(shape.seeds, shape.checkpoints)]
         base_out = outs_of[0]  # what a probe of the base model asks
         train_outs = {(plan.arm(name).trained_as, s): o for name in shape.arms for s, o in zip(shape.seeds, outs_of)}
     else:
         base_out = visit(base_stage(exp, shape, data_out))
+        if last < KINDS.index("probes"):
+            return visited
+        if plan.evaluate.probes and probes_before_training(plan):
+            probes_out = visit(probe_stage(exp, base_out, data_out))
         if last < KINDS.index("train"):
             return visited
         train_outs = {(arm.name, seed): visit(train_stage(exp, shape, arm, seed, base_out, data_out))
                       for arm in training_arms(plan, shape.arms) for seed in shape.seeds}
-    if last < KINDS.index("probes"):
+    if last < KINDS.index("evaluate"):
         return visited
-    probes_out = visit(probe_stage(exp, base_out, data_out)) if plan.evaluate.probes else "none"
+    if plan.evaluate.probes and probes_out == "none":  # `ectc eval`, or a probe asks a trained arm
+        probes_out = visit(probe_stage(exp, base_out, data_out))
     outs: dict[tuple[str, int], str] = {}
     for name in shape.arms:
         arm = plan.arm(name)

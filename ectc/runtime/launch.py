@@ -14,7 +14,7 @@ from .bill import estimated, spent
 from .datafiles import DataFileError
 from .experiment import Experiment
 from ..plan.stages import Checkpoint
-from .run import CheckpointError, Options, execute, flush_denormals, prepare, quiet_libraries, run_folder
+from .run import CheckpointError, Options, RequirementNotMet, execute, flush_denormals, prepare, quiet_libraries, run_folder
 
 
 def _estimate(source: str, spec_path: Path, args, name: str) -> dict:
@@ -130,6 +130,9 @@ def launch(args, opts: Options) -> int:
             return 1
         except (DataFileError, CheckpointError) as exc:  # a value the spec's type refuses, a model that
             # does not load: one line, no traceback
+            sys.stderr.write(f"error: {exc}\n")
+            return 1
+        except RequirementNotMet as exc:  # the base model is not good enough: nothing trained
             sys.stderr.write(f"error: {exc}\n")
             return 1
     return status

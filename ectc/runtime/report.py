@@ -142,6 +142,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
     result["claude"] = claude_bill(folder, run.events)
     ctx = Context.from_typed(exp.plan, run.profile_name, run.seeds, run.device, metric_names)
     result["warnings"] = label_warnings(ctx, result, eval_samples, exp.feedback, exp.metrics)
+    result["training_notes"] = choice_notes(run)
     plot_files = _plots(run, result, arms)
     result["plots"] = plot_files
     result["elapsed_seconds"] = round(elapsed, 1)
@@ -155,6 +156,19 @@ def stage_report(run, stage, elapsed: float) -> dict:
     _summary_table(run, result)
     run.write_stage_log(elapsed)
     return result
+
+
+def choice_notes(run) -> list[str]:
+    """A choice the base model almost never gave at the start of RL (runtime/choices.py), as the
+    training stages recorded it."""
+    from ..plan import stages
+    from ..plan.records import read_record
+    from .choices import report_note
+
+    records = [(arm.name, read_record(run.folder / stages.train_folder(arm.name, seed)) or {})
+               for arm in stages.training_arms(run.exp.plan, run.shape.arms) for seed in run.seeds]
+    note = report_note(records)
+    return [note] if note else []
 
 
 def claude_bill(folder: Path, events: list[dict]) -> dict:

@@ -292,6 +292,7 @@ def report_data(ctx: Context, result: dict, eval_samples: dict) -> dict:
         "comparisons": comparisons, "comparison_note": COMPARISON_NOTE, "notes": list(dict.fromkeys(notes)),
         "headline": headline[0] if headline else None, "sweeps": sweeps, "shares": shares,
         "unscored": unscored, "agreement": agreement, "claude": claude, "warnings": result.get("warnings", []),
+        "training_notes": result.get("training_notes", []),
         "examples": side_by_side(ctx, eval_samples) if ctx.response.type == "text" else [],
         "examples_all": side_by_side(ctx, eval_samples),
         "plots": list(result.get("plots", [])),

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..files import atomic_write_text, read_jsonl, write_json, write_jsonl
 from ..plan import stages
-from ..plan.model import BASE, Arm, Profile
+from ..plan.model import BASE, Arm, Profile, probe_share
 from ..plan.records import STAGE_FILE, Reuse, check, read_record, record
 from ..plan.stages import Stage
 from .bill import DATA_MAX_TOKENS
@@ -532,7 +532,8 @@ def stage_train(run: Run, stage: Stage, progress) -> str:
     model, tokenizer = run.carried.load_base()
     model.to(run.device) if not getattr(model, "is_loaded_in_4bit", False) else None
     train = {"choice_rl": _train_rl_choice, "grpo": _train_rl_text, "sft": _train_sft}[run.profile.trainer]
-    info = train(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)
+    coverage = base_choices(run, stage, cfg, model, tokenizer, rows, labels) if train is _train_rl_choice else {}
+    info = {**coverage, **train(run, arm, seed, cfg, model, tokenizer, rows, labels, folder, progress)}
     history = [f for f in ("history.jsonl",) if (folder / f).exists()]
     out = run.write.done(folder, dataclasses.replace(stage, outputs=("final", *history)), arm=arm.name, seed=seed,
                          rows=len(rows), **info)
@@ -541,6 +542,24 @@ def stage_train(run: Run, stage: Stage, progress) -> str:
             shutil.rmtree(folder / scratch, ignore_errors=True)
     run.log(stage.name, "ran", f"{len(rows)} rows", time.perf_counter() - t0)
     return out
+
+
+def base_choices(run: Run, stage: Stage, cfg: dict, model, tokenizer, rows, labels) -> dict:
+    """Before the first RL step: the base model's choice distribution over a batch of the arm's
+    training prompts, at RL's starting temperature; a warning (console, events, the stage record)
+    when a choice is near zero (choices.NEAR_ZERO)."""
+    from . import choices
+
+    prompts = [prompt_string(tokenizer, run.exp.messages(r, l, run.profile))
+               for r, l in zip(rows[:choices.PROMPTS], labels[:choices.PROMPTS])]
+    temperature = rl_config(cfg, stage.seed, run).temperature(0)
+    shares = choices.base_choice_shares(model, tokenizer, prompts, run.exp.plan.response.choices, temperature)
+    text = choices.warning(shares, temperature)
+    if text:
+        run.events.append({"stage": stage.name, "warning": text, "base_choices": shares})
+        if not run.opts.quiet:
+            run.console.print(f"  {'[yellow]warning[/]':>18} {stage.name} — {text}")
+    return {"base_choices": {c: round(p, 6) for c, p in shares.items()}, "choice_warning": text}
 
 
 CHECKPOINTS = "checkpoints"  # an arm's resumable state (the fast path's and SFT's; GRPO's under grpo/)
@@ -753,12 +772,44 @@ def _answer_choices(model, tokenizer, prompts: list[str], response) -> tuple[lis
     return answers, [[round(float(x), 5) for x in p] for p in probs]
 
 
+class RequirementNotMet(RuntimeError):
+    """A `require` the base model's probes do not meet: the run stops before any arm trains."""
+
+
+def _shares_text(values: dict[str, list]) -> str:
+    return ", ".join(f"{k} {t / max(1, n):.0%} ({t}/{n})" for k, (t, n) in
+                     ((k, probe_share(v)) for k, v in values.items()))
+
+
+STOP = ". The run stops before training any arm: improve the base model (e.g. a longer warm-up) or lower the bound."
+
+
+def require_base(run: Run) -> None:
+    """Check the spec's `require`s on the probes just run; raise RequirementNotMet with the figure
+    when one fails. Each outcome goes to the run's events."""
+    if run.shape.checkpoints:
+        return  # `ectc eval`: the probes ask models trained elsewhere, and nothing is trained here
+    failed = []
+    for req in run.exp.plan.evaluate.requires:
+        true, items = probe_share(run.carried.probe_values[req.probe])
+        problem = req.failure(run.carried.probe_values)
+        run.events.append({"stage": "probes", "require": f"{req.probe} {req.op} {req.value:g}",
+                           "value": round(true / max(1, items), 4), "items": items, "met": problem is None})
+        if problem:
+            failed.append(problem)
+        elif not run.opts.quiet:
+            run.console.print(f"  {'[green]met[/]':>18} require {req.probe} {req.op} {req.value:g} — "
+                              f"{true / max(1, items):.2f}")
+    if failed:
+        raise RequirementNotMet("; ".join(failed) + STOP)
+
+
 def stage_probes(run: Run, stage: Stage) -> str:
     exp, plan = run.exp, run.exp.plan
     folder = run.folder / stage.folder
     if run.reusable(stage.name, folder, stage.key).ok:
-        run.log(stage.name, "reused")
         run.carried.probe_values = json.loads((folder / "values.json").read_text())
+        run.log(stage.name, "reused", _shares_text(run.carried.probe_values))
         return check(folder, stage.key).output
     t0 = time.perf_counter()
     rows = eval_rows(run, run.carried.data)
@@ -781,8 +832,7 @@ def stage_probes(run: Run, stage: Stage) -> str:
     run.carried.probe_values = out
     run.write.json(folder / "values.json", out)
     done = run.write.done(folder, stage)
-    shares = ", ".join(f"{k} {sum(v) / max(1, len(v)):.0%}" for k, v in out.items())
-    run.log(stage.name, "ran", shares, time.perf_counter() - t0)
+    run.log(stage.name, "ran", _shares_text(out), time.perf_counter() - t0)
     return done
 
 
@@ -947,7 +997,9 @@ def execute(run: Run) -> dict:
                     return stages.unknown(stage)  # another worker trains it
                 return stage_train(run, stage, progress)
             if stage.kind == "probes":
-                return stage_probes(run, stage)
+                out = stage_probes(run, stage)
+                require_base(run)
+                return out
             if stage.kind == "evaluate":
                 return stage_eval(run, stage, progress)
             if stage.kind == "judge":

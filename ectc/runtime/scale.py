@@ -288,8 +288,9 @@ def dispatch(args, exp, source: str, opts, console) -> int:
     how = f"{executor} executor" if executor != "local" else f"{processes} process(es)"
     console.rule(f"[bold]{exp.name}[/] · profile {run.profile_name} · {len(run.seeds)} seed(s) · {run.device} · {how}")
     console.print(f"run folder: {run.folder}")
-    # Data and the base model once, here: every job then finds them cached.
-    execute(dataclasses.replace(run, opts=dataclasses.replace(opts, through="base")))
+    # Data, the base model and its probes once, here (a failed `require` stops before any job):
+    # every job then finds them cached.
+    execute(dataclasses.replace(run, opts=dataclasses.replace(opts, through="probes")))
     jobs = training_jobs(run)
     pending = [(a, s) for a, s, done in jobs if not done]
     skipped = [[a, s] for a, s, done in jobs if done]
