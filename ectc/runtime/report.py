@@ -38,6 +38,26 @@ def metric_values(exp, metric: str, samples: list[dict]) -> tuple[dict[int, floa
     return values, unscored
 
 
+def rate_bounds(exp, metric: str, samples) -> tuple[float, float] | None:
+    """(0, 1) where `metric` is a rate: the mean of a 0/1 quantity (every value it takes on the
+    `samples` is a boolean); None otherwise. The one place that decides which intervals are
+    clipped (`stats.clip`): the metric's cells, its sweep points and its paired differences
+    (clipped to [-1, 1]) alike. The detector's tests of noise read the per-seed values, never
+    these intervals, so clipping does not change what it flags."""
+    spec = exp.metrics.METRICS[metric]
+    if spec["aggregate"] != "mean":
+        return None
+    seen = False
+    for s in samples:
+        v = s["sample"]
+        if any(v.get(m) is None for m in spec["needs"]) or not spec["where"](v):
+            continue
+        if not isinstance(spec["value"](v), (bool, np.bool_)):
+            return None
+        seen = True
+    return (0.0, 1.0) if seen else None
+
+
 def aggregate(kind: str, values: list[float]) -> float:
     if not values:
         return math.nan
@@ -48,8 +68,8 @@ def aggregate(kind: str, values: list[float]) -> float:
     return float(np.mean(values))
 
 
-def _ci(per_seed: list[float]) -> dict:
-    """Mean over seeds with a 95% t-interval. What cannot be estimated is None (null in
+def _ci(per_seed: list[float], bounds: tuple[float, float] | None = None) -> dict:
+    """Mean over seeds with a 95% t-interval (clipped to `bounds`, a rate's [0, 1]). What cannot be estimated is None (null in
     metrics.json, which is strict JSON) with the reason in `note`: a seed with nothing scored
     (NaN from `aggregate`), no seed at all, or a single seed (no spread to estimate)."""
     finite = [x for x in per_seed if not math.isnan(x)]
@@ -61,7 +81,7 @@ def _ci(per_seed: list[float]) -> dict:
     notes = []
     if len(finite) < len(per_seed):
         notes.append(f"{len(per_seed) - len(finite)} of {len(per_seed)} seeds scored nothing")
-    ci = stats.mean_ci(finite)
+    ci = stats.mean_ci(finite, bounds=bounds)
     out["mean"] = ci.estimate
     if len(finite) == 1:
         notes.append("one seed: no interval")
@@ -96,6 +116,9 @@ def stage_report(run, stage, elapsed: float) -> dict:
     result: dict[str, Any] = {"experiment": exp.name, "profile": run.profile_name, "seeds": run.seeds,
                               "arms": {}, "comparisons": [], "sweep": {}, "unscored": {}, "shares": {}}
     seed_items: dict[tuple[str, str, int], dict[int, float]] = {}
+    everything = [s for samples in by.values() for s in samples]
+    bounds = {m: rate_bounds(exp, m, everything) for m in metric_names}
+    result["rates"] = [m for m in metric_names if bounds[m]]
     for arm in arms:
         cond = arm.main_condition
         result["arms"][arm.name] = {"condition": cond, "metrics": {}}
@@ -109,7 +132,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
                 per_seed.append(aggregate(agg, list(values.values())))
                 seed_items[(arm.name, m, seed)] = values
                 items.update(values)
-            result["arms"][arm.name]["metrics"][m] = {**_ci(per_seed), "n_items": len(items), "unscored": unscored}
+            result["arms"][arm.name]["metrics"][m] = {**_ci(per_seed, bounds[m]), "n_items": len(items), "unscored": unscored}
         result["unscored"][arm.name] = _unscored(by, arm.name, run.seeds, cond)
         result["shares"][arm.name] = _verdict_shares(exp, by, arm.name, run.seeds, cond)
 
@@ -118,7 +141,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
             if a not in result["arms"] or b not in result["arms"]:
                 continue
             for m in comp.metrics:
-                result["comparisons"].append(compare(a, b, m, seed_items, run.seeds))
+                result["comparisons"].append(compare(a, b, m, seed_items, run.seeds, bounds=bounds[m]))
 
     sweep = run.profile.evaluation.sweep
     if sweep:
@@ -132,7 +155,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
                 for v in sweep:
                     per_seed = [aggregate(agg, list(metric_values(exp, m, by[(arm.name, s, f"sweep={v}")])[0].values()))
                                 for s in run.seeds]
-                    points.append(_ci(per_seed))
+                    points.append(_ci(per_seed, bounds[m]))
                 series[arm.name] = points
             result["sweep"][m] = {"values": sweep, "series": series}
 
@@ -306,13 +329,16 @@ def _agreement(exp, eval_samples: dict) -> list[dict]:
     return out
 
 
-def compare(a: str, b: str, m: str, seed_items: dict, seeds: list[int], n_boot: int = 5000) -> dict:
+def compare(a: str, b: str, m: str, seed_items: dict, seeds: list[int], n_boot: int = 5000,
+            bounds: tuple[float, float] | None = None) -> dict:
     """Arm ``a`` against arm ``b`` on metric ``m`` with matched seeds (a's seed k against b's seed k)
     on the items both scored; ``seed_items[(arm, m, seed)]`` maps item -> per-sample value.
 
     Seeds are the unit of replication (each is a separately trained model): the primary interval
     is the t-interval over per-seed paired differences, the second a hierarchical bootstrap, the
-    test an exact sign-flip permutation test over seeds (binary and continuous metrics alike)."""
+    test an exact sign-flip permutation test over seeds (binary and continuous metrics alike).
+    `bounds`: the metric's range where known (`rate_bounds`); the t-interval of the difference
+    is clipped to what a difference of such values can be."""
     scored = {arm: {i for s in seeds for i in seed_items[(arm, m, s)]} for arm in (a, b)}
     items = sorted(scored[a] & scored[b])
     out: dict[str, Any] = {"a": a, "b": b, "metric": m, "n_items": len(items)}
@@ -326,7 +352,7 @@ def compare(a: str, b: str, m: str, seed_items: dict, seeds: list[int], n_boot: 
         return out
     va, vb = (np.where(both, grid[arm], np.nan)[kept] for arm in (a, b))
     used = [s for s, k in zip(seeds, kept) if k]
-    t = stats.seed_paired_t(va, vb)
+    t = stats.seed_paired_t(va, vb, bounds=bounds)
     boot = stats.hierarchical_bootstrap_diff(va, vb, n_boot=n_boot, seed=0)
     perm = stats.seed_sign_flip_test(va, vb)
     a_mean, b_mean = float(np.nanmean(va, axis=1).mean()), float(np.nanmean(vb, axis=1).mean())

@@ -275,6 +275,7 @@ def report_data(ctx: Context, result: dict, eval_samples: dict) -> dict:
         "name": ctx.name, "description": ctx.description, "profile": ctx.profile, "seeds": ctx.seeds,
         "device": ctx.device, "spec_sha": ctx.spec_sha256[:16], "elapsed": result.get("elapsed_seconds"),
         "axis": {"name": axis.name, "deploy": axis.deploy}, "metrics": ctx.metrics, "arms": arms,
+        "rates": [m for m in ctx.metrics if m in result.get("rates", [])],
         "comparisons": comparisons, "comparison_note": COMPARISON_NOTE, "notes": list(dict.fromkeys(notes)),
         "headline": headline[0] if headline else None, "sweeps": sweeps, "shares": shares,
         "unscored": unscored, "agreement": agreement, "warnings": result.get("warnings", []),

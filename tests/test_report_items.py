@@ -1,0 +1,66 @@
+"""The report's rough edges of issue 16: a rate's interval stays in [0, 1], one seed says
+"n/a (1 seed)", a reduction from 0 says why, the run time is that of the stages behind the
+numbers, and an arm keeps its colour in every plot."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ectc.runtime import detect, report
+from ectc.runtime import stats as S
+
+
+def metrics_module(**values):
+    """A generated metrics module's METRICS: each metric the mean of `value(v)` over every sample."""
+    return SimpleNamespace(METRICS={name: {"aggregate": "mean", "value": fn, "where": lambda v: True, "needs": []}
+                                    for name, fn in values.items()})
+
+
+def test_a_rate_interval_is_clipped_to_its_range():
+    two = S.mean_ci([0.2, 1.0])  # t(0.975, 1) = 12.7: the raw interval runs far outside [0, 1]
+    assert two.low < -4 and two.high > 5
+    clipped = S.mean_ci([0.2, 1.0], bounds=(0.0, 1.0))
+    assert (clipped.estimate, clipped.low, clipped.high) == (pytest.approx(0.6), 0.0, 1.0)
+    assert clipped.method == "t, clipped to [0, 1]"
+    assert S.mean_ci([0.4, 0.5, 0.45], bounds=(0.0, 1.0)) == S.mean_ci([0.4, 0.5, 0.45])  # inside: untouched
+    assert math.isnan(S.mean_ci([0.3], bounds=(0.0, 1.0)).low)
+    a = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    b = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert S.seed_paired_t(a, b).high > 1
+    d = S.seed_paired_t(a, b, bounds=(0.0, 1.0))  # a difference of rates lies in [-1, 1]
+    assert (d.low, d.high) == (-1.0, 1.0)
+
+
+def test_the_report_decides_once_which_metrics_are_rates():
+    exp = SimpleNamespace(metrics=metrics_module(wrong=lambda v: v["x"] > 1, length=lambda v: v["x"]))
+    samples = [{"item": i, "sample": {"x": x}} for i, x in enumerate([0, 3, 2, 1])]
+    assert report.rate_bounds(exp, "wrong", samples) == (0.0, 1.0)
+    assert report.rate_bounds(exp, "length", samples) is None  # a mean of numbers: no known range
+    assert report.rate_bounds(exp, "wrong", []) is None
+    point = report._ci([0.2, 1.0], (0.0, 1.0))
+    assert (point["low"], point["high"]) == (0.0, 1.0)
+    assert report._ci([0.2, 1.0])["low"] < -4
+    # the comparison's t-interval is clipped, its test of noise is not
+    items = {("a", "m", 0): {0: 1.0, 1: 1.0}, ("a", "m", 1): {0: 0.0, 1: 0.0},
+             ("b", "m", 0): {0: 0.0, 1: 0.0}, ("b", "m", 1): {0: 0.0, 1: 1.0}}
+    c = report.compare("a", "b", "m", items, [0, 1], n_boot=200, bounds=(0.0, 1.0))
+    raw = report.compare("a", "b", "m", items, [0, 1], n_boot=200)
+    assert (c["t_low"], c["t_high"]) == (-1.0, 1.0) and raw["t_high"] > 1
+    assert c["permutation_p"] == raw["permutation_p"]
+
+
+def test_the_detector_reads_the_per_seed_values_not_the_clipped_interval():
+    """Two sweep points of a rate whose raw intervals run outside [0, 1]: the detector's verdict
+    (its t-interval over the per-seed differences) is the same with the points clipped or not."""
+    values, seeds = [0.0, 0.5, 1.0], [[0.05, 0.1, 0.9], [0.1, 0.15, 0.95], [0.02, 0.2, 1.0]]
+    per_value = list(zip(*seeds))
+    clipped = [report._ci(list(p), (0.0, 1.0)) for p in per_value]
+    raw = [report._ci(list(p)) for p in per_value]
+    assert clipped[2]["high"] == 1.0 < raw[2]["high"]
+    find = lambda pts: [(f.kind, f.evidence["moving"]) for f in  # noqa: E731
+                        detect.detect("m", values, {"shuffled": pts}, {"shuffled": "shuffled"}, [True] * 3, [False] * 3)]
+    assert find(clipped) == find(raw) and find(raw)[0][0] == "shuffled_leak"
