@@ -64,3 +64,39 @@ def test_the_detector_reads_the_per_seed_values_not_the_clipped_interval():
     find = lambda pts: [(f.kind, f.evidence["moving"]) for f in  # noqa: E731
                         detect.detect("m", values, {"shuffled": pts}, {"shuffled": "shuffled"}, [True] * 3, [False] * 3)]
     assert find(clipped) == find(raw) and find(raw)[0][0] == "shuffled_leak"
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def verbosity_report(seeds: list[int], per_seed: dict[str, list[float]], b_zero: bool = False) -> str:
+    """report.md of the shipped verbosity plan over a hand-made result, built by the report's own
+    functions (`_ci`, `compare`): arm -> its per-seed `padded` rate."""
+    import json
+
+    from ectc.runtime.reportdoc import Context, render_markdown, report_data
+
+    raw = json.loads((ROOT / "generated/verbosity/experiment.json").read_text())
+    ctx = Context.from_plan(raw, "tiny", seeds, "cpu")
+    result = {"arms": {}, "comparisons": [], "sweep": {}, "shares": {}, "unscored": {}, "rates": ["padded"]}
+    items = {}
+    for arm, values in per_seed.items():
+        metrics = {m: {**report._ci([]), "n_items": 0, "unscored": 0} for m in ctx.metrics}
+        metrics["padded"] = {**report._ci(values, (0.0, 1.0)), "n_items": 4, "unscored": 0}
+        result["arms"][arm] = {"condition": "deploy", "metrics": metrics}
+        for seed, v in zip(seeds, values):  # 4 items, round(4 v) of them padded
+            items[(arm, "padded", seed)] = {i: float(i < round(4 * v)) for i in range(4)}
+    result["comparisons"] = [report.compare("ect", "shuffled", "padded", items, seeds, n_boot=200,
+                                            bounds=(0.0, 1.0))]
+    return render_markdown(report_data(ctx, result, {}))
+
+
+def test_one_seed_says_n_a_1_seed_never_nan():
+    import re
+
+    md = verbosity_report([0], {"ect": [0.25], "shuffled": [0.75]})
+    assert "| ect | deployment label | n/a (no seeds) | 0.250, CI n/a (1 seed) (n=4) |" in md
+    assert "| ect vs shuffled | padded | 1 | 0.250 | 0.750 | -0.500 n/a (1 seed) | n/a (1 seed) | -0.500 | n/a (1 seed) |" in md
+    assert not re.search(r"\bnan\b", md, re.IGNORECASE)
+    two = verbosity_report([0, 1], {"ect": [0.25, 0.5], "shuffled": [0.75, 1.0]})
+    assert "(1 seed)" not in two and "0.375 [0.000, 1.000] (n=4)" in two  # clipped, with two seeds
