@@ -100,3 +100,10 @@ def test_one_seed_says_n_a_1_seed_never_nan():
     assert not re.search(r"\bnan\b", md, re.IGNORECASE)
     two = verbosity_report([0, 1], {"ect": [0.25, 0.5], "shuffled": [0.75, 1.0]})
     assert "(1 seed)" not in two and "0.375 [0.000, 1.000] (n=4)" in two  # clipped, with two seeds
+
+
+def test_a_reduction_from_zero_says_why():
+    md = verbosity_report([0, 1], {"ect": [0.25, 0.5], "shuffled": [0.0, 0.0]})
+    assert "| n/a (shuffled is 0: no reduction from 0) |" in md
+    assert "nan%" not in md
+    assert "| -100.0% |" in verbosity_report([0, 1], {"ect": [0.5, 0.5], "shuffled": [0.25, 0.25]})

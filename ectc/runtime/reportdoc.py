@@ -69,6 +69,11 @@ def value_text(x: float, pct: bool, note: str | None = None) -> str:
     return f"{x:.1%}" if pct else f"{x:.3g}"
 
 
+def reduction_note(c: dict) -> str | None:
+    """Why a comparison's reduction (1 − a/b) is missing: b, the base, is 0."""
+    return f"{c['b']} is 0: no reduction from 0" if c.get("b_mean") == 0 else None
+
+
 def interval_text(d: dict, digits: int = 3) -> str:
     """`mean [low, high]`, the mean and "CI n/a" with the reason when there is no interval (one
     seed: "n/a (1 seed)"), or n/a with the reason. Reads a `_ci` dict, fresh or from a
@@ -259,7 +264,7 @@ def report_data(ctx: Context, result: dict, eval_samples: dict) -> dict:
                             "boot_text": bounds_text(c["boot_low"], c["boot_high"], why),
                             "per_seed_text": ", ".join(f"{d:+.3f}" for d in c["per_seed_diff"]),
                             "p_text": value_text(c["permutation_p"], False, why),
-                            "reduction_text": value_text(c["relative_reduction"], True),
+                            "reduction_text": value_text(c["relative_reduction"], True, reduction_note(c)),
                             "wins_text": f"{c['a_lower']} / {c['ties']} / {c['a_higher']}"})
         if c["n_seeds"] > 1 and c["permutation_min_p"] >= 0.05:
             notes.append(f"with {c['n_seeds']} seeds the sign-flip test cannot go below p = {c['permutation_min_p']:.3g}")
