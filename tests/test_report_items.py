@@ -5,6 +5,7 @@ numbers, and an arm keeps its colour in every plot."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_the_detector_reads_the_per_seed_values_not_the_clipped_interval():
     assert find(clipped) == find(raw) and find(raw)[0][0] == "shuffled_leak"
 
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def verbosity_report(seeds: list[int], per_seed: dict[str, list[float]], b_zero: bool = False) -> str:
@@ -107,3 +108,32 @@ def test_a_reduction_from_zero_says_why():
     assert "| n/a (shuffled is 0: no reduction from 0) |" in md
     assert "nan%" not in md
     assert "| -100.0% |" in verbosity_report([0, 1], {"ect": [0.5, 0.5], "shuffled": [0.25, 0.25]})
+
+
+def test_an_arm_has_one_colour_in_every_plot(tmp_path, monkeypatch):
+    """The bars at the deployment label and the lines of the sweep give each arm the colour of
+    its index in the plan, whatever subset and order of arms a run or a plot shows."""
+    from matplotlib.colors import to_hex
+
+    from ectc.plan.model import Plan
+    from ectc.runtime import plots
+
+    plan = Plan.load((ROOT / "generated/sycophancy/experiment.json").read_text())
+    exp = SimpleNamespace(plan=plan, metrics=metrics_module(m=lambda v: v["x"]))
+    arms = [plan.arm(n) for n in ("ect", "baseline", "shuffled")]  # a run of three arms, in this order
+    point = {"mean": 0.5, "low": 0.4, "high": 0.6}
+    values = list(plan.profiles["tiny"].evaluation.sweep)
+    result = {"arms": {a.name: {"metrics": {"m": point}} for a in arms}, "shares": {},
+              "sweep": {"m": {"values": values, "series": {a.name: [point] * len(values)
+                                                           for a in arms if a.infer == "deploy"}}}}
+    figures = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.setdefault(Path(path).name, fig))
+    report._plots(SimpleNamespace(exp=exp, folder=tmp_path), result, arms)
+    bars = figures["m.png"].axes[0]
+    bar_colour = {t.get_text(): to_hex(p.get_facecolor()) for t, p in zip(bars.get_xticklabels(), bars.patches)}
+    lines = {ln.get_label(): to_hex(ln.get_color()) for ln in figures["sweep_m.png"].axes[0].get_lines()
+             if not ln.get_label().startswith("_") and ln.get_label() != "deployment label"}
+    index = {a.name: i for i, a in enumerate(plan.arms)}
+    assert bar_colour == {a: plots.PALETTE[index[a]].lower() for a in ("ect", "baseline", "shuffled")}
+    assert lines == {"shuffled": bar_colour["shuffled"], "ect": bar_colour["ect"],
+                     "baseline (no label)": bar_colour["baseline"]}

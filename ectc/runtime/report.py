@@ -384,13 +384,14 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
     exp = run.exp
     folder = run.folder / "plots"
     files = []
+    colour = plots.arm_colours([a.name for a in exp.plan.arms])  # one colour per arm in every plot
     for m, _spec in exp.metrics.METRICS.items():
         names = [a.name for a in arms]
         data = [result["arms"][n]["metrics"][m] for n in names]
         path = folder / f"{m}.png"
         plots.bar_with_ci(path, names, [_num(d["mean"]) for d in data], [_num(d["low"]) for d in data],
                           [_num(d["high"]) for d in data], title=f"{m} at the deployment label (95% CI over seeds)",
-                          ylabel=m)
+                          ylabel=m, colours=colour)
         files.append(str(path.relative_to(run.folder)))
     axis = exp.plan.axis
     for m, sw in result["sweep"].items():
@@ -398,11 +399,13 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
             continue
         series = {arm: ([_num(p["mean"]) for p in pts], [_num(p["low"]) for p in pts], [_num(p["high"]) for p in pts])
                   for arm, pts in sw["series"].items()}
+        series_colour = {arm: colour[arm] for arm in series}
         for arm in arms:
             if arm.infer == "none":  # an unlabeled arm is flat across the sweep
                 d = result["arms"][arm.name]["metrics"][m]
                 n = len(sw["values"])
                 series[f"{arm.name} (no label)"] = ([_num(d["mean"])] * n, [_num(d["low"])] * n, [_num(d["high"])] * n)
+                series_colour[f"{arm.name} (no label)"] = colour[arm.name]
         if axis.type == "enum":
             shown = set(sw["values"])
             train = [v for v in axis.train_values if v in shown]
@@ -413,7 +416,7 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
         path = folder / f"sweep_{m}.png"
         plots.dose_response(path, sw["values"], series, train_range=train, holdout_ranges=holdout,
                             deploy_value=axis.deploy, xlabel=f"{axis.name} in the evaluation label",
-                            ylabel=m, title=f"{m} against the label value")
+                            ylabel=m, title=f"{m} against the label value", colours=series_colour)
         files.append(str(path.relative_to(run.folder)))
     shares = {arm: s for arm, s in result["shares"].items() if s}
     fields = sorted({f for s in shares.values() for f in s})
