@@ -137,3 +137,46 @@ def test_an_arm_has_one_colour_in_every_plot(tmp_path, monkeypatch):
     assert bar_colour == {a: plots.PALETTE[index[a]].lower() for a in ("ect", "baseline", "shuffled")}
     assert lines == {"shuffled": bar_colour["shuffled"], "ect": bar_colour["ect"],
                      "baseline (no label)": bar_colour["baseline"]}
+
+
+def test_the_run_time_is_that_of_the_stages_behind_the_numbers(tmp_path):
+    """A tiny run, then a session that re-runs only the report: the report's run time is still
+    the stages' (recorded in their stage.json), not the second session's few seconds."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tiny import tiny_project
+
+    tiny_project(tmp_path, "verbosity")
+    env = {**os.environ, "ECTC_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+    def run():
+        subprocess.run([sys.executable, "-m", "ectc", "run", "specs/verbosity.ect"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, check=True, timeout=600)
+        return json.loads((folder / "metrics.json").read_text())
+
+    folder = tmp_path / "runs/verbosity/tiny"
+    first = run()
+    from ectc.plan.stages import train_folder
+
+    trained = read_json_record(folder / train_folder("ect", 0))["seconds"]
+    assert trained > 0
+    assert first["run_seconds"]["seconds"] >= trained and first["run_seconds"]["untimed"] == []
+    (folder / "report.md").unlink()  # the report's output changed: it alone runs again
+    second = run()
+    events = json.loads((folder / "stages.json").read_text())["events"]
+    assert [e["stage"] for e in events if e.get("status") == "ran"] == ["report"]
+    assert second["run_seconds"]["stages"] == first["run_seconds"]["stages"]
+    assert second["run_seconds"]["seconds"] >= trained > second["elapsed_seconds"]
+    assert second["run_seconds"]["seconds"] == pytest.approx(first["run_seconds"]["seconds"], abs=5)
+    md = (folder / "report.md").read_text()
+    assert (f"run time {second['run_seconds']['seconds']:,.1f} s (the {second['run_seconds']['stages']} stages "
+            f"behind these numbers; this session {second['elapsed_seconds']:,.1f} s)") in md
+
+
+def read_json_record(folder: Path) -> dict:
+    import json
+
+    return json.loads((folder / "stage.json").read_text())

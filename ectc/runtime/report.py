@@ -14,7 +14,9 @@ import numpy as np
 
 from ..files import write_json
 from ..jsonio import missing
+from ..plan import stages
 from ..plan.model import Arm
+from ..plan.records import read_record
 from ..schema import lexicon_maps
 from . import detect, inspectlog, plots, stats
 from .reportdoc import COMPARISON_NOTE, Context, read_samples, seeds_note, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
@@ -92,6 +94,33 @@ def _ci(per_seed: list[float], bounds: tuple[float, float] | None = None) -> dic
     return out
 
 
+def stages_seconds(run, report_seconds: float) -> dict:
+    """The run time of the stages behind the report's numbers: the seconds each stage of the
+    run's graph took when it ran, in this session or an earlier one whose outputs this one
+    reused (its record, stage.json, keeps them; for a record written before records kept
+    seconds, the last session's stages.json), plus the report's own `report_seconds`. A stage
+    resumed mid-way counts the session that finished it. What has no recorded time is named."""
+    import json
+
+    try:
+        events = json.loads((run.folder / "stages.json").read_text())["events"]
+        earlier = {e["stage"]: float(e["seconds"]) for e in events if e.get("status") == "ran" and e.get("seconds")}
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = {}
+    total, timed, untimed = report_seconds, 1, []
+    # the graph as its records stand (a folder such as the base model's depends on upstream outputs)
+    for s in stages.walk(run.exp, run.shape, stages.recorded(run.folder, run.opts.runs_dir)):
+        where = s.path(run.folder, run.opts.runs_dir)
+        if s.kind == "report" or where is None:  # a hub model: nothing ran
+            continue
+        seconds = (read_record(where) or {}).get("seconds", earlier.get(s.name))
+        if isinstance(seconds, (int, float)):
+            total, timed = total + seconds, timed + 1
+        else:
+            untimed.append(s.name)
+    return {"seconds": round(total, 1), "stages": timed, "untimed": untimed}
+
+
 def stage_report(run, stage, elapsed: float) -> dict:
     """The report over the (judged) samples the run carries; `stage` is the graph's report stage."""
     exp = run.exp
@@ -164,7 +193,8 @@ def stage_report(run, stage, elapsed: float) -> dict:
     result["warnings"] = label_warnings(ctx, result, eval_samples, exp.feedback, exp.metrics)
     plot_files = _plots(run, result, arms)
     result["plots"] = plot_files
-    result["elapsed_seconds"] = round(elapsed, 1)
+    result["elapsed_seconds"] = round(elapsed, 1)  # this session's, up to the report
+    result["run_seconds"] = stages_seconds(run, time.perf_counter() - t0)
     write_json(folder / "metrics.json", result)
     write_documents(folder, ctx, result, eval_samples)
     logs = inspectlog.write_logs(folder, ctx, result, eval_samples)

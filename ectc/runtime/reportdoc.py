@@ -74,6 +74,19 @@ def reduction_note(c: dict) -> str | None:
     return f"{c['b']} is 0: no reduction from 0" if c.get("b_mean") == 0 else None
 
 
+def run_time_text(result: dict) -> str:
+    """What the numbers cost: the run time of the stages behind them (`run_seconds`, over every
+    session whose outputs they read), and this session's; a metrics.json from before it kept
+    only this session's."""
+    session = result.get("elapsed_seconds")
+    total = result.get("run_seconds")
+    if not total:
+        return f"run time {session} s" if session is not None else "run time unknown"
+    untimed = f"; {len(total['untimed'])} more without a recorded time" if total["untimed"] else ""
+    this = f"; this session {session:,.1f} s" if session is not None else ""
+    return f"run time {total['seconds']:,.1f} s (the {total['stages']} stages behind these numbers{untimed}{this})"
+
+
 def interval_text(d: dict, digits: int = 3) -> str:
     """`mean [low, high]`, the mean and "CI n/a" with the reason when there is no interval (one
     seed: "n/a (1 seed)"), or n/a with the reason. Reads a `_ci` dict, fresh or from a
@@ -295,7 +308,7 @@ def report_data(ctx: Context, result: dict, eval_samples: dict) -> dict:
     headline = [c for c in comparisons if c["ok"]]
     return {
         "name": ctx.name, "description": ctx.description, "profile": ctx.profile, "seeds": ctx.seeds,
-        "device": ctx.device, "spec_sha": ctx.spec_sha256[:16], "elapsed": result.get("elapsed_seconds"),
+        "device": ctx.device, "spec_sha": ctx.spec_sha256[:16], "run_time": run_time_text(result),
         "axis": {"name": axis.name, "deploy": axis.deploy}, "metrics": ctx.metrics, "arms": arms,
         "rates": [m for m in ctx.metrics if m in result.get("rates", [])],
         "comparisons": comparisons, "comparison_note": COMPARISON_NOTE, "notes": list(dict.fromkeys(notes)),
