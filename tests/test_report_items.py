@@ -62,7 +62,7 @@ def test_the_detector_reads_the_per_seed_values_not_the_clipped_interval():
     clipped = [report._ci(list(p), (0.0, 1.0)) for p in per_value]
     raw = [report._ci(list(p)) for p in per_value]
     assert clipped[2]["high"] == 1.0 < raw[2]["high"]
-    find = lambda pts: [(f.kind, f.evidence["moving"]) for f in  # noqa: E731
+    find = lambda pts: [(f.kind, f.evidence["moving"]) for f in
                         detect.detect("m", values, {"shuffled": pts}, {"shuffled": "shuffled"}, [True] * 3, [False] * 3)]
     assert find(clipped) == find(raw) and find(raw)[0][0] == "shuffled_leak"
 

@@ -19,9 +19,10 @@ from ..plan.model import Arm
 from ..plan.records import read_record
 from ..schema import lexicon_maps
 from . import detect, inspectlog, plots, stats
-from .reportdoc import COMPARISON_NOTE, Context, read_samples, seeds_note, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
+from .reportdoc import COMPARISON_NOTE, Context, read_samples, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
 from .reportdoc import bounds_text as _bounds
 from .reportdoc import interval_text as _interval
+from .reportdoc import seeds_note as _seeds_note
 from .reportdoc import value_text as _fmt
 
 
@@ -86,7 +87,7 @@ def _ci(per_seed: list[float], bounds: tuple[float, float] | None = None) -> dic
     ci = stats.mean_ci(finite, bounds=bounds)
     out["mean"] = ci.estimate
     if len(finite) == 1:
-        notes.append(seeds_note(1))
+        notes.append(_seeds_note(1))
     else:
         out["low"], out["high"] = ci.low, ci.high
     if notes:
@@ -474,9 +475,9 @@ def _summary_table(run, result: dict) -> None:
     for c in result["comparisons"]:
         if "diff" in c:
             run.console.print(f"  {c['a']} − {c['b']} on {c['metric']}: {c['diff']:+.3f} "
-                              f"{_bounds(c['t_low'], c['t_high'], seeds_note(c['n_seeds']))} (95% t over "
+                              f"{_bounds(c['t_low'], c['t_high'], _seeds_note(c['n_seeds']))} (95% t over "
                               f"{c['n_seeds']} seed(s), {c['n_items']} items), sign-flip p "
-                              f"{_fmt(c['permutation_p'], False, seeds_note(c['n_seeds']))}"
+                              f"{_fmt(c['permutation_p'], False, _seeds_note(c['n_seeds']))}"
                               + (f"; {c['note']}" if "note" in c else ""))
     for w in result.get("warnings", []):
         run.console.print(f"  warning [{w['kind']}] {w['message']}", markup=False, highlight=False)
