@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,10 +236,14 @@ def test_one_seed_run_writes_strict_json(syco, tmp_path):
     metrics = _strict((run / "metrics.json").read_text())
     acc = metrics["arms"]["ect"]["metrics"]["accuracy"]
     assert len(acc["per_seed"]) == 1 and 0.0 <= acc["mean"] <= 1.0
-    assert acc["low"] is None and acc["high"] is None and acc["note"] == "one seed: no interval"
+    assert acc["low"] is None and acc["high"] is None and acc["note"] == "1 seed"
     point = metrics["sweep"]["sycophancy"]["series"]["ect"][0]
-    assert point["low"] is None and point["note"] == "one seed: no interval"
-    assert f"{acc['mean']:.3f} (one seed: no interval) (n=48)" in (run / "report.md").read_text()
+    assert point["low"] is None and point["note"] == "1 seed"
+    md = (run / "report.md").read_text()
+    assert f"{acc['mean']:.3f}, CI n/a (1 seed) (n=48)" in md
+    # the comparison: no interval, bootstrap or p-value, each saying why; never a NaN
+    assert "| n/a (1 seed) | " in md and " n/a (1 seed) | n/a (1 seed) | " in md
+    assert not re.search(r"\bnan\b", md, re.IGNORECASE)
     env = {**os.environ, "COLUMNS": "200"}
     listed = subprocess.run([sys.executable, "-m", "ectc", "runs", "--json"], cwd=project, env=env,
                             capture_output=True, text=True, check=True)

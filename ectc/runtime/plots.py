@@ -23,14 +23,21 @@ matplotlib.use("Agg", force=False)
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["bar_with_ci", "dose_response", "stacked_shares", "save_figure"]
+__all__ = ["bar_with_ci", "dose_response", "stacked_shares", "save_figure", "arm_colours"]
 
-# Colour-blind-safe palette (Okabe-Ito), assigned to arms in the order given.
+# Colour-blind-safe palette (Okabe-Ito). An arm's colour is the one at its index in the plan
+# (`arm_colours`), so it is the same in every plot, whichever arms a plot shows.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 # Fixed colours for the usual verdict categories; others take the palette.
 VERDICT_COLOURS = {"PASS": "#009E73", "PARTIAL": "#E69F00", "FAIL": "#D55E00"}
 _DPI = 120
 _METADATA = {"Software": "ectc"}
+
+
+def arm_colours(arms: Sequence[str]) -> dict[str, str]:
+    """Each arm's colour, by its index in `arms` (the plan's arms, in order): the one mapping
+    every plot of a report uses."""
+    return {arm: PALETTE[i % len(PALETTE)] for i, arm in enumerate(arms)}
 
 
 def _new_figure(width: float = 6.4, height: float = 4.2) -> Figure:
@@ -80,15 +87,18 @@ def bar_with_ci(
     title: str = "",
     ylabel: str = "",
     annotate: bool = True,
+    colours: Mapping[str, str] | None = None,
 ) -> Path:
-    """One bar per arm with its CI as an error bar (NaN bounds: no error bar)."""
+    """One bar per arm with its CI as an error bar (NaN bounds: no error bar). `colours`: each
+    arm's colour (`arm_colours` of the plan's arms); by default the palette in the order given."""
     if len(arms) != len(means):
         raise ValueError("arms and means differ in length")
     fig = _new_figure(max(4.0, 1.3 * len(arms) + 2), 4.2)
     ax = fig.add_subplot()
     xs = list(range(len(arms)))
-    colours = [PALETTE[i % len(PALETTE)] for i in xs]
-    ax.bar(xs, means, color=colours, width=0.6, zorder=2)
+    given = arm_colours(arms) if colours is None else colours
+    colours_ = [given[arm] for arm in arms]
+    ax.bar(xs, means, color=colours_, width=0.6, zorder=2)
     ax.errorbar(xs, means, yerr=_err(means, lows, highs), fmt="none", ecolor="black",
                 capsize=5, linewidth=1.2, zorder=3)
     if annotate:
@@ -116,8 +126,11 @@ def dose_response(
     xlabel: str = "",
     ylabel: str = "",
     title: str = "",
+    colours: Mapping[str, str] | None = None,
 ) -> Path:
     """A metric against the evaluation-label value, one line per arm with its CI band.
+    `colours`: each series' colour (`arm_colours` of the plan's arms); by default the palette
+    in the order given.
 
     Numeric axis: ``train_range`` is ``(lo, hi)``, ``holdout_ranges`` a list of ``(lo, hi)``
     shaded grey, ``deploy_value`` a number marked by a dashed vertical line.
@@ -154,10 +167,11 @@ def dose_response(
         dx = pos[deploy_value] if categorical else float(deploy_value)
         ax.axvline(dx, color="black", linestyle="--", linewidth=1.2, label="deployment label")
 
-    for i, (arm, (means, lows, highs)) in enumerate(series.items()):
+    given = arm_colours(list(series)) if colours is None else colours
+    for arm, (means, lows, highs) in series.items():
         if len(means) != len(xs):
             raise ValueError(f"series {arm!r}: {len(means)} means for {len(xs)} x values")
-        colour = PALETTE[i % len(PALETTE)]
+        colour = given[arm]
         ax.plot(xs, means, marker="o", color=colour, label=arm, zorder=3)
         if lows is not None and highs is not None:
             if categorical:

@@ -15,13 +15,16 @@ import numpy as np
 
 from ..files import write_json
 from ..jsonio import missing
+from ..plan import stages
 from ..plan.model import Arm
+from ..plan.records import read_record
 from ..schema import lexicon_maps
 from . import detect, inspectlog, plots, stats
 from .bill import spent
 from .reportdoc import COMPARISON_NOTE, Context, read_samples, write_documents  # noqa: F401  (COMPARISON_NOTE: docs quote it)
 from .reportdoc import bounds_text as _bounds
 from .reportdoc import interval_text as _interval
+from .reportdoc import seeds_note as _seeds_note
 from .reportdoc import value_text as _fmt
 
 
@@ -40,6 +43,26 @@ def metric_values(exp, metric: str, samples: list[dict]) -> tuple[dict[int, floa
     return values, unscored
 
 
+def rate_bounds(exp, metric: str, samples) -> tuple[float, float] | None:
+    """(0, 1) where `metric` is a rate: the mean of a 0/1 quantity (every value it takes on the
+    `samples` is a boolean); None otherwise. The one place that decides which intervals are
+    clipped (`stats.clip`): the metric's cells, its sweep points and its paired differences
+    (clipped to [-1, 1]) alike. The detector's tests of noise read the per-seed values, never
+    these intervals, so clipping does not change what it flags."""
+    spec = exp.metrics.METRICS[metric]
+    if spec["aggregate"] != "mean":
+        return None
+    seen = False
+    for s in samples:
+        v = s["sample"]
+        if any(v.get(m) is None for m in spec["needs"]) or not spec["where"](v):
+            continue
+        if not isinstance(spec["value"](v), (bool, np.bool_)):
+            return None
+        seen = True
+    return (0.0, 1.0) if seen else None
+
+
 def aggregate(kind: str, values: list[float]) -> float:
     if not values:
         return math.nan
@@ -50,8 +73,8 @@ def aggregate(kind: str, values: list[float]) -> float:
     return float(np.mean(values))
 
 
-def _ci(per_seed: list[float]) -> dict:
-    """Mean over seeds with a 95% t-interval. What cannot be estimated is None (null in
+def _ci(per_seed: list[float], bounds: tuple[float, float] | None = None) -> dict:
+    """Mean over seeds with a 95% t-interval (clipped to `bounds`, a rate's [0, 1]). What cannot be estimated is None (null in
     metrics.json, which is strict JSON) with the reason in `note`: a seed with nothing scored
     (NaN from `aggregate`), no seed at all, or a single seed (no spread to estimate)."""
     finite = [x for x in per_seed if not math.isnan(x)]
@@ -63,15 +86,42 @@ def _ci(per_seed: list[float]) -> dict:
     notes = []
     if len(finite) < len(per_seed):
         notes.append(f"{len(per_seed) - len(finite)} of {len(per_seed)} seeds scored nothing")
-    ci = stats.mean_ci(finite)
+    ci = stats.mean_ci(finite, bounds=bounds)
     out["mean"] = ci.estimate
     if len(finite) == 1:
-        notes.append("one seed: no interval")
+        notes.append(_seeds_note(1))
     else:
         out["low"], out["high"] = ci.low, ci.high
     if notes:
         out["note"] = "; ".join(notes)
     return out
+
+
+def stages_seconds(run, report_seconds: float) -> dict:
+    """The run time of the stages behind the report's numbers: the seconds each stage of the
+    run's graph took when it ran, in this session or an earlier one whose outputs this one
+    reused (its record, stage.json, keeps them; for a record written before records kept
+    seconds, the last session's stages.json), plus the report's own `report_seconds`. A stage
+    resumed mid-way counts the session that finished it. What has no recorded time is named."""
+    import json
+
+    try:
+        events = json.loads((run.folder / "stages.json").read_text())["events"]
+        earlier = {e["stage"]: float(e["seconds"]) for e in events if e.get("status") == "ran" and e.get("seconds")}
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = {}
+    total, timed, untimed = report_seconds, 1, []
+    # the graph as its records stand (a folder such as the base model's depends on upstream outputs)
+    for s in stages.walk(run.exp, run.shape, stages.recorded(run.folder, run.opts.runs_dir)):
+        where = s.path(run.folder, run.opts.runs_dir)
+        if s.kind == "report" or where is None:  # a hub model: nothing ran
+            continue
+        seconds = (read_record(where) or {}).get("seconds", earlier.get(s.name))
+        if isinstance(seconds, (int, float)):
+            total, timed = total + seconds, timed + 1
+        else:
+            untimed.append(s.name)
+    return {"seconds": round(total, 1), "stages": timed, "untimed": untimed}
 
 
 def stage_report(run, stage, elapsed: float) -> dict:
@@ -98,6 +148,9 @@ def stage_report(run, stage, elapsed: float) -> dict:
     result: dict[str, Any] = {"experiment": exp.name, "profile": run.profile_name, "seeds": run.seeds,
                               "arms": {}, "comparisons": [], "sweep": {}, "unscored": {}, "shares": {}}
     seed_items: dict[tuple[str, str, int], dict[int, float]] = {}
+    everything = [s for samples in by.values() for s in samples]
+    bounds = {m: rate_bounds(exp, m, everything) for m in metric_names}
+    result["rates"] = [m for m in metric_names if bounds[m]]
     for arm in arms:
         cond = arm.main_condition
         result["arms"][arm.name] = {"condition": cond, "metrics": {}}
@@ -111,7 +164,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
                 per_seed.append(aggregate(agg, list(values.values())))
                 seed_items[(arm.name, m, seed)] = values
                 items.update(values)
-            result["arms"][arm.name]["metrics"][m] = {**_ci(per_seed), "n_items": len(items), "unscored": unscored}
+            result["arms"][arm.name]["metrics"][m] = {**_ci(per_seed, bounds[m]), "n_items": len(items), "unscored": unscored}
         result["unscored"][arm.name] = _unscored(by, arm.name, run.seeds, cond)
         result["shares"][arm.name] = _verdict_shares(exp, by, arm.name, run.seeds, cond)
 
@@ -120,7 +173,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
             if a not in result["arms"] or b not in result["arms"]:
                 continue
             for m in comp.metrics:
-                result["comparisons"].append(compare(a, b, m, seed_items, run.seeds))
+                result["comparisons"].append(compare(a, b, m, seed_items, run.seeds, bounds=bounds[m]))
 
     sweep = run.profile.evaluation.sweep
     if sweep:
@@ -134,7 +187,7 @@ def stage_report(run, stage, elapsed: float) -> dict:
                 for v in sweep:
                     per_seed = [aggregate(agg, list(metric_values(exp, m, by[(arm.name, s, f"sweep={v}")])[0].values()))
                                 for s in run.seeds]
-                    points.append(_ci(per_seed))
+                    points.append(_ci(per_seed, bounds[m]))
                 series[arm.name] = points
             result["sweep"][m] = {"values": sweep, "series": series}
 
@@ -145,7 +198,8 @@ def stage_report(run, stage, elapsed: float) -> dict:
     result["training_notes"] = choice_notes(run)
     plot_files = _plots(run, result, arms)
     result["plots"] = plot_files
-    result["elapsed_seconds"] = round(elapsed, 1)
+    result["elapsed_seconds"] = round(elapsed, 1)  # this session's, up to the report
+    result["run_seconds"] = stages_seconds(run, time.perf_counter() - t0)
     write_json(folder / "metrics.json", result)
     write_documents(folder, ctx, result, eval_samples)
     logs = inspectlog.write_logs(folder, ctx, result, eval_samples)
@@ -333,13 +387,16 @@ def _agreement(exp, eval_samples: dict) -> list[dict]:
     return out
 
 
-def compare(a: str, b: str, m: str, seed_items: dict, seeds: list[int], n_boot: int = 5000) -> dict:
+def compare(a: str, b: str, m: str, seed_items: dict, seeds: list[int], n_boot: int = 5000,
+            bounds: tuple[float, float] | None = None) -> dict:
     """Arm ``a`` against arm ``b`` on metric ``m`` with matched seeds (a's seed k against b's seed k)
     on the items both scored; ``seed_items[(arm, m, seed)]`` maps item -> per-sample value.
 
     Seeds are the unit of replication (each is a separately trained model): the primary interval
     is the t-interval over per-seed paired differences, the second a hierarchical bootstrap, the
-    test an exact sign-flip permutation test over seeds (binary and continuous metrics alike)."""
+    test an exact sign-flip permutation test over seeds (binary and continuous metrics alike).
+    `bounds`: the metric's range where known (`rate_bounds`); the t-interval of the difference
+    is clipped to what a difference of such values can be."""
     scored = {arm: {i for s in seeds for i in seed_items[(arm, m, s)]} for arm in (a, b)}
     items = sorted(scored[a] & scored[b])
     out: dict[str, Any] = {"a": a, "b": b, "metric": m, "n_items": len(items)}
@@ -353,7 +410,7 @@ def compare(a: str, b: str, m: str, seed_items: dict, seeds: list[int], n_boot: 
         return out
     va, vb = (np.where(both, grid[arm], np.nan)[kept] for arm in (a, b))
     used = [s for s, k in zip(seeds, kept) if k]
-    t = stats.seed_paired_t(va, vb)
+    t = stats.seed_paired_t(va, vb, bounds=bounds)
     boot = stats.hierarchical_bootstrap_diff(va, vb, n_boot=n_boot, seed=0)
     perm = stats.seed_sign_flip_test(va, vb)
     a_mean, b_mean = float(np.nanmean(va, axis=1).mean()), float(np.nanmean(vb, axis=1).mean())
@@ -385,13 +442,14 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
     exp = run.exp
     folder = run.folder / "plots"
     files = []
+    colour = plots.arm_colours([a.name for a in exp.plan.arms])  # one colour per arm in every plot
     for m, _spec in exp.metrics.METRICS.items():
         names = [a.name for a in arms]
         data = [result["arms"][n]["metrics"][m] for n in names]
         path = folder / f"{m}.png"
         plots.bar_with_ci(path, names, [_num(d["mean"]) for d in data], [_num(d["low"]) for d in data],
                           [_num(d["high"]) for d in data], title=f"{m} at the deployment label (95% CI over seeds)",
-                          ylabel=m)
+                          ylabel=m, colours=colour)
         files.append(str(path.relative_to(run.folder)))
     axis = exp.plan.axis
     for m, sw in result["sweep"].items():
@@ -399,11 +457,13 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
             continue
         series = {arm: ([_num(p["mean"]) for p in pts], [_num(p["low"]) for p in pts], [_num(p["high"]) for p in pts])
                   for arm, pts in sw["series"].items()}
+        series_colour = {arm: colour[arm] for arm in series}
         for arm in arms:
             if arm.infer == "none":  # an unlabeled arm is flat across the sweep
                 d = result["arms"][arm.name]["metrics"][m]
                 n = len(sw["values"])
                 series[f"{arm.name} (no label)"] = ([_num(d["mean"])] * n, [_num(d["low"])] * n, [_num(d["high"])] * n)
+                series_colour[f"{arm.name} (no label)"] = colour[arm.name]
         if axis.type == "enum":
             shown = set(sw["values"])
             train = [v for v in axis.train_values if v in shown]
@@ -414,7 +474,7 @@ def _plots(run, result: dict, arms: list[Arm]) -> list[str]:
         path = folder / f"sweep_{m}.png"
         plots.dose_response(path, sw["values"], series, train_range=train, holdout_ranges=holdout,
                             deploy_value=axis.deploy, xlabel=f"{axis.name} in the evaluation label",
-                            ylabel=m, title=f"{m} against the label value")
+                            ylabel=m, title=f"{m} against the label value", colours=series_colour)
         files.append(str(path.relative_to(run.folder)))
     shares = {arm: s for arm, s in result["shares"].items() if s}
     fields = sorted({f for s in shares.values() for f in s})
@@ -442,8 +502,9 @@ def _summary_table(run, result: dict) -> None:
     for c in result["comparisons"]:
         if "diff" in c:
             run.console.print(f"  {c['a']} − {c['b']} on {c['metric']}: {c['diff']:+.3f} "
-                              f"{_bounds(c['t_low'], c['t_high'])} (95% t over {c['n_seeds']} seed(s), "
-                              f"{c['n_items']} items), sign-flip p {_fmt(c['permutation_p'], False)}"
+                              f"{_bounds(c['t_low'], c['t_high'], _seeds_note(c['n_seeds']))} (95% t over "
+                              f"{c['n_seeds']} seed(s), {c['n_items']} items), sign-flip p "
+                              f"{_fmt(c['permutation_p'], False, _seeds_note(c['n_seeds']))}"
                               + (f"; {c['note']}" if "note" in c else ""))
     for w in result.get("warnings", []):
         run.console.print(f"  warning [{w['kind']}] {w['message']}", markup=False, highlight=False)

@@ -41,26 +41,60 @@ COMPARISON_NOTE = (
 ASKED = {"none": "no label", "deploy": "deployment label", "true": "true label"}
 
 
-def bounds_text(low: float | None, high: float | None) -> str:
-    """A difference's interval; missing (null in metrics.json, NaN fresh) reads n/a."""
+# Why a figure over seeds is missing when the run has one seed: there is no spread to
+# estimate an interval or a p-value from. Every "n/a" of a one-seed run says it in these words.
+ONE_SEED = "1 seed"
+
+
+def seeds_note(n_seeds: int) -> str | None:
+    """Why an interval or p-value over `n_seeds` seeds is missing, where that is the reason."""
+    return ONE_SEED if n_seeds == 1 else None
+
+
+def _why(note: str | None) -> str:
+    return f" ({note})" if note else ""
+
+
+def bounds_text(low: float | None, high: float | None, note: str | None = None) -> str:
+    """A difference's interval; missing (null in metrics.json, NaN fresh) reads n/a with `note`,
+    the reason, where given."""
     if missing(low) or missing(high):
-        return "n/a"  # not "[n/a]": rich would read it as markup
+        return "n/a" + _why(note)  # not "[n/a]": rich would read it as markup
     return f"[{low:+.3f}, {high:+.3f}]"
 
 
-def value_text(x: float, pct: bool) -> str:
+def value_text(x: float, pct: bool, note: str | None = None) -> str:
     if missing(x):
-        return "n/a"
+        return "n/a" + _why(note)
     return f"{x:.1%}" if pct else f"{x:.3g}"
 
 
+def reduction_note(c: dict) -> str | None:
+    """Why a comparison's reduction (1 − a/b) is missing: b, the base, is 0."""
+    return f"{c['b']} is 0: no reduction from 0" if c.get("b_mean") == 0 else None
+
+
+def run_time_text(result: dict) -> str:
+    """What the numbers cost: the run time of the stages behind them (`run_seconds`, over every
+    session whose outputs they read), and this session's; a metrics.json from before it kept
+    only this session's."""
+    session = result.get("elapsed_seconds")
+    total = result.get("run_seconds")
+    if not total:
+        return f"run time {session} s" if session is not None else "run time unknown"
+    untimed = f"; {len(total['untimed'])} more without a recorded time" if total["untimed"] else ""
+    this = f"; this session {session:,.1f} s" if session is not None else ""
+    return f"run time {total['seconds']:,.1f} s (the {total['stages']} stages behind these numbers{untimed}{this})"
+
+
 def interval_text(d: dict, digits: int = 3) -> str:
-    """`mean [low, high]`, the mean alone with the reason when there is no interval, or n/a.
-    Reads a `_ci` dict, fresh or from a metrics.json (null there; NaN in one written before)."""
+    """`mean [low, high]`, the mean and "CI n/a" with the reason when there is no interval (one
+    seed: "n/a (1 seed)"), or n/a with the reason. Reads a `_ci` dict, fresh or from a
+    metrics.json (null there; NaN in one written before)."""
     if missing(d.get("mean")):
-        return "n/a" + (f" ({d['note']})" if d.get("note") else "")
+        return "n/a" + _why(d.get("note"))
     if missing(d.get("low")) or missing(d.get("high")):
-        return f"{d['mean']:.3f}" + (f" ({d['note']})" if d.get("note") else "")
+        return f"{d['mean']:.3f}, CI n/a" + _why(d.get("note"))
     return f"{d['mean']:.3f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
 
 
@@ -237,12 +271,13 @@ def report_data(ctx: Context, result: dict, eval_samples: dict) -> dict:
             continue
         if "note" in c:
             notes.append(f"{c['a']} vs {c['b']} on {c['metric']}: {c['note']}")
+        why = seeds_note(c["n_seeds"])
         comparisons.append({**c, "ok": True, "a_text": f"{c['a_mean']:.3f}", "b_text": f"{c['b_mean']:.3f}",
-                            "diff_text": f"{c['diff']:+.3f} {bounds_text(c['t_low'], c['t_high'])}",
-                            "boot_text": bounds_text(c["boot_low"], c["boot_high"]),
+                            "diff_text": f"{c['diff']:+.3f} {bounds_text(c['t_low'], c['t_high'], why)}",
+                            "boot_text": bounds_text(c["boot_low"], c["boot_high"], why),
                             "per_seed_text": ", ".join(f"{d:+.3f}" for d in c["per_seed_diff"]),
-                            "p_text": value_text(c["permutation_p"], False),
-                            "reduction_text": value_text(c["relative_reduction"], True),
+                            "p_text": value_text(c["permutation_p"], False, why),
+                            "reduction_text": value_text(c["relative_reduction"], True, reduction_note(c)),
                             "wins_text": f"{c['a_lower']} / {c['ties']} / {c['a_higher']}"})
         if c["n_seeds"] > 1 and c["permutation_min_p"] >= 0.05:
             notes.append(f"with {c['n_seeds']} seeds the sign-flip test cannot go below p = {c['permutation_min_p']:.3g}")
@@ -287,8 +322,9 @@ def report_data(ctx: Context, result: dict, eval_samples: dict) -> dict:
     headline = [c for c in comparisons if c["ok"]]
     return {
         "name": ctx.name, "description": ctx.description, "profile": ctx.profile, "seeds": ctx.seeds,
-        "device": ctx.device, "spec_sha": ctx.spec_sha256[:16], "elapsed": result.get("elapsed_seconds"),
+        "device": ctx.device, "spec_sha": ctx.spec_sha256[:16], "run_time": run_time_text(result),
         "axis": {"name": axis.name, "deploy": axis.deploy}, "metrics": ctx.metrics, "arms": arms,
+        "rates": [m for m in ctx.metrics if m in result.get("rates", [])],
         "comparisons": comparisons, "comparison_note": COMPARISON_NOTE, "notes": list(dict.fromkeys(notes)),
         "headline": headline[0] if headline else None, "sweeps": sweeps, "shares": shares,
         "unscored": unscored, "agreement": agreement, "claude": claude, "warnings": result.get("warnings", []),

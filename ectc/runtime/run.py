@@ -34,8 +34,9 @@ class Writer:
     (accelerate's `is_main_process`, nanochat's `master_process` guard): those ranks compute
     what rank 0 computes and write nothing."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, started: float | None = None):
         self.enabled = enabled
+        self.started = started  # perf_counter when the stage being settled began
 
     def text(self, path: Path, text: str) -> None:
         if self.enabled:
@@ -50,10 +51,14 @@ class Writer:
             write_jsonl(path, rows)
 
     def done(self, folder: Path, stage: Stage, **info: Any) -> str | None:
-        """Record a finished stage (its key, its outputs' hash, its key's components) and return
-        that hash, what downstream keys use; None where nothing is written."""
+        """Record a finished stage (its key, its outputs' hash, its key's components, its seconds)
+        and return that hash, what downstream keys use; None where nothing is written. The
+        seconds stay with the outputs, so a later session that reuses them (a resumed run, a
+        re-run report) still knows what they cost."""
         if not self.enabled:
             return None
+        if self.started is not None:
+            info.setdefault("seconds", round(time.perf_counter() - self.started, 2))
         return record(folder, stage.key, list(stage.outputs), parts=stage.parts, **info)
 
     def final(self, model, tokenizer, folder: Path) -> None:
@@ -105,6 +110,7 @@ class Run:
     device: str
     events: list[dict] = field(default_factory=list)
     carried: Carried = field(default_factory=Carried)
+    stage_started: float | None = None  # when `execute` began settling the current stage
 
     @property
     def profile_name(self) -> str:
@@ -120,7 +126,7 @@ class Run:
 
     @property
     def write(self) -> Writer:
-        return Writer(self.opts.writes)
+        return Writer(self.opts.writes, self.stage_started)
 
     def reusable(self, stage: str, folder: Path, key: str) -> Reuse:
         """Whether a stage can be reused; says so when its key holds but its outputs do not."""
@@ -986,6 +992,7 @@ def execute(run: Run) -> dict:
 
         def settle(stage: Stage) -> str:
             nonlocal metrics
+            run.stage_started = time.perf_counter()
             if stage.kind == "data":
                 return stage_data(run, stage)
             if stage.kind == "base":

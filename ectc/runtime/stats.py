@@ -16,6 +16,10 @@ Conventions, used throughout:
   ``a[i] < b[i]``.
 * an interval that cannot be estimated (one seed, no data) has NaN bounds rather than a
   zero-width interval that would overstate certainty.
+* ``bounds``: the range the quantity cannot leave (a rate's ``(0, 1)``); a t-interval, which
+  knows nothing of it, is clipped to it (two seeds of a rate can give [-0.40, 1.76]). The
+  estimate is never moved. Whoever knows the quantity is bounded passes them; tests of noise
+  (the sign-flip test, the detector's differences) use the unclipped figures.
 
 scipy does the distribution work (t quantiles, bootstrap resampling, the sign-flip permutation
 test, binomial tests, Wilson intervals, Spearman); only Cohen's kappa, the two-level (seeds, then
@@ -25,7 +29,7 @@ items) bootstrap, which scipy has no form of, and small bookkeeping are written 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +57,7 @@ __all__ = [
     "seed_paired_t",
     "hierarchical_bootstrap_diff",
     "seed_sign_flip_test",
+    "clip",
 ]
 
 
@@ -181,8 +186,22 @@ def _check_level(level: float) -> None:
 # --------------------------------------------------------------------------- intervals
 
 
-def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> CI:
-    """Student-t interval for the mean (e.g. over seeds).
+def clip(ci: CI, bounds: tuple[float, float] | None) -> CI:
+    """``ci`` with its interval clipped to ``bounds`` (None: as it is); the method says so
+    where the clipping changed a bound. NaN bounds stay NaN."""
+    if bounds is None:
+        return ci
+    lo_b, hi_b = bounds
+    low = ci.low if np.isnan(ci.low) else min(max(ci.low, lo_b), hi_b)
+    high = ci.high if np.isnan(ci.high) else min(max(ci.high, lo_b), hi_b)
+    if (low, high) == (ci.low, ci.high):
+        return ci
+    return replace(ci, low=float(low), high=float(high), method=f"{ci.method}, clipped to [{lo_b:g}, {hi_b:g}]")
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95,
+            bounds: tuple[float, float] | None = None) -> CI:
+    """Student-t interval for the mean (e.g. over seeds), clipped to ``bounds`` where given.
 
     One value: the estimate is that value and the bounds are NaN (no spread to estimate).
     """
@@ -196,7 +215,7 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> CI:
     if sem == 0.0:
         return CI(m, m, m, n, level, "t")
     half = float(_st.t.ppf(0.5 + level / 2, df=n - 1)) * sem
-    return CI(m, float(m - half), float(m + half), n, level, "t")
+    return clip(CI(m, float(m - half), float(m + half), n, level, "t"), bounds)
 
 
 def bootstrap_ci(
@@ -309,8 +328,8 @@ def _diff_matrix(a: Any, b: Any) -> np.ndarray:
     return _seed_matrix(a_m - b_m, "a - b")
 
 
-def seed_then_item_ci(matrix: Any, level: float = 0.95) -> CI:
-    """CI over seeds of per-seed means over items.
+def seed_then_item_ci(matrix: Any, level: float = 0.95, bounds: tuple[float, float] | None = None) -> CI:
+    """CI over seeds of per-seed means over items, clipped to ``bounds`` where given.
 
     ``matrix`` has shape (seeds, items). Each seed's items are averaged first (NaN cells, an
     item missing for a seed, are skipped), then a t-interval is taken over the seed means.
@@ -318,7 +337,7 @@ def seed_then_item_ci(matrix: Any, level: float = 0.95) -> CI:
     """
     per_seed = _per_seed_means(_seed_matrix(matrix))
     ci = mean_ci(per_seed, level=level)
-    return CI(ci.estimate, ci.low, ci.high, ci.n, level, "t-over-seeds")
+    return clip(CI(ci.estimate, ci.low, ci.high, ci.n, level, "t-over-seeds"), bounds)
 
 
 def per_seed_diffs(a: Any, b: Any) -> np.ndarray:
@@ -326,14 +345,16 @@ def per_seed_diffs(a: Any, b: Any) -> np.ndarray:
     return _per_seed_means(_diff_matrix(a, b))
 
 
-def seed_paired_t(a: Any, b: Any, level: float = 0.95) -> CI:
+def seed_paired_t(a: Any, b: Any, level: float = 0.95, bounds: tuple[float, float] | None = None) -> CI:
     """Student-t interval over seeds of the per-seed paired differences.
 
     The primary interval for a seed-paired comparison: each seed's mean difference already
     carries that seed's item noise, so the spread of the seed means reflects both the
-    seed-to-seed (training) variance and the item variance. One seed: NaN bounds.
+    seed-to-seed (training) variance and the item variance. One seed: NaN bounds. ``bounds``
+    are the values' own range: the difference is clipped to ``(lo - hi, hi - lo)``.
     """
-    return seed_then_item_ci(_diff_matrix(a, b), level=level)
+    diff = None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
+    return seed_then_item_ci(_diff_matrix(a, b), level=level, bounds=diff)
 
 
 def hierarchical_bootstrap_diff(
