@@ -237,3 +237,13 @@ def test_diff_does_not_import_torch(tmp_path):
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\nsys.exit(rc)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(a), str(b)], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
+
+
+def test_a_new_profile_with_its_own_template_leaves_the_other_profiles_alone(tmp_path, capsys):
+    # A profile's own `unlabeled` is a template of its own: no other profile's run reads it.
+    shipped = (Path(__file__).resolve().parent.parent / "specs" / "sycophancy.ect").read_text()
+    new = _edit(shipped, "  # The seed's setting", "  profile other {\n    model tiny { layers 1 width 32 heads 2 numbers whole }\n"
+                "    seeds 1\n    unlabeled \"Suggestibility: none\"\n    rl { steps 4 }\n  }\n\n  # The seed's setting")
+    code, out, _ = _diff(tmp_path, shipped, new, capsys=capsys)
+    assert code == 2
+    assert "Overall: profile other: new profile: runs from scratch" in out, out

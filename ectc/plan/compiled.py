@@ -82,14 +82,22 @@ class CompiledExperiment:
     def file_hash(self, rel: str) -> str:
         return content_hash(self.files[rel])
 
-    def templates_hash(self, only: str = "", without: tuple[str, ...] = ()) -> str:
-        """One hash of the prompt templates whose names start with `only` and with none of
-        `without` (computed once: many stage keys read the same set)."""
+    def templates_of(self, profile: str | None = None) -> dict[str, str]:
+        """The templates a profile's run reads: the experiment's and that profile's own
+        (`<profile>.prompt`, ...), never another profile's, so adding or editing a profile's
+        template touches no other profile's keys. None: every template."""
+        others = tuple(f"{p}." for p in self.plan.profiles if p != profile) if profile is not None else ()
+        return {k: v for k, v in self.templates.items() if not (others and k.startswith(others))}
+
+    def templates_hash(self, only: str = "", without: tuple[str, ...] = (), profile: str | None = None) -> str:
+        """One hash of the templates of `profile` (`templates_of`) whose names start with `only`
+        and with none of `without` (computed once: many stage keys read the same set)."""
         memo = self.__dict__.setdefault("_templates_hashes", {})
-        if (only, without) not in memo:
-            chosen = {k: v for k, v in self.templates.items() if k.startswith(only) and not k.startswith(without)}
-            memo[(only, without)] = json_hash(chosen)
-        return memo[(only, without)]
+        if (only, without, profile) not in memo:
+            chosen = {k: v for k, v in self.templates_of(profile).items()
+                      if k.startswith(only) and not k.startswith(without)}
+            memo[(only, without, profile)] = json_hash(chosen)
+        return memo[(only, without, profile)]
 
     def train_config(self, profile: str, arm: str) -> dict:
         """generated/<exp>/train/<profile>/<arm>.json, without its header."""

@@ -217,7 +217,7 @@ def base_recipe(exp: CompiledExperiment, shape: Shape, data_out: str) -> dict[st
         warmup["steps"] = scaled(warmup["steps"], shape.steps_scale)
         if plan.response.type == "text":
             warmup["eos"] = True  # free text ends at EOS: the warm-up teaches where to stop
-    shown = {k: v for k, v in exp.templates.items() if not k.startswith(JUDGE)}
+    shown = {k: v for k, v in exp.templates_of(shape.profile).items() if not k.startswith(JUDGE)}
     return {
         "model": prof.model.dump(), "warmup": warmup, "data": data_out,
         "templates": {k: hashlib.sha256(shown[k].encode()).hexdigest() for k in sorted(shown)},
@@ -267,7 +267,7 @@ def train_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, base
     parts = {
         "config": training_identity(exp.train_config(shape.profile, arm.name)), "base": base_out,
         "data": data_out, "seed": seed, "feedback": exp.file_hash("feedback.py"), "scale": shape.steps_scale,
-        "templates": exp.templates_hash(without=(JUDGE, PROBE)),
+        "templates": exp.templates_hash(without=(JUDGE, PROBE), profile=shape.profile),
         **_other(exp),
     }
     return _stage("train", f"train {arm.name} seed {seed}", parts, train_folder(arm.name, seed), ("final",),
@@ -296,7 +296,7 @@ def eval_stage(exp: CompiledExperiment, shape: Shape, arm: Arm, seed: int, train
     inputs = {
         "train": train_out, "data": data_out, "arm": arm.dump(),
         "split": plan.evaluate.split, "samples": prof.evaluation.samples, "generate": prof.generate.dump(),
-        "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": exp.templates_hash(without=(JUDGE,)),
+        "feedback": exp.file_hash("feedback.py"), "probes": probes_out, "templates": exp.templates_hash(without=(JUDGE,), profile=shape.profile),
         **_other(exp),
     }
     digest = json_hash(inputs)
