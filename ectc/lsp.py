@@ -8,6 +8,8 @@ speaks the protocol). Imported by `ectc lsp` alone, so no other command loads py
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
@@ -36,10 +38,12 @@ def _position(line_char: tuple[int, int]) -> types.Position:
     return types.Position(line=line_char[0], character=line_char[1])
 
 
-def lsp_diagnostics(text: str) -> list[types.Diagnostic]:
+def lsp_diagnostics(text: str, folder: Path | None = None) -> list[types.Diagnostic]:
+    """`ectc check`'s diagnostics of `text`; `folder`, the spec's (a saved file's), is where its
+    word lists are looked for (E405), as `check` looks beside the spec."""
     lines = text.splitlines() or [""]
     out = []
-    for d in diagnose(text):
+    for d in diagnose(text, folder=folder):
         start, end = editor.lsp_range(d, lines)
         out.append(types.Diagnostic(
             range=types.Range(start=_position(start), end=_position(end)),
@@ -55,8 +59,9 @@ def _refresh(ls: EctServer, uri: str) -> None:
         ls.specs[uri] = lower(parse(text))
     except CompileError:
         pass
+    folder = Path(doc.path).parent if uri.startswith("file:") else None
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-        uri=uri, version=doc.version, diagnostics=lsp_diagnostics(text)))
+        uri=uri, version=doc.version, diagnostics=lsp_diagnostics(text, folder)))
 
 
 def make_server() -> EctServer:

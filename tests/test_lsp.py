@@ -122,3 +122,13 @@ def test_lsp_session_over_stdio(tmp_path):
     assert hover.contents.value == ("**`rl.steps`**: a whole number\n\n"
                                     "RL optimizer steps per arm and seed (GRPOConfig.max_steps).")
     assert hover.range == types.Range(start=_pos(edited, "steps 10"), end=_pos(edited, "steps 10", "steps"))
+
+
+def test_the_server_looks_for_word_lists_beside_the_spec():
+    """E405 in the editor as in `ectc check`: a saved spec's word lists are looked for in its folder."""
+    from ectc.lsp import lsp_diagnostics
+
+    fixture = Path(__file__).parent / "fixtures" / "diagnostics" / "E405_word_list_missing.ect"
+    found = lsp_diagnostics(fixture.read_text(), fixture.parent)
+    assert [d.code for d in found] == ["E405", "E405"]
+    assert [(d.range.start.line, d.range.start.character) for d in found] == [(21, 19), (21, 46)]
