@@ -35,7 +35,7 @@ PART_NAMES = {
 @dataclass
 class StagePlan:
     stage: str
-    status: str   # "reused" | "ran": the runtime's words for what it will do
+    status: str   # "reused" | "ran" | "skipped" (after a `require` the probes miss): what the run will do
     reason: str
     key: str
     kind: str = ""  # the stage's kind (plan/stages.KINDS)
@@ -122,7 +122,12 @@ def predict(source: str, runs_dir: Path, profile: Optional[str] = None, run_id: 
         graph = stages.keys(exp, shape, stages.recorded(folder, Path(runs_dir)))
         previous = _previous_keys(folder, name, Path(runs_dir), root) if folder.exists() else {}
         plans = []
+        stops = None  # a `require` the recorded probes miss: the run stops after them
         for stage in graph.values():
+            if stops:
+                plans.append(StagePlan(stage.name, "skipped", f"the run stops at the probes ({stops})",
+                                       stage.key, stage.kind))
+                continue
             where = stage.path(folder, Path(runs_dir))
             if where is None:
                 plans.append(StagePlan(stage.name, "reused", "a hub model, loaded per arm", stage.key, stage.kind))
@@ -268,11 +273,15 @@ def main_plan(args) -> int:
         table.add_column("will")
         table.add_column("why")
         for p in plans:
-            table.add_row(p.stage, "[cyan]reuse[/]" if p.status == "reused" else "[green]run[/]", p.reason)
+            table.add_row(p.stage, {"reused": "[cyan]reuse[/]", "ran": "[green]run[/]"}.get(p.status, "[yellow]skip[/]"),
+                          p.reason)
         console.print(table)
         n = sum(p.status == "ran" for p in plans)
+        reused = sum(p.status == "reused" for p in plans)
+        skipped = len(plans) - n - reused
         summary = effect(plans)
-        console.print(f"{n} stage(s) to run, {len(plans) - n} reused" + (f": {summary}" if summary else ""))
+        console.print(f"{n} stage(s) to run, {reused} reused" + (f", {skipped} skipped (a `require` fails)" if skipped else "")
+                      + (f": {summary}" if summary else ""))
         if name in billed:
             print_bill(console, *billed[name])
         if name in stale:

@@ -72,6 +72,9 @@ def test_a_failed_require_stops_right_after_the_warm_up(tmp_path, monkeypatch, c
     assert probes.status == "reused" and probes.reason.endswith(
         f"; `require base_knows >= 0.99` fails: the base model's base_knows is {share:.2f} ({sum(values)} of 48 items): "
         "the run stops here")
+    after = plans[plans.index(probes) + 1:]
+    assert after and {p.status for p in after} == {"skipped"}, "nothing after the probes runs, nor is billed"
+    assert all(p.reason.startswith("the run stops at the probes (`require base_knows >= 0.99` fails") for p in after)
 
     # The bound lowered: the base and its probes are reused, the requirement is met, the run goes on
     # (to the untrained base alone here: `ootb` trains nothing).
