@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ectc import ir, jsonio, schema
+from ectc import jsonio, schema
 from ectc.compile import compile_text
+from ectc.generate import schedule, settings_dict
 from ectc.settings_doc import DOCS, json_schema, profile_table
 
 ROOT = Path(__file__).parent.parent
@@ -36,23 +37,14 @@ def test_every_doc_names_a_declared_setting_and_every_own_setting_has_one():
     assert [".".join(p) for p in own if ".".join(p) not in DOCS] == []
 
 
-def _value(e):
-    if isinstance(e, ir.Num):
-        return int(e.value) if e.is_int else e.value
-    if isinstance(e, (ir.Str, ir.Bool)):
-        return e.value
-    if isinstance(e, ir.Name):
-        return e.id
-    if isinstance(e, ir.ListExpr):
-        return [_value(i) for i in e.items]
-    if isinstance(e, ir.Call):  # linear(start, end[, fraction])
-        args = [_value(a) for a in e.args]
-        return dict(zip(("start", "end", "fraction"), args))
-    raise AssertionError(e)
-
-
 def _settings(settings):
-    return {s.key: _settings(s.block) if s.block is not None else _value(s.value) for s in settings}
+    """A profile's settings as JSON, the way `ectc schema` describes them: generate's own reading
+    of the literals, with `linear(...)` as its explicit schedule object."""
+    def schedules(v):
+        if isinstance(v, dict) and set(v) == {"fn", "args"}:
+            return schedule(v)
+        return {k: schedules(x) for k, x in v.items()} if isinstance(v, dict) else v
+    return schedules(settings_dict(settings))
 
 
 def _profiles():
