@@ -1342,7 +1342,7 @@ def _check_warmup_target(block: ir.DataBlock, part: ir.Setting, reported: set[st
     if isinstance(target, ir.DataField) and target.type in schema.FIELD_TYPES and target.type != "text":
         reported.add(block.name)
         return [_err(target.type_span, "E609", f"a warm-up target is text, but `target` of data `{block.name}` "
-                     f"is declared {target.type}", f"declare it `target: text = ...`, e.g. with render(\"{{{{ ... }}}}\")")]
+                     f"is declared {target.type}", "declare it `target: text = ...`, e.g. with render(\"{{ ... }}\")")]
     return []
 
 

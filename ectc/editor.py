@@ -17,7 +17,7 @@ from typing import Optional
 from lark.exceptions import UnexpectedCharacters
 
 from . import ir, schema
-from .check import data_scope, label_template_vars, main_data, prompt_template_vars
+from .check import data_scope, label_template_vars, prompt_template_vars
 from .errors import Diagnostic
 from .parse import tokens
 from .settings_doc import doc

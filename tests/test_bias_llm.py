@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from fake_anthropic import FakeAnthropic, delay, fn, text, tool_use
 from tiny import tiny_project

@@ -5,7 +5,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ectc.runtime.models import (  # noqa: E402
-    apply_lora, build_tiny_llama, build_word_tokenizer, cached_model_dir, get_or_build, load_hf_model,
+    apply_lora, build_tiny_llama, build_word_tokenizer, cached_model_dir, get_or_build,
 )
 from ectc.schema import trainer_kwargs  # noqa: E402
 

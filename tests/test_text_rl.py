@@ -3,7 +3,6 @@ GRPOTrainer on a shrunken specs/verbosity.ect, with the spec's knobs mapped onto
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
